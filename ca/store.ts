@@ -1,0 +1,111 @@
+/**
+ * The storage interface the authority needs, declared here by its consumer.
+ * Backends in ca/store/ implement it; nothing outside ca/store/ speaks SQL.
+ *
+ * Every method is async so a networked backend (PostgreSQL, for several CA
+ * replicas) fits the same shape as the embedded SQLite one. A promise that
+ * resolves means the write is durable (committed and synced).
+ */
+
+export type IssuerState = "prepared" | "active" | "retired" | "tainted";
+export type IssuerKind = "root" | "intermediate";
+
+export interface IssuerRecord {
+  /** Stable short id: lowercase hex of the first 8 bytes of the subject key identifier. */
+  id: string;
+  kind: IssuerKind;
+  /** Issuer that signed this one; null for a self-signed root. */
+  parentId: string | null;
+  state: IssuerState;
+  /** Subject DN as text, for people. */
+  subject: string;
+  certDer: Buffer;
+  /** Path of the encrypted private key, relative to the data directory; null when the key is offline. */
+  keyPath: string | null;
+  notBefore: Date;
+  notAfter: Date;
+  createdAt: Date;
+}
+
+export interface CertificateRecord {
+  /** Lowercase hex of the serial number's content octets (see docs/serial-numbers.md). */
+  serial: string;
+  issuerId: string;
+  /** The dense per-issuer index carried in the serial's low 64 bits. */
+  sequence: number;
+  spiffeId: string | null;
+  dnsNames: string[];
+  ipAddresses: string[];
+  notBefore: Date;
+  notAfter: Date;
+  der: Buffer;
+  revokedAt: Date | null;
+  /** RFC 5280 CRLReason code; null while not revoked. */
+  revocationReason: number | null;
+}
+
+/** What the caller says happened; the store adds sequence, time order and the hash chain. */
+export interface AuditEvent {
+  at: Date;
+  /** Who did it: "cli", "server", an admin certificate's SPIFFE ID, an ACME account URL. */
+  actor: string;
+  /** Dotted verb, e.g. "issuer.create", "cert.issue", "cert.revoke". */
+  action: string;
+  /** What it was done to: an issuer id, a serial, a SPIFFE ID. */
+  subject: string;
+  /** Non-secret details only. */
+  details: Record<string, unknown>;
+}
+
+export interface AuditRecord extends AuditEvent {
+  /** 1, 2, 3, … with no gaps. */
+  seq: number;
+  /** Hex SHA-256 of the previous record's `hash` ("" for the first record). */
+  prevHash: string;
+  /** Hex SHA-256 over prevHash and this record's canonical form (ca/audit.ts). */
+  hash: string;
+}
+
+export interface CertificateFilter {
+  issuerId?: string;
+  spiffeId?: string;
+  /** Only certificates whose notAfter is after this time. */
+  unexpiredAt?: Date;
+  /** Page after this serial, in serial order. */
+  afterSerial?: string;
+  limit?: number;
+}
+
+export interface Store {
+  readonly backend: string;
+
+  /** Reads a value from the store's key/value metadata (trust domain, creation time). */
+  getMeta(key: string): Promise<string | null>;
+  setMeta(key: string, value: string): Promise<void>;
+
+  /** Inserts an issuer and its audit record in one transaction. */
+  putIssuer(issuer: IssuerRecord, audit: AuditEvent): Promise<void>;
+  listIssuers(): Promise<IssuerRecord[]>;
+  getIssuer(id: string): Promise<IssuerRecord | null>;
+  setIssuerState(id: string, state: IssuerState, audit: AuditEvent): Promise<void>;
+
+  /**
+   * Durably reserves `count` consecutive sequence numbers for an issuer and
+   * returns the first. Reserved numbers are never handed out again, even if
+   * the process dies before using them (gaps are harmless; reuse is not).
+   */
+  reserveSequences(issuerId: string, count: number): Promise<number>;
+
+  /** Records an issued certificate together with its audit record; resolves once durable. */
+  insertCertificate(cert: CertificateRecord, audit: AuditEvent): Promise<void>;
+  getCertificate(serial: string): Promise<CertificateRecord | null>;
+  listCertificates(filter: CertificateFilter): Promise<CertificateRecord[]>;
+  /** Marks a certificate revoked; ERR_NOT_FOUND if unknown, ERR_STORE_CONFLICT if already revoked. */
+  revokeCertificate(serial: string, reason: number, at: Date, audit: AuditEvent): Promise<void>;
+
+  appendAudit(event: AuditEvent): Promise<AuditRecord>;
+  /** Audit records with seq > afterSeq, ascending, at most `limit`. */
+  listAudit(afterSeq: number, limit: number): Promise<AuditRecord[]>;
+
+  close(): Promise<void>;
+}

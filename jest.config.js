@@ -1,0 +1,9 @@
+/** Tests run from TypeScript sources through swc; end-to-end suites spawn the built CLI in dist/. */
+module.exports = {
+  testEnvironment: "node",
+  roots: ["<rootDir>/test"],
+  testMatch: ["**/*.test.ts"],
+  transform: { "^.+\\.ts$": ["@swc/jest", { jsc: { target: "es2022", parser: { syntax: "typescript" } } }] },
+  testTimeout: 60000,
+  maxWorkers: 2,
+};
