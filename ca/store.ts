@@ -76,6 +76,12 @@ export interface CertificateFilter {
   limit?: number;
 }
 
+export interface CertificateCounts {
+  issued: number;
+  unexpired: number;
+  revoked: number;
+}
+
 export interface Store {
   readonly backend: string;
 
@@ -102,6 +108,9 @@ export interface Store {
   listCertificates(filter: CertificateFilter): Promise<CertificateRecord[]>;
   /** Marks a certificate revoked; ERR_NOT_FOUND if unknown, ERR_STORE_CONFLICT if already revoked. */
   revokeCertificate(serial: string, reason: number, at: Date, audit: AuditEvent): Promise<void>;
+
+  /** Certificate totals for status displays and metrics. */
+  counts(now: Date): Promise<CertificateCounts>;
 
   appendAudit(event: AuditEvent): Promise<AuditRecord>;
   /** Audit records with seq > afterSeq, ascending, at most `limit`. */

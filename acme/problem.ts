@@ -1,0 +1,71 @@
+import { randomBytes } from "node:crypto";
+import type { ServerResponse } from "node:http";
+import { type ErrorCode, StintError } from "../common/errors";
+import type { Logger } from "../common/logger";
+
+/**
+ * Typed errors become RFC 7807 problem documents here, at the HTTP edge, and
+ * nowhere else. Unknown errors become a generic 500 whose body carries only
+ * an id; the details go to the log under that id.
+ */
+
+const ACME = "urn:ietf:params:acme:error:";
+
+/** HTTP status and ACME problem type for each internal error code; unlisted codes are server errors. */
+const TABLE: Partial<Record<ErrorCode, [number, string]>> = {
+  ERR_USAGE: [400, "malformed"],
+  ERR_DER: [400, "malformed"],
+  ERR_PEM: [400, "malformed"],
+  ERR_BAD_CSR: [400, "badCSR"],
+  ERR_POLICY_KEY: [400, "badPublicKey"],
+  ERR_POLICY_TTL: [400, "rejectedIdentifier"],
+  ERR_POLICY_DNS: [400, "rejectedIdentifier"],
+  ERR_POLICY_IP: [400, "rejectedIdentifier"],
+  ERR_POLICY_SPIFFE: [400, "rejectedIdentifier"],
+  ERR_NOT_FOUND: [404, "malformed"],
+  ERR_STORE_CONFLICT: [409, "malformed"],
+};
+
+export interface Problem {
+  type: string;
+  title?: string;
+  detail: string;
+  status: number;
+}
+
+export function problemFor(err: unknown): { problem: Problem; internal: boolean } {
+  if (err instanceof StintError && TABLE[err.code]) {
+    const [status, type] = TABLE[err.code]!;
+    return { problem: { type: ACME + type, detail: err.message, status }, internal: false };
+  }
+  const id = randomBytes(6).toString("hex");
+  return {
+    problem: {
+      type: ACME + "serverInternal",
+      detail: `internal error; the CA log has details under id ${id}`,
+      status: 500,
+    },
+    internal: true,
+  };
+}
+
+export function sendProblem(res: ServerResponse, err: unknown, log: Logger): void {
+  const { problem, internal } = problemFor(err);
+  if (internal) log.error("request failed", { errorId: problem.detail.slice(-12), error: err });
+  sendJson(res, problem.status, problem, "application/problem+json");
+}
+
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  type = "application/json",
+): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+export function notFound(path: string): StintError {
+  return new StintError("ERR_NOT_FOUND", `no resource at ${path.slice(0, 200)}`);
+}

@@ -1,0 +1,114 @@
+import { createServer, type Server } from "node:https";
+import type { AddressInfo } from "node:net";
+import type { Authority } from "../ca/authority";
+import { bundlePem, spiffeBundle } from "../ca/bundle";
+import type { Store } from "../ca/store";
+import type { Logger } from "../common/logger";
+import type { Registry } from "../common/metrics";
+import { sendJson } from "./problem";
+import { Router } from "./router";
+import { ServerIdentity } from "./server-identity";
+
+/**
+ * The CA's HTTPS front end. It holds no CA key: it asks the authority for
+ * what it serves. ACME enrollment mounts under /acme/ (see docs/acme.md).
+ */
+
+export interface CaServerOptions {
+  authority: Authority;
+  store: Store;
+  log: Logger;
+  metrics: Registry;
+  host: string;
+  port: number;
+  /** DNS names and IPs in the server's own certificate. */
+  serverNames: readonly string[];
+  serverCertTtlMs: number;
+  /** How often relying parties should refetch the bundle (spiffe_refresh_hint). */
+  bundleRefreshHintSeconds?: number;
+}
+
+export interface CaServer {
+  url: string;
+  server: Server;
+  close(): Promise<void>;
+}
+
+export async function startCaServer(opts: CaServerOptions): Promise<CaServer> {
+  const { authority, log, metrics } = opts;
+  const identity = new ServerIdentity(authority, opts.serverNames, opts.serverCertTtlMs, log);
+  const started = new Date();
+  let tls = await identity.issue(started);
+
+  const requests = metrics.counter("stint_http_requests_total", "HTTP requests by route and status.", [
+    "route",
+    "code",
+  ]);
+  const router = new Router(log)
+    .on("GET", "/health", (_req, res) => {
+      sendJson(res, 200, {
+        status: "ok",
+        trustDomain: authority.trustDomain,
+        activeIssuer: authority.activeIssuer.id,
+        serverCertificateNotAfter: tls.notAfter.toISOString(),
+      });
+    })
+    .on("GET", "/bundle.pem", (_req, res) => {
+      const body = bundlePem(authority.trustedRoots());
+      res.writeHead(200, {
+        "content-type": "application/x-pem-file",
+        "content-length": Buffer.byteLength(body),
+      });
+      res.end(body);
+    })
+    .on("GET", "/bundle.json", async (_req, res) => {
+      const sequence = Number((await opts.store.getMeta("bundle_sequence")) ?? "1");
+      const refreshHintSeconds = opts.bundleRefreshHintSeconds ?? 300;
+      sendJson(res, 200, spiffeBundle(authority.trustedRoots(), { sequence, refreshHintSeconds }));
+    })
+    .on("GET", "/metrics", (_req, res) => {
+      const body = metrics.render();
+      res.writeHead(200, {
+        "content-type": "text/plain; version=0.0.4",
+        "content-length": Buffer.byteLength(body),
+      });
+      res.end(body);
+    });
+
+  const server = createServer({ key: tls.key, cert: tls.cert }, (req, res) => {
+    res.on("finish", () => requests.inc({ route: routeLabel(req.url), code: String(res.statusCode) }));
+    router.handle(req, res);
+  });
+  identity.keepFresh(tls, started, (next) => {
+    tls = next;
+    server.setSecureContext({ key: next.key, cert: next.cert });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  const url = `https://${host}:${address.port}`;
+
+  return {
+    url,
+    server,
+    close: () =>
+      new Promise<void>((resolve) => {
+        identity.stop();
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      }),
+  };
+}
+
+/** Bounded label values: the known paths, everything else "other". */
+function routeLabel(url: string | undefined): string {
+  const path = (url ?? "/").split("?")[0];
+  return ["/health", "/bundle.pem", "/bundle.json", "/metrics"].includes(path) ? path : "other";
+}

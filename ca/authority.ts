@@ -1,0 +1,212 @@
+import { join } from "node:path";
+import { StintError } from "../common/errors";
+import type { Registry } from "../common/metrics";
+import { toPem } from "../formats/pem";
+import { serialHex } from "../formats/serial";
+import { LeafEngine } from "./engine";
+import { loadPrivateKey } from "./keys";
+import {
+  type ApprovedLeaf,
+  checkKeyType,
+  checkLeafRequest,
+  type IssuancePolicy,
+  type LeafRequest,
+  normalizeDnsName,
+  normalizeIp,
+  validityWindow,
+} from "./policy";
+import { SequenceAllocator } from "./sequence";
+import type { KeyAlgorithm } from "./spki";
+import type { CertificateRecord, IssuerRecord, Store } from "./store";
+
+/**
+ * The authority: the only holder of CA private keys. Front ends (acme/, cli/)
+ * hand it requests; it checks them against policy, then issues in three
+ * steps: prepare (the sequence number is already durably reserved), sign,
+ * record durably, and only then returns the certificate.
+ */
+
+export interface AuthorityOptions {
+  dataDir: string;
+  store: Store;
+  policy: IssuancePolicy;
+  /** null in --insecure-no-passphrase development mode. */
+  passphrase: string | null;
+  metrics?: Registry;
+  /** Sequence numbers reserved per store round trip; a crash wastes at most this many. */
+  sequenceBlock?: number;
+}
+
+export interface IssuedCertificate {
+  der: Buffer;
+  serial: string;
+  sequence: number;
+  issuerId: string;
+  notBefore: Date;
+  notAfter: Date;
+  /** Leaf then intermediates, as served with application/pem-certificate-chain. */
+  chainPem: string;
+}
+
+export interface ServerCertificateRequest {
+  spki: Buffer;
+  keyAlgorithm: KeyAlgorithm | null;
+  keyDescription: string;
+  /** DNS names and IP addresses for the CA's own HTTPS endpoint (from config, not from a client). */
+  names: readonly string[];
+  ttlMs: number;
+}
+
+interface ActiveIssuer {
+  record: IssuerRecord;
+  engine: LeafEngine;
+  sequences: SequenceAllocator;
+  /** PEM of the intermediates served after each leaf. */
+  chainTailPem: string;
+}
+
+export class Authority {
+  /** True when the active issuer's key was stored without encryption (development only). */
+  readonly insecureKey: boolean;
+  private readonly issued?: ReturnType<Registry["counter"]>;
+  private readonly latency?: ReturnType<Registry["histogram"]>;
+
+  private constructor(
+    private readonly opts: AuthorityOptions,
+    private readonly active: ActiveIssuer,
+    private readonly issuers: IssuerRecord[],
+    insecureKey: boolean,
+  ) {
+    this.insecureKey = insecureKey;
+    this.issued = opts.metrics?.counter("stint_certificates_issued_total", "Certificates issued.", [
+      "profile",
+    ]);
+    this.latency = opts.metrics?.histogram(
+      "stint_issuance_seconds",
+      "Time to issue and durably record one certificate.",
+      ["profile"],
+      [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    );
+  }
+
+  static async open(opts: AuthorityOptions): Promise<Authority> {
+    const issuers = await opts.store.listIssuers();
+    if (issuers.length === 0) {
+      throw new StintError("ERR_NOT_INITIALIZED", `no CA in ${opts.dataDir}; run "stint ca init" first`);
+    }
+    const record = issuers.find((i) => i.kind === "intermediate" && i.state === "active");
+    if (!record)
+      throw new StintError("ERR_NO_ACTIVE_ISSUER", 'no active intermediate; see "stint ca status"');
+    if (!record.keyPath) {
+      throw new StintError(
+        "ERR_NO_ACTIVE_ISSUER",
+        `the key of active intermediate ${record.id} is not on this host`,
+      );
+    }
+    const { key, encrypted } = await loadPrivateKey(join(opts.dataDir, record.keyPath), opts.passphrase);
+    const active = {
+      record,
+      engine: new LeafEngine({
+        certDer: record.certDer,
+        privateKey: key,
+        organization: opts.policy.trustDomain,
+      }),
+      sequences: new SequenceAllocator(opts.store, record.id, opts.sequenceBlock ?? 1000),
+      chainTailPem: toPem("CERTIFICATE", record.certDer),
+    };
+    return new Authority(opts, active, issuers, !encrypted);
+  }
+
+  get trustDomain(): string {
+    return this.opts.policy.trustDomain;
+  }
+
+  get policy(): IssuancePolicy {
+    return this.opts.policy;
+  }
+
+  get activeIssuer(): IssuerRecord {
+    return this.active.record;
+  }
+
+  /** Roots verifiers should trust: every root not retired. */
+  trustedRoots(): IssuerRecord[] {
+    return this.issuers.filter((i) => i.kind === "root" && i.state !== "retired");
+  }
+
+  /** Issues a workload certificate after checking the request against policy. */
+  async issue(req: LeafRequest, actor: string, now = new Date()): Promise<IssuedCertificate> {
+    return this.issueApproved(checkLeafRequest(this.opts.policy, req, now), actor, "workload", now);
+  }
+
+  /** Issues the CA's own HTTPS certificate; names come from the CA's configuration, never from a client. */
+  async issueServerCertificate(req: ServerCertificateRequest, now = new Date()): Promise<IssuedCertificate> {
+    const keyAlgorithm = checkKeyType(this.opts.policy, req);
+    const dnsNames: string[] = [];
+    const ipAddresses: string[] = [];
+    for (const name of req.names) {
+      if (/^[0-9.]+$|:/.test(name)) ipAddresses.push(normalizeIp(name));
+      else dnsNames.push(normalizeDnsName(name));
+    }
+    const [notBefore, notAfter] = validityWindow(this.opts.policy, req.ttlMs, now);
+    const approved: ApprovedLeaf = {
+      spiffeId: `spiffe://${this.trustDomain}/stint/ca`,
+      dnsNames,
+      ipAddresses,
+      keyAlgorithm,
+      spki: req.spki,
+      notBefore,
+      notAfter,
+    };
+    return this.issueApproved(approved, "server", "server", now);
+  }
+
+  private async issueApproved(
+    leaf: ApprovedLeaf,
+    actor: string,
+    profile: string,
+    now: Date,
+  ): Promise<IssuedCertificate> {
+    const started = process.hrtime.bigint();
+    const sequence = await this.active.sequences.take();
+    const { der, serial } = this.active.engine.issue({ ...leaf, sequence });
+    const record: CertificateRecord = {
+      serial: serialHex(serial),
+      issuerId: this.active.record.id,
+      sequence,
+      spiffeId: leaf.spiffeId,
+      dnsNames: leaf.dnsNames,
+      ipAddresses: leaf.ipAddresses,
+      notBefore: leaf.notBefore,
+      notAfter: leaf.notAfter,
+      der,
+      revokedAt: null,
+      revocationReason: null,
+    };
+    await this.opts.store.insertCertificate(record, {
+      at: now,
+      actor,
+      action: "cert.issue",
+      subject: record.serial,
+      details: {
+        profile,
+        issuer: record.issuerId,
+        spiffeId: leaf.spiffeId,
+        dnsNames: leaf.dnsNames,
+        ipAddresses: leaf.ipAddresses,
+        notAfter: leaf.notAfter.toISOString(),
+      },
+    });
+    this.issued?.inc({ profile });
+    this.latency?.observe(Number(process.hrtime.bigint() - started) / 1e9, { profile });
+    return {
+      der,
+      serial: record.serial,
+      sequence,
+      issuerId: record.issuerId,
+      notBefore: leaf.notBefore,
+      notAfter: leaf.notAfter,
+      chainPem: toPem("CERTIFICATE", der) + this.active.chainTailPem,
+    };
+  }
+}

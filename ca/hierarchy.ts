@@ -1,0 +1,214 @@
+import { readdir, unlink } from "node:fs/promises";
+import { join } from "node:path";
+import { StintError } from "../common/errors";
+import { ensureDir, fileError, writeFileAtomic, writeSecretFile } from "../common/files";
+import { toPem } from "../formats/pem";
+import {
+  encryptPrivateKeyPem,
+  fingerprintSha256,
+  generateKeyPair,
+  issuerIdFromSki,
+  type KeyAlgorithm,
+  type KeyPair,
+  plainPrivateKeyPem,
+  subjectKeyIdentifier,
+} from "./keys";
+import type { IssuerRecord, Store } from "./store";
+import {
+  createIntermediateCertificate,
+  createRootCertificate,
+  describeCertificate,
+  randomSerial,
+} from "./x509";
+
+/** Creating a CA's key hierarchy (a root and its first intermediate) in a data directory. */
+
+export const KEYS_DIR = "keys";
+export const ROOT_KEY_FILE = "keys/root.key.pem";
+export const ROOT_CERT_FILE = "root.pem";
+export const INTERMEDIATE_CERT_FILE = "intermediate.pem";
+
+export const DEFAULT_ROOT_TTL_DAYS = 3650;
+export const DEFAULT_INTERMEDIATE_TTL_DAYS = 365;
+/** CA certificates start an hour early so verifiers with slow clocks accept them at once. */
+const BACKDATE_MS = 60 * 60 * 1000;
+const DAY_MS = 86_400_000;
+
+export interface InitHierarchyOptions {
+  dataDir: string;
+  store: Store;
+  trustDomain: string;
+  keyAlgorithm: KeyAlgorithm;
+  /** null writes unencrypted keys (the `--insecure-no-passphrase` development mode). */
+  passphrase: string | null;
+  now: Date;
+  rootTtlDays?: number;
+  intermediateTtlDays?: number;
+  /** dNSName name constraints for the intermediate; none leaves DNS SANs unconstrained. */
+  permittedDnsSuffixes?: readonly string[];
+}
+
+export interface InitHierarchyResult {
+  root: IssuerRecord;
+  intermediate: IssuerRecord;
+  /** "sha256:<hex>" of the root certificate, what agents pass as --ca-fingerprint. */
+  rootFingerprint: string;
+}
+
+/** The key file of an intermediate, relative to the data directory. */
+export function intermediateKeyPath(issuerId: string): string {
+  return `${KEYS_DIR}/${issuerId}.key.pem`;
+}
+
+/** CA files already in the data directory (the store's own file does not count). */
+async function existingCaFiles(dataDir: string): Promise<string[]> {
+  const list = async (dir: string): Promise<string[]> => {
+    try {
+      return await readdir(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw fileError(err, dir, "list directory");
+    }
+  };
+  const top = (await list(dataDir)).filter((e) => e === ROOT_CERT_FILE || e === INTERMEDIATE_CERT_FILE);
+  const keys = (await list(join(dataDir, KEYS_DIR))).map((e) => `${KEYS_DIR}/${e}`);
+  return [...keys, ...top].map((e) => join(dataDir, e));
+}
+
+function checkTtl(name: string, days: number): void {
+  if (!Number.isInteger(days) || days < 1 || days > 36500) {
+    throw new StintError(
+      "ERR_CONFIG",
+      `${name} must be a whole number of days between 1 and 36500 (got ${days})`,
+    );
+  }
+}
+
+function issuerRecord(
+  kind: IssuerRecord["kind"],
+  id: string,
+  parentId: string | null,
+  certDer: Buffer,
+  keyPath: string,
+  now: Date,
+): IssuerRecord {
+  const d = describeCertificate(certDer);
+  return {
+    id,
+    kind,
+    parentId,
+    state: "active",
+    subject: d.subject,
+    certDer,
+    keyPath,
+    notBefore: d.notBefore,
+    notAfter: d.notAfter,
+    createdAt: now,
+  };
+}
+
+async function keyPem(keys: KeyPair, passphrase: string | null): Promise<string> {
+  return passphrase === null
+    ? plainPrivateKeyPem(keys.privateKey)
+    : encryptPrivateKeyPem(keys.privateKey, passphrase);
+}
+
+/**
+ * Creates a root and an intermediate, writes their keys (0600, in a 0700
+ * directory) and certificates, and records both issuers. Refuses with
+ * ERR_ALREADY_INITIALIZED, changing nothing, if any CA material is there.
+ */
+export async function initHierarchy(opts: InitHierarchyOptions): Promise<InitHierarchyResult> {
+  const rootTtlDays = opts.rootTtlDays ?? DEFAULT_ROOT_TTL_DAYS;
+  const intermediateTtlDays = opts.intermediateTtlDays ?? DEFAULT_INTERMEDIATE_TTL_DAYS;
+  checkTtl("rootTtlDays", rootTtlDays);
+  checkTtl("intermediateTtlDays", intermediateTtlDays);
+  if (intermediateTtlDays > rootTtlDays) {
+    throw new StintError("ERR_CONFIG", "the intermediate's lifetime cannot exceed the root's");
+  }
+
+  const issuers = await opts.store.listIssuers();
+  const files = await existingCaFiles(opts.dataDir);
+  if (issuers.length > 0 || files.length > 0) {
+    const what =
+      issuers.length > 0 ? `its store already records ${issuers.length} issuer(s)` : `it holds ${files[0]}`;
+    throw new StintError(
+      "ERR_ALREADY_INITIALIZED",
+      `${opts.dataDir} already holds a CA (${what}); use a new --data-dir, or rotate instead of re-initialising`,
+    );
+  }
+
+  // Build everything in memory first, so a bad parameter fails before anything is written.
+  const notBefore = new Date(opts.now.getTime() - BACKDATE_MS);
+  const rootKeys = await generateKeyPair(opts.keyAlgorithm);
+  const rootId = issuerIdFromSki(subjectKeyIdentifier(rootKeys.publicKey));
+  const rootDer = await createRootCertificate({
+    keys: rootKeys,
+    commonName: `Stint Root CA ${rootId}`,
+    trustDomain: opts.trustDomain,
+    notBefore,
+    notAfter: new Date(opts.now.getTime() + rootTtlDays * DAY_MS),
+    serial: randomSerial(),
+  });
+  const intKeys = await generateKeyPair(opts.keyAlgorithm);
+  const intId = issuerIdFromSki(subjectKeyIdentifier(intKeys.publicKey));
+  const intDer = await createIntermediateCertificate({
+    issuer: { certDer: rootDer, privateKey: rootKeys.privateKey },
+    subjectPublicKey: intKeys.publicKey,
+    commonName: `Stint Intermediate CA ${intId}`,
+    trustDomain: opts.trustDomain,
+    notBefore,
+    notAfter: new Date(opts.now.getTime() + intermediateTtlDays * DAY_MS),
+    serial: randomSerial(),
+    pathLength: 0,
+    permittedDnsSuffixes: opts.permittedDnsSuffixes,
+  });
+  const root = issuerRecord("root", rootId, null, rootDer, ROOT_KEY_FILE, opts.now);
+  const intermediate = issuerRecord(
+    "intermediate",
+    intId,
+    rootId,
+    intDer,
+    intermediateKeyPath(intId),
+    opts.now,
+  );
+  const rootKeyPem = await keyPem(rootKeys, opts.passphrase);
+  const intKeyPem = await keyPem(intKeys, opts.passphrase);
+
+  // Keys go to disk before the store records point at them; on failure, undo our own files only.
+  const written: string[] = [];
+  const write = async (rel: string, data: string, secret: boolean) => {
+    const path = join(opts.dataDir, rel);
+    await (secret ? writeSecretFile(path, data) : writeFileAtomic(path, data, 0o644, { overwrite: false }));
+    written.push(path);
+  };
+  let recorded = false;
+  try {
+    await ensureDir(join(opts.dataDir, KEYS_DIR), 0o700);
+    await write(ROOT_KEY_FILE, rootKeyPem, true);
+    await write(intermediate.keyPath!, intKeyPem, true);
+    await write(ROOT_CERT_FILE, toPem("CERTIFICATE", rootDer), false);
+    await write(INTERMEDIATE_CERT_FILE, toPem("CERTIFICATE", intDer), false);
+    const audit = (r: IssuerRecord) => ({
+      at: opts.now,
+      actor: "cli",
+      action: "issuer.create",
+      subject: r.id,
+      details: {
+        kind: r.kind,
+        subject: r.subject,
+        keyAlgorithm: opts.keyAlgorithm,
+        notAfter: r.notAfter.toISOString(),
+        fingerprint: fingerprintSha256(r.certDer),
+        keyEncrypted: opts.passphrase !== null,
+      },
+    });
+    await opts.store.putIssuer(root, audit(root));
+    recorded = true;
+    await opts.store.putIssuer(intermediate, audit(intermediate));
+  } catch (err) {
+    if (!recorded) await Promise.all(written.map((p) => unlink(p).catch(() => undefined)));
+    throw err;
+  }
+  return { root, intermediate, rootFingerprint: fingerprintSha256(rootDer) };
+}

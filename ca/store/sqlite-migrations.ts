@@ -1,0 +1,142 @@
+import type Database from "better-sqlite3";
+import { StintError } from "../../common/errors";
+
+/**
+ * The SQLite schema, as an ordered list of migrations. To change the schema,
+ * append a migration with the next version; never edit one that has shipped,
+ * because stores in the field have already applied it.
+ */
+export interface Migration {
+  version: number;
+  description: string;
+  sql: string;
+}
+
+/** Written by the first migration; a database without it is not ours. */
+export const STORE_FORMAT_KEY = "store_format";
+export const STORE_FORMAT = "stint";
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: "meta, issuers, certificates, audit log",
+    sql: `
+      CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+      ) STRICT;
+      INSERT INTO meta (key, value) VALUES ('${STORE_FORMAT_KEY}', '${STORE_FORMAT}');
+
+      CREATE TABLE issuers (
+        id            TEXT PRIMARY KEY,
+        kind          TEXT NOT NULL CHECK (kind IN ('root', 'intermediate')),
+        parent_id     TEXT REFERENCES issuers (id),
+        state         TEXT NOT NULL CHECK (state IN ('prepared', 'active', 'retired', 'tainted')),
+        subject       TEXT NOT NULL,
+        cert_der      BLOB NOT NULL,
+        key_path      TEXT,
+        not_before    INTEGER NOT NULL,
+        not_after     INTEGER NOT NULL,
+        created_at    INTEGER NOT NULL,
+        -- high-water mark for reserveSequences: every number below it has been handed out
+        next_sequence INTEGER NOT NULL DEFAULT 1 CHECK (next_sequence >= 1)
+      ) STRICT;
+
+      CREATE TABLE certificates (
+        serial            TEXT PRIMARY KEY,
+        issuer_id         TEXT NOT NULL REFERENCES issuers (id),
+        sequence          INTEGER NOT NULL,
+        spiffe_id         TEXT,
+        dns_names         TEXT NOT NULL,
+        ip_addresses      TEXT NOT NULL,
+        not_before        INTEGER NOT NULL,
+        not_after         INTEGER NOT NULL,
+        der               BLOB NOT NULL,
+        revoked_at        INTEGER,
+        revocation_reason INTEGER,
+        UNIQUE (issuer_id, sequence),
+        CHECK ((revoked_at IS NULL) = (revocation_reason IS NULL))
+      ) STRICT;
+      -- (spiffe_id, serial) so per-identity listings page in serial order without a sort
+      CREATE INDEX certificates_spiffe_id ON certificates (spiffe_id, serial);
+      CREATE INDEX certificates_not_after ON certificates (not_after);
+      -- Partial: costs nothing per issuance, and the revoked set (feed, CRL, counts) stays an index scan.
+      CREATE INDEX certificates_revoked ON certificates (revoked_at) WHERE revoked_at IS NOT NULL;
+
+      CREATE TABLE audit_log (
+        seq       INTEGER PRIMARY KEY,
+        at        INTEGER NOT NULL,
+        actor     TEXT NOT NULL,
+        action    TEXT NOT NULL,
+        subject   TEXT NOT NULL,
+        details   TEXT NOT NULL CHECK (json_valid(details)),
+        prev_hash TEXT NOT NULL,
+        hash      TEXT NOT NULL
+      ) STRICT;
+      -- The hash chain detects edits; these make the ordinary SQL path refuse them too.
+      CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+      CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+    `,
+  },
+];
+
+export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
+
+const BOOKKEEPING = `
+  CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    applied_at INTEGER NOT NULL
+  ) STRICT`;
+
+/** The highest applied version, or 0 for a database with no schema yet. */
+export function schemaVersion(db: Database.Database): number {
+  const table = db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'schema_migrations'");
+  if (table.get() === undefined) return 0;
+  const row = db.prepare("SELECT max(version) AS v FROM schema_migrations").get() as { v: number | null };
+  return row.v ?? 0;
+}
+
+/**
+ * Brings the schema up to LATEST_VERSION in one immediate transaction, so a
+ * second process opening the store at the same time waits and then finds
+ * nothing to do. Foreign keys are off meanwhile (SQLite's recipe for table
+ * rebuilds) and checked before commit.
+ */
+export function migrate(db: Database.Database, path: string, now: Date): { from: number; to: number } {
+  db.pragma("foreign_keys = OFF");
+  try {
+    return db
+      .transaction(() => {
+        db.exec(BOOKKEEPING);
+        const from = schemaVersion(db);
+        if (from > LATEST_VERSION) throw newerVersionError(path, from);
+        const record = db.prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)");
+        for (const m of MIGRATIONS) {
+          if (m.version <= from) continue;
+          db.exec(m.sql);
+          record.run(m.version, now.getTime());
+        }
+        const broken = db.pragma("foreign_key_check") as unknown[];
+        if (broken.length > 0) {
+          throw new StintError(
+            "ERR_STORE_CORRUPT",
+            `${path}: schema migration left ${broken.length} dangling references`,
+          );
+        }
+        return { from, to: LATEST_VERSION };
+      })
+      .immediate();
+  } finally {
+    db.pragma("foreign_keys = ON");
+  }
+}
+
+export function newerVersionError(path: string, version: number): StintError {
+  return new StintError(
+    "ERR_STORE_VERSION",
+    `${path} was written by a newer Stint (store schema version ${version}; this build knows up to ${LATEST_VERSION}); ` +
+      "upgrade Stint, or restore a backup made by this version",
+  );
+}

@@ -1,0 +1,296 @@
+import { closeSync, openSync } from "node:fs";
+import { resolve } from "node:path";
+import Database from "better-sqlite3";
+import { type ErrorCode, StintError } from "../../common/errors";
+import { chainRecord } from "../audit";
+import type {
+  AuditEvent,
+  AuditRecord,
+  CertificateCounts,
+  CertificateFilter,
+  CertificateRecord,
+  IssuerRecord,
+  IssuerState,
+  Store,
+} from "../store";
+import { GroupCommit, type WriteOp } from "./sqlite-batch";
+import { migrate, STORE_FORMAT_KEY } from "./sqlite-migrations";
+import { corruptError, probeStoreFile } from "./sqlite-probe";
+import {
+  type AuditTail,
+  auditFromRow,
+  auditParams,
+  CERT_COLUMNS,
+  type CertificateRow,
+  certificateFromRow,
+  certificateParams,
+  issuerFromRow,
+  issuerParams,
+  prepareStatements,
+  type Statements,
+  sqliteCode,
+} from "./sqlite-rows";
+
+const BUSY_TIMEOUT_MS = 5000;
+const DEFAULT_LIST_LIMIT = 100;
+const MAX_LIST_LIMIT = 1000;
+
+function createEmptyFile(path: string): void {
+  try {
+    closeSync(openSync(path, "wx", 0o600));
+  } catch (err) {
+    // Lost a race with another process creating it: its file is as good as ours.
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  }
+}
+
+/** Turns a constraint failure into the store's own error; anything else passes through. */
+function rethrowConstraint(err: unknown, mapping: Partial<Record<string, [ErrorCode, string]>>): never {
+  const code = sqliteCode(err);
+  const mapped = code === undefined ? undefined : mapping[code];
+  if (mapped === undefined) throw err;
+  throw new StintError(mapped[0], mapped[1], { cause: err });
+}
+
+/** The embedded backend: one SQLite file in WAL mode, writes group-committed. */
+export class SqliteStore implements Store {
+  readonly backend = "sqlite";
+
+  private readonly st: Statements;
+  private readonly writes: GroupCommit;
+  /** Several reads that must agree with each other (another process may commit between them). */
+  private readonly readSnapshot: <T>(read: () => T) => T;
+  private readonly listStatements = new Map<
+    string,
+    Database.Statement<Record<string, unknown>, CertificateRow>
+  >();
+  private closed = false;
+
+  private constructor(
+    private readonly db: Database.Database,
+    readonly path: string,
+  ) {
+    this.st = prepareStatements(db);
+    const snapshot = db.transaction((read: () => unknown) => read());
+    this.readSnapshot = <T>(read: () => T) => snapshot.deferred(read) as T;
+    this.writes = new GroupCommit(
+      db,
+      () => this.st.auditTail.get() ?? { seq: 0, hash: "" },
+      (err) =>
+        sqliteCode(err)?.startsWith("SQLITE_CORRUPT") ? corruptError(path, (err as Error).message) : err,
+    );
+  }
+
+  /**
+   * Opens the store at `path`, refusing (and leaving untouched) a file that is
+   * not a healthy Stint store this build understands. With `create`, a
+   * missing or empty file becomes a new store (mode 0600).
+   */
+  static async open(path: string, opts: { create?: boolean } = {}): Promise<SqliteStore> {
+    const abs = resolve(path);
+    const probe = probeStoreFile(abs);
+    if (probe.kind !== "stint" && !opts.create) {
+      const what = probe.kind === "missing" ? "does not exist" : "is empty";
+      throw new StintError(
+        "ERR_NOT_INITIALIZED",
+        `${abs} ${what}; create a CA there first (stint ca init), or point --data-dir at an existing one`,
+      );
+    }
+    if (probe.kind === "missing") createEmptyFile(abs);
+
+    const db = new Database(abs, { fileMustExist: true, timeout: BUSY_TIMEOUT_MS });
+    try {
+      const mode = db.pragma("journal_mode = WAL", { simple: true });
+      if (mode !== "wal") {
+        throw new StintError("ERR_FILE", `${abs}: cannot use write-ahead logging here (got ${mode})`);
+      }
+      // FULL: fsync the WAL on every commit, so a resolved write survives power loss, not just a crash.
+      db.pragma("synchronous = FULL");
+      db.pragma("foreign_keys = ON");
+      migrate(db, abs, new Date());
+      return new SqliteStore(db, abs);
+    } catch (err) {
+      db.close();
+      if (sqliteCode(err)?.startsWith("SQLITE_CORRUPT")) throw corruptError(abs, (err as Error).message);
+      throw err;
+    }
+  }
+
+  async getMeta(key: string): Promise<string | null> {
+    this.assertOpen();
+    return this.st.getMeta.get(key)?.value ?? null;
+  }
+
+  setMeta(key: string, value: string): Promise<void> {
+    if (key === STORE_FORMAT_KEY) return Promise.reject(new RangeError(`meta key ${key} is reserved`));
+    return this.write(() => {
+      this.st.setMeta.run({ key, value });
+    });
+  }
+
+  putIssuer(issuer: IssuerRecord, audit: AuditEvent): Promise<void> {
+    return this.write((tail) => {
+      try {
+        this.st.insertIssuer.run(issuerParams(issuer));
+      } catch (err) {
+        rethrowConstraint(err, {
+          SQLITE_CONSTRAINT_PRIMARYKEY: ["ERR_STORE_CONFLICT", `issuer ${issuer.id} already exists`],
+          SQLITE_CONSTRAINT_FOREIGNKEY: ["ERR_NOT_FOUND", `parent issuer ${issuer.parentId} does not exist`],
+        });
+      }
+      this.appendAuditIn(tail, audit);
+    });
+  }
+
+  async listIssuers(): Promise<IssuerRecord[]> {
+    this.assertOpen();
+    return this.st.listIssuers.all().map(issuerFromRow);
+  }
+
+  async getIssuer(id: string): Promise<IssuerRecord | null> {
+    this.assertOpen();
+    const row = this.st.getIssuer.get(id);
+    return row === undefined ? null : issuerFromRow(row);
+  }
+
+  setIssuerState(id: string, state: IssuerState, audit: AuditEvent): Promise<void> {
+    return this.write((tail) => {
+      if (this.st.setIssuerState.run(state, id).changes === 0) {
+        throw new StintError("ERR_NOT_FOUND", `issuer ${id} does not exist`);
+      }
+      this.appendAuditIn(tail, audit);
+    });
+  }
+
+  reserveSequences(issuerId: string, count: number): Promise<number> {
+    if (!Number.isSafeInteger(count) || count < 1) {
+      return Promise.reject(new RangeError(`cannot reserve ${count} sequence numbers`));
+    }
+    return this.write(() => {
+      const row = this.st.reserve.get(count, issuerId, count);
+      if (row === undefined) throw new StintError("ERR_NOT_FOUND", `issuer ${issuerId} does not exist`);
+      return row.first;
+    });
+  }
+
+  insertCertificate(cert: CertificateRecord, audit: AuditEvent): Promise<void> {
+    return this.write((tail) => {
+      try {
+        this.st.insertCertificate.run(certificateParams(cert));
+      } catch (err) {
+        rethrowConstraint(err, {
+          SQLITE_CONSTRAINT_PRIMARYKEY: [
+            "ERR_STORE_CONFLICT",
+            `certificate serial ${cert.serial} is already recorded`,
+          ],
+          SQLITE_CONSTRAINT_UNIQUE: [
+            "ERR_STORE_CONFLICT",
+            `issuer ${cert.issuerId} sequence ${cert.sequence} is already used`,
+          ],
+          SQLITE_CONSTRAINT_FOREIGNKEY: ["ERR_NOT_FOUND", `issuer ${cert.issuerId} does not exist`],
+        });
+      }
+      this.appendAuditIn(tail, audit);
+    });
+  }
+
+  async getCertificate(serial: string): Promise<CertificateRecord | null> {
+    this.assertOpen();
+    const row = this.st.getCertificate.get(serial);
+    return row === undefined ? null : certificateFromRow(row);
+  }
+
+  async listCertificates(filter: CertificateFilter): Promise<CertificateRecord[]> {
+    this.assertOpen();
+    const limit = filter.limit ?? DEFAULT_LIST_LIMIT;
+    if (!Number.isSafeInteger(limit) || limit < 1)
+      throw new RangeError(`invalid certificate list limit ${limit}`);
+    const where: string[] = [];
+    const params: Record<string, unknown> = { limit: Math.min(limit, MAX_LIST_LIMIT) };
+    if (filter.issuerId !== undefined) {
+      where.push("issuer_id = @issuerId");
+      params.issuerId = filter.issuerId;
+    }
+    if (filter.spiffeId !== undefined) {
+      where.push("spiffe_id = @spiffeId");
+      params.spiffeId = filter.spiffeId;
+    }
+    if (filter.unexpiredAt !== undefined) {
+      where.push("not_after > @unexpiredAt");
+      params.unexpiredAt = filter.unexpiredAt.getTime();
+    }
+    if (filter.afterSerial !== undefined) {
+      where.push("serial > @afterSerial");
+      params.afterSerial = filter.afterSerial;
+    }
+    const sql =
+      `SELECT ${CERT_COLUMNS} FROM certificates` +
+      (where.length > 0 ? ` WHERE ${where.join(" AND ")}` : "") +
+      " ORDER BY serial LIMIT @limit";
+    // At most 16 shapes of query, each prepared once.
+    let stmt = this.listStatements.get(sql);
+    if (stmt === undefined) {
+      stmt = this.db.prepare<Record<string, unknown>, CertificateRow>(sql);
+      this.listStatements.set(sql, stmt);
+    }
+    return stmt.all(params).map(certificateFromRow);
+  }
+
+  revokeCertificate(serial: string, reason: number, at: Date, audit: AuditEvent): Promise<void> {
+    return this.write((tail) => {
+      if (this.st.revoke.run(at.getTime(), reason, serial).changes === 0) {
+        // Nothing changed: either there is no such certificate or it was revoked before.
+        if (this.st.certificateExists.get(serial) === undefined) {
+          throw new StintError("ERR_NOT_FOUND", `certificate serial ${serial} is unknown`);
+        }
+        throw new StintError("ERR_STORE_CONFLICT", `certificate serial ${serial} is already revoked`);
+      }
+      this.appendAuditIn(tail, audit);
+    });
+  }
+
+  /** `revoked` counts every revoked certificate, expired or not, as `issued` counts every one. */
+  async counts(now: Date): Promise<CertificateCounts> {
+    this.assertOpen();
+    return this.readSnapshot(() => ({
+      issued: this.st.countIssued.get()!.n,
+      unexpired: this.st.countUnexpired.get(now.getTime())!.n,
+      revoked: this.st.countRevoked.get()!.n,
+    }));
+  }
+
+  appendAudit(event: AuditEvent): Promise<AuditRecord> {
+    return this.write((tail) => this.appendAuditIn(tail, event));
+  }
+
+  async listAudit(afterSeq: number, limit: number): Promise<AuditRecord[]> {
+    this.assertOpen();
+    return this.st.listAudit.all(afterSeq, limit).map(auditFromRow);
+  }
+
+  /** Commits every write already queued, then closes; later calls reject. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.writes.drain();
+    this.db.close();
+  }
+
+  private write<T>(op: WriteOp<T>): Promise<T> {
+    if (this.closed) return Promise.reject(new Error(`store ${this.path} is closed`));
+    return this.writes.enqueue(op);
+  }
+
+  /** Runs inside a write: chains onto the tail that transaction sees and advances it. */
+  private appendAuditIn(tail: AuditTail, event: AuditEvent): AuditRecord {
+    const rec = chainRecord(tail.seq + 1, tail.hash, event);
+    this.st.insertAudit.run(auditParams(rec));
+    tail.seq = rec.seq;
+    tail.hash = rec.hash;
+    return rec;
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new Error(`store ${this.path} is closed`);
+  }
+}

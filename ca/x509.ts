@@ -1,0 +1,260 @@
+// Must precede @peculiar/x509: its decorators read Reflect metadata at import time.
+import "reflect-metadata";
+import { type KeyObject, randomBytes, webcrypto } from "node:crypto";
+import { isIP } from "node:net";
+import * as x509 from "@peculiar/x509";
+import { StintError } from "../common/errors";
+import * as der from "../formats/der";
+import { trustDomainProblem } from "../formats/spiffe";
+import { fingerprintSha256, keyAlgorithmOf, subjectKeyIdentifier } from "./keys";
+import type { KeyAlgorithm } from "./spki";
+
+type Algorithm = webcrypto.Algorithm;
+type EcdsaParams = webcrypto.EcdsaParams;
+
+/**
+ * The one wrapper around @peculiar/x509 (STYLE habit 8), for the slow, rare
+ * path: making root and intermediate certificates, and parsing certificates
+ * for display and tests. Every field is passed explicitly; the library's
+ * defaults (random serial, one-year validity) are never relied on.
+ */
+
+// Node's webcrypto, explicitly: the library otherwise looks for a global `crypto` at first use.
+x509.cryptoProvider.set(webcrypto);
+
+const OID_NAME_CONSTRAINTS = "2.5.29.30";
+
+interface SigningParams {
+  importParams: webcrypto.RsaHashedImportParams | webcrypto.EcKeyImportParams | Algorithm;
+  signingAlgorithm: Algorithm | EcdsaParams;
+}
+
+/** Signature algorithm per issuer key: ECDSA with the curve's matching hash, Ed25519, RSA PKCS#1 v1.5 SHA-256. */
+const SIGNING: Record<KeyAlgorithm, SigningParams> = {
+  "ec-p256": {
+    importParams: { name: "ECDSA", namedCurve: "P-256" },
+    signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+  },
+  "ec-p384": {
+    importParams: { name: "ECDSA", namedCurve: "P-384" },
+    signingAlgorithm: { name: "ECDSA", hash: "SHA-384" },
+  },
+  ed25519: { importParams: { name: "Ed25519" }, signingAlgorithm: { name: "Ed25519" } },
+  "rsa-2048": {
+    importParams: { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
+    signingAlgorithm: { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
+  },
+  "rsa-3072": {
+    importParams: { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
+    signingAlgorithm: { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
+  },
+};
+
+/** 16 CSPRNG bytes, top bit clear and first byte non-zero, so the INTEGER is positive and exactly 16 octets. */
+export function randomSerial(random: (n: number) => Buffer = randomBytes): Buffer {
+  const serial = random(16);
+  serial[0] = serial[0] & 0x7f || 0x01;
+  return serial;
+}
+
+function serialHex(serial: Uint8Array): string {
+  const bytes = Buffer.from(serial);
+  if (bytes.length === 0 || bytes.length > 20 || bytes[0] === 0 || bytes[0] & 0x80) {
+    // The library would silently replace a zero serial with a random one; refuse instead.
+    throw new StintError(
+      "ERR_CONFIG",
+      "certificate serial must be 1-20 octets, positive, without a leading zero",
+    );
+  }
+  return bytes.toString("hex");
+}
+
+async function signingKey(
+  privateKey: KeyObject,
+): Promise<{ key: webcrypto.CryptoKey; algorithm: Algorithm | EcdsaParams }> {
+  const params = SIGNING[keyAlgorithmOf(privateKey)];
+  const pkcs8 = privateKey.export({ type: "pkcs8", format: "der" });
+  try {
+    const key = await webcrypto.subtle.importKey("pkcs8", pkcs8, params.importParams, false, ["sign"]);
+    return { key, algorithm: params.signingAlgorithm };
+  } finally {
+    pkcs8.fill(0);
+  }
+}
+
+/** Subject "CN=<commonName>, O=<trustDomain>", with the trust domain checked. */
+function caName(commonName: string, trustDomain: string): x509.JsonName {
+  const problem = trustDomainProblem(trustDomain);
+  if (problem) throw new StintError("ERR_CONFIG", problem);
+  if (commonName.length === 0 || commonName.length > 64) {
+    throw new StintError("ERR_CONFIG", "a CA common name must be 1-64 characters");
+  }
+  return [{ CN: [commonName] }, { O: [trustDomain] }];
+}
+
+function checkValidity(notBefore: Date, notAfter: Date): void {
+  if (!(notAfter.getTime() > notBefore.getTime())) {
+    throw new StintError(
+      "ERR_CONFIG",
+      `certificate notAfter ${notAfter.toISOString()} is not after notBefore`,
+    );
+  }
+}
+
+/**
+ * RFC 5280 4.2.1.10 NameConstraints with permitted subtrees only. A URI base
+ * that is a host name matches exactly that host, so SPIFFE IDs of other trust
+ * domains fail path validation. DNS bases are added only when configured.
+ */
+export function nameConstraintsValue(
+  trustDomain: string,
+  permittedDnsSuffixes: readonly string[] = [],
+): Buffer {
+  const subtrees = [der.tlv(der.contextTag(6, false), Buffer.from(trustDomain, "ascii"))];
+  for (const suffix of permittedDnsSuffixes) {
+    if (!/^\.?[a-z0-9-]+(\.[a-z0-9-]+)*$/.test(suffix) || isIP(suffix)) {
+      throw new StintError("ERR_CONFIG", `permitted DNS suffix "${suffix}" is not a lowercase DNS name`);
+    }
+    subtrees.push(der.tlv(der.contextTag(2, false), Buffer.from(suffix, "ascii")));
+  }
+  return der.sequence(der.tlv(der.contextTag(0, true), ...subtrees.map((base) => der.sequence(base))));
+}
+
+export interface CaKeyPair {
+  privateKey: KeyObject;
+  publicKey: KeyObject;
+}
+
+export interface RootCertificateParams {
+  keys: CaKeyPair;
+  commonName: string;
+  trustDomain: string;
+  notBefore: Date;
+  notAfter: Date;
+  serial: Uint8Array;
+}
+
+/** A self-signed root: CA:TRUE, keyCertSign+cRLSign, both critical; SKI; no path length limit. */
+export async function createRootCertificate(p: RootCertificateParams): Promise<Buffer> {
+  checkValidity(p.notBefore, p.notAfter);
+  const name = caName(p.commonName, p.trustDomain);
+  const signer = await signingKey(p.keys.privateKey);
+  const ski = subjectKeyIdentifier(p.keys.publicKey);
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: serialHex(p.serial),
+    subject: name,
+    issuer: name,
+    notBefore: p.notBefore,
+    notAfter: p.notAfter,
+    publicKey: p.keys.publicKey.export({ type: "spki", format: "der" }),
+    signingKey: signer.key,
+    signingAlgorithm: signer.algorithm,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      new x509.SubjectKeyIdentifierExtension(ski.toString("hex"), false),
+    ],
+  });
+  return Buffer.from(cert.rawData);
+}
+
+export interface IntermediateCertificateParams {
+  issuer: { certDer: Uint8Array; privateKey: KeyObject };
+  subjectPublicKey: KeyObject;
+  commonName: string;
+  trustDomain: string;
+  notBefore: Date;
+  notAfter: Date;
+  serial: Uint8Array;
+  /** Only 0 is supported: intermediates sign leaves, never other CAs. */
+  pathLength: 0;
+  /** dNSName subtrees to permit; none means DNS SANs are unconstrained. */
+  permittedDnsSuffixes?: readonly string[];
+}
+
+/**
+ * An intermediate: CA:TRUE pathlen:0 and keyCertSign+cRLSign+digitalSignature,
+ * critical; SKI; AKI = the issuer's SKI; a critical URI name constraint for the
+ * trust domain.
+ */
+export async function createIntermediateCertificate(p: IntermediateCertificateParams): Promise<Buffer> {
+  checkValidity(p.notBefore, p.notAfter);
+  if (p.pathLength !== 0) throw new StintError("ERR_CONFIG", "intermediate path length must be 0");
+  const subject = caName(p.commonName, p.trustDomain);
+  const issuerCert = new x509.X509Certificate(p.issuer.certDer);
+  const issuerSki =
+    issuerCert.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId ??
+    subjectKeyIdentifier(p.issuer.privateKey).toString("hex");
+  if (p.notBefore < issuerCert.notBefore || p.notAfter > issuerCert.notAfter) {
+    throw new StintError("ERR_CONFIG", "the intermediate's validity must lie within its issuer's");
+  }
+  const signer = await signingKey(p.issuer.privateKey);
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: serialHex(p.serial),
+    subject,
+    // The issuer's subject bytes as they are, so name chaining is an exact match.
+    issuer: new x509.Name(issuerCert.subjectName.toArrayBuffer()),
+    notBefore: p.notBefore,
+    notAfter: p.notAfter,
+    publicKey: p.subjectPublicKey.export({ type: "spki", format: "der" }),
+    signingKey: signer.key,
+    signingAlgorithm: signer.algorithm,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
+        true,
+      ),
+      new x509.SubjectKeyIdentifierExtension(subjectKeyIdentifier(p.subjectPublicKey).toString("hex"), false),
+      new x509.AuthorityKeyIdentifierExtension(issuerSki, false),
+      new x509.Extension(
+        OID_NAME_CONSTRAINTS,
+        true,
+        nameConstraintsValue(p.trustDomain, p.permittedDnsSuffixes),
+      ),
+    ],
+  });
+  return Buffer.from(cert.rawData);
+}
+
+export function parseCertificate(derBytes: Uint8Array): x509.X509Certificate {
+  try {
+    return new x509.X509Certificate(derBytes);
+  } catch (err) {
+    throw new StintError("ERR_DER", "not a parseable X.509 certificate", { cause: err });
+  }
+}
+
+export interface CertificateDescription {
+  subject: string;
+  issuer: string;
+  /** Lowercase hex of the serial's content octets, without a sign pad byte. */
+  serialHex: string;
+  notBefore: Date;
+  notAfter: Date;
+  /** "sha256:<hex>" of the DER. */
+  fingerprint: string;
+  isCa: boolean;
+  sans: { uris: string[]; dns: string[]; ips: string[] };
+}
+
+export function describeCertificate(derBytes: Uint8Array): CertificateDescription {
+  const cert = parseCertificate(derBytes);
+  const sans: CertificateDescription["sans"] = { uris: [], dns: [], ips: [] };
+  const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
+  for (const name of san?.names.items ?? []) {
+    if (name.type === "url") sans.uris.push(name.value);
+    else if (name.type === "dns") sans.dns.push(name.value);
+    else if (name.type === "ip") sans.ips.push(name.value);
+  }
+  return {
+    subject: cert.subject,
+    issuer: cert.issuer,
+    serialHex: cert.serialNumber.toLowerCase(),
+    notBefore: cert.notBefore,
+    notAfter: cert.notAfter,
+    fingerprint: fingerprintSha256(derBytes),
+    isCa: cert.getExtension(x509.BasicConstraintsExtension)?.ca ?? false,
+    sans,
+  };
+}

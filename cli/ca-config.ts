@@ -1,0 +1,187 @@
+import { isIP } from "node:net";
+import { KEY_ALGORITHMS } from "../ca/spki";
+import { type ConfigOf, declareConfig, type LoadOptions, loadConfig } from "../common/config";
+import { formatDuration } from "../common/duration";
+import { trustDomainProblem } from "../formats/spiffe";
+
+/**
+ * Settings of `stint ca serve`; `ca init` and `ca issue` read the same
+ * dataDir, trustDomain and policy. This list is the only place these names
+ * are spelled: help, README and errors are generated from it.
+ * The CA passphrase is deliberately absent: it comes only from the
+ * environment variable STINT_CA_PASSPHRASE, read where the key is opened.
+ */
+
+const DNS_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/i;
+
+function dnsNameProblem(name: string): string | undefined {
+  const labels = name.replace(/\.$/, "").split(".");
+  if (name.length > 253 || !labels.every((l) => DNS_LABEL.test(l))) return `"${name}" is not a DNS name`;
+  return undefined;
+}
+
+export function listenProblem(v: string): string | undefined {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(v);
+  const host = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3]);
+  if (!m || host === undefined || port > 65535) {
+    return `"${v}" is not host:port (e.g. 127.0.0.1:8443, [::1]:8443, 0.0.0.0:8443; port 0 picks a free port)`;
+  }
+  if (m[1] !== undefined && isIP(host) !== 6) return `"${host}" in brackets is not an IPv6 address`;
+  if (m[2] !== undefined && host !== "" && isIP(host) === 0 && dnsNameProblem(host)) {
+    return `"${host}" is not an IP address or host name`;
+  }
+  return undefined;
+}
+
+function trustDomain(v: string): string | undefined {
+  if (v.includes("://")) return `trust domain "${v}" must be a bare name, without a scheme like spiffe://`;
+  if (v.includes(":")) return `trust domain "${v}" must not contain a port`;
+  if (v !== v.toLowerCase()) return `trust domain "${v}" must be lowercase`;
+  if (v.startsWith(".") || v.endsWith(".") || v.includes(".."))
+    return `trust domain "${v}" has an empty label`;
+  return trustDomainProblem(v);
+}
+
+function serverNames(list: readonly string[]): string | undefined {
+  if (list.length === 0) return "list at least one DNS name or IP address for the CA's HTTPS certificate";
+  for (const name of list) {
+    if (isIP(name) === 0 && dnsNameProblem(name)) return `"${name}" is neither a DNS name nor an IP address`;
+  }
+  return undefined;
+}
+
+function dnsSuffixes(list: readonly string[]): string | undefined {
+  for (const s of list) {
+    // ca/policy.ts matches "name === suffix or under it", so a leading dot would match nothing.
+    if (s.startsWith(".") || s.includes("*")) {
+      return `"${s}": write the domain itself, e.g. svc.example.com (it also allows names under it)`;
+    }
+    if (s !== s.toLowerCase() || dnsNameProblem(s)) return `"${s}" is not a lowercase DNS domain`;
+  }
+  return undefined;
+}
+
+const positive = (v: number) => (v > 0 ? undefined : "must be longer than 0s");
+
+export const CA_CONFIG = declareConfig([
+  {
+    key: "dataDir",
+    type: "string",
+    default: "./stint-data",
+    description: "Directory holding the CA's encrypted keys, database and audit log.",
+    validate: (v) => (v === "" ? "must not be empty" : undefined),
+  },
+  {
+    key: "trustDomain",
+    type: "string",
+    default: "stint.internal",
+    description: "SPIFFE trust domain of every identity this CA issues (lowercase name, no scheme or port).",
+    validate: trustDomain,
+  },
+  {
+    key: "listen",
+    type: "string",
+    default: "127.0.0.1:8443",
+    description: "Address the HTTPS (ACME) server listens on, host:port; port 0 picks a free port.",
+    validate: listenProblem,
+  },
+  {
+    key: "serverNames",
+    type: "list",
+    default: ["localhost", "127.0.0.1"],
+    description: "DNS names and IP addresses in the CA's own HTTPS certificate.",
+    validate: serverNames,
+  },
+  {
+    key: "serverCertTtl",
+    type: "duration",
+    default: "24h",
+    description: "Lifetime of the CA's own HTTPS certificate; it is renewed before it expires.",
+    validate: positive,
+  },
+  {
+    key: "passphraseFile",
+    type: "string",
+    default: "",
+    description:
+      "File holding the CA key passphrase; when empty, the passphrase comes from STINT_CA_PASSPHRASE.",
+  },
+  {
+    key: "keyAlgorithm",
+    type: "enum",
+    enumValues: KEY_ALGORITHMS,
+    default: "ec-p256",
+    description: "Algorithm of keys the CA generates for itself (issuers and its HTTPS certificate).",
+  },
+  {
+    key: "policy.defaultTtl",
+    type: "duration",
+    default: "1h",
+    description: "Certificate lifetime when neither the registration entry nor the request asks for one.",
+    validate: positive,
+  },
+  {
+    key: "policy.minTtl",
+    type: "duration",
+    default: "1m",
+    description: "Shortest certificate lifetime the CA issues.",
+    validate: positive,
+  },
+  {
+    key: "policy.maxTtl",
+    type: "duration",
+    default: "24h",
+    description: "Longest certificate lifetime the CA issues, whatever an entry or request asks.",
+    validate: positive,
+  },
+  {
+    key: "policy.backdate",
+    type: "duration",
+    default: "30s",
+    description: "How far notBefore is set into the past, to allow for clock skew between machines.",
+  },
+  {
+    key: "policy.dnsSuffixes",
+    type: "list",
+    default: [],
+    description:
+      "DNS SANs are allowed only equal to or under these domains (e.g. svc.example.com); empty allows none.",
+    validate: dnsSuffixes,
+  },
+  {
+    key: "policy.keyTypes",
+    type: "list",
+    enumValues: KEY_ALGORITHMS,
+    default: KEY_ALGORITHMS,
+    description: "Workload key algorithms the CA accepts in CSRs.",
+    validate: (v) => (v.length === 0 ? "list at least one key algorithm" : undefined),
+  },
+  {
+    key: "log.level",
+    type: "enum",
+    enumValues: ["debug", "info", "warn", "error"],
+    default: "info",
+    description: "Lowest level of log lines written to stderr.",
+  },
+]);
+
+export type CaConfig = ConfigOf<typeof CA_CONFIG>;
+
+/** minTtl ≤ defaultTtl ≤ maxTtl, named with where each value came from. */
+export function checkCaConfig(cfg: CaConfig, origin: (key: keyof CaConfig) => string): string | undefined {
+  const keys = ["policy.minTtl", "policy.defaultTtl", "policy.maxTtl"] as const;
+  const show = (k: (typeof keys)[number]) => `${k} ${formatDuration(cfg[k])} (from ${origin(k)})`;
+  for (let i = 0; i + 1 < keys.length; i++) {
+    const [low, high] = [keys[i]!, keys[i + 1]!];
+    if (cfg[low] > cfg[high]) {
+      return `${show(low)} is longer than ${show(high)}; need policy.minTtl ≤ policy.defaultTtl ≤ policy.maxTtl`;
+    }
+  }
+  return undefined;
+}
+
+/** loadConfig for the CA with the cross-field check always applied. */
+export function loadCaConfig(opts: Omit<LoadOptions<CaConfig>, "check">): CaConfig {
+  return loadConfig(CA_CONFIG, { ...opts, check: checkCaConfig });
+}

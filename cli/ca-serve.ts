@@ -1,0 +1,83 @@
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { startCaServer } from "../acme/server";
+import { fingerprintSha256 } from "../ca/keys";
+import { STORE_FILE } from "../ca/store/open";
+import { configSummary } from "../common/config";
+import { createLogger } from "../common/logger";
+import { processMetrics, Registry } from "../common/metrics";
+import { CA_CONFIG } from "./ca-config";
+import { initCa } from "./ca-init";
+import { type Command, parseFlags } from "./command";
+import { caFlagOptions, caHelp, loadConfigFromFlags, openCa } from "./context";
+
+const OWN_FLAGS = { "insecure-no-passphrase": { type: "boolean" } } as const;
+
+export const caServe: Command = {
+  name: "ca serve",
+  summary: "run the CA's HTTPS server (creates the CA on first run)",
+  help: () =>
+    caHelp(
+      "stint ca serve [options]",
+      "Serves /health, /bundle.pem, /bundle.json and /metrics over HTTPS with a certificate from the\n" +
+        "CA's own intermediate, renewed before it expires. On first run in an empty data directory it\n" +
+        "creates the CA as `stint ca init` would. Stops cleanly on SIGTERM or SIGINT.",
+      "  --insecure-no-passphrase   allow unencrypted CA keys when no passphrase is set (development only)",
+    ),
+  async run(argv) {
+    const { values } = parseFlags(argv, caFlagOptions(OWN_FLAGS));
+    const cfg = loadConfigFromFlags(values);
+    const log = createLogger({ level: cfg["log.level"], component: "ca" });
+
+    if (!existsSync(join(cfg.dataDir, STORE_FILE))) {
+      const created = await initCa(cfg, values["insecure-no-passphrase"] === true);
+      log.info("created a new CA", { ...created });
+    }
+    const metrics = new Registry();
+    processMetrics(metrics);
+    const { store, authority, trustDomain } = await openCa(cfg, values, metrics);
+    if (authority.insecureKey) {
+      log.warn("CA keys are stored WITHOUT encryption; use this only for development", {
+        dataDir: cfg.dataDir,
+      });
+    }
+    const [host, port] = splitListen(cfg.listen);
+    const server = await startCaServer({
+      authority,
+      store,
+      log,
+      metrics,
+      host,
+      port,
+      serverNames: cfg.serverNames,
+      serverCertTtlMs: cfg.serverCertTtl,
+    });
+    log.info("listening", {
+      url: server.url,
+      trustDomain,
+      activeIssuer: authority.activeIssuer.id,
+      rootFingerprints: authority.trustedRoots().map((r) => fingerprintSha256(r.certDer)),
+      // The trust domain in force is the stored one (logged above), not the configured default.
+      config: { ...configSummary(CA_CONFIG, cfg), trustDomain: undefined },
+    });
+
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string) => {
+        log.info("stopping", { signal });
+        resolve();
+      };
+      process.once("SIGTERM", () => stop("SIGTERM"));
+      process.once("SIGINT", () => stop("SIGINT"));
+    });
+    await server.close();
+    await store.close();
+    log.info("stopped");
+    return 0;
+  },
+};
+
+/** "host:port" or "[v6]:port"; the config declaration has already validated it. */
+function splitListen(listen: string): [string, number] {
+  const at = listen.lastIndexOf(":");
+  return [listen.slice(0, at).replace(/^\[|\]$/g, ""), Number(listen.slice(at + 1))];
+}

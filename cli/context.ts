@@ -1,0 +1,113 @@
+import { mkdir } from "node:fs/promises";
+import { Authority } from "../ca/authority";
+import { resolvePassphrase } from "../ca/keys";
+import type { IssuancePolicy } from "../ca/policy";
+import type { Store } from "../ca/store";
+import { openStore } from "../ca/store/open";
+import { flagOptions, renderHelp } from "../common/config";
+import { StintError } from "../common/errors";
+import type { Registry } from "../common/metrics";
+import { CA_CONFIG, type CaConfig, loadCaConfig } from "./ca-config";
+import type { Options } from "./command";
+
+/** What the `stint ca …` commands share: config loading, the passphrase, the store and the authority. */
+
+export const CONFIG_FLAG: Options = {
+  config: { type: "string", short: "c" },
+  help: { type: "boolean", short: "h" },
+};
+
+export const caFlagOptions = (extra: Options = {}): Options => ({
+  ...CONFIG_FLAG,
+  ...(flagOptions(CA_CONFIG) as Options),
+  ...extra,
+});
+
+export function caHelp(usage: string, about: string, ownFlags: string): string {
+  return [
+    `usage: ${usage}`,
+    "",
+    about,
+    "",
+    ownFlags ? `options:\n${ownFlags}\n` : "",
+    "  -c, --config FILE          YAML or JSON config file (env STINT_CONFIG)",
+    "  -h, --help                 this help",
+    "",
+    "settings (flag, environment variable, default; flags win over environment, environment over file):",
+    renderHelp(CA_CONFIG),
+    "",
+    "The CA key passphrase comes from STINT_CA_PASSPHRASE or --passphrase-file, never from a flag value.",
+  ].join("\n");
+}
+
+type FlagValues = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+export function loadConfigFromFlags(values: FlagValues): CaConfig {
+  const file = (values.config as string | undefined) ?? process.env.STINT_CONFIG;
+  return loadCaConfig({ file: file || undefined, env: process.env, flags: values });
+}
+
+export function policyFrom(cfg: CaConfig, trustDomain: string): IssuancePolicy {
+  return {
+    trustDomain,
+    defaultTtlMs: cfg["policy.defaultTtl"],
+    minTtlMs: cfg["policy.minTtl"],
+    maxTtlMs: cfg["policy.maxTtl"],
+    backdateMs: cfg["policy.backdate"],
+    dnsSuffixes: cfg["policy.dnsSuffixes"],
+    keyTypes: cfg["policy.keyTypes"],
+  };
+}
+
+export function passphraseFrom(cfg: CaConfig): Promise<string | null> {
+  return resolvePassphrase({ env: process.env, passphraseFile: cfg.passphraseFile || null });
+}
+
+/**
+ * The trust domain is fixed when the CA is created and kept in the store; a
+ * configured value that disagrees is a mistake worth stopping for.
+ */
+export async function storedTrustDomain(store: Store, cfg: CaConfig, configured: boolean): Promise<string> {
+  const stored = await store.getMeta("trust_domain");
+  if (stored === null) return cfg.trustDomain;
+  if (configured && stored !== cfg.trustDomain) {
+    throw new StintError(
+      "ERR_CONFIG",
+      `trustDomain "${cfg.trustDomain}" differs from this CA's trust domain "${stored}"; remove the setting or use another --data-dir`,
+    );
+  }
+  return stored;
+}
+
+export function trustDomainConfigured(values: FlagValues): boolean {
+  return values["trust-domain"] !== undefined || process.env.STINT_TRUST_DOMAIN !== undefined;
+}
+
+export interface OpenedCa {
+  store: Store;
+  authority: Authority;
+  trustDomain: string;
+}
+
+/** Opens an initialised CA: store, then the active issuer's key. Closes the store if the key fails. */
+export async function openCa(cfg: CaConfig, values: FlagValues, metrics?: Registry): Promise<OpenedCa> {
+  const store = await openStore(cfg.dataDir);
+  try {
+    const trustDomain = await storedTrustDomain(store, cfg, trustDomainConfigured(values));
+    const authority = await Authority.open({
+      dataDir: cfg.dataDir,
+      store,
+      policy: policyFrom(cfg, trustDomain),
+      passphrase: await passphraseFrom(cfg),
+      metrics,
+    });
+    return { store, authority, trustDomain };
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+}
+
+export async function ensureDataDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env node
+import "reflect-metadata";
+import { isStintError } from "../common/errors";
+import { caInit } from "./ca-init";
+import { caIssue } from "./ca-issue";
+import { caServe } from "./ca-serve";
+import { caStatus } from "./ca-status";
+import type { Command } from "./command";
+
+const COMMANDS: readonly Command[] = [caInit, caServe, caIssue, caStatus];
+
+function overview(prefix = ""): string {
+  const shown = COMMANDS.filter((c) => c.name.startsWith(prefix));
+  const width = Math.max(...shown.map((c) => c.name.length));
+  return [
+    `usage: stint ${prefix || "<command>"} ... [--help]`,
+    "",
+    "Stint: an internal PKI for short-lived mTLS certificates.",
+    "",
+    "commands:",
+    ...shown.map((c) => `  stint ${c.name.padEnd(width)}  ${c.summary}`),
+    "",
+    "Run `stint <command> --help` for a command's options.",
+  ].join("\n");
+}
+
+/** Finds the longest command name that prefixes argv; returns it with the remaining arguments. */
+function resolve(argv: string[]): [Command | undefined, string[]] {
+  for (let words = 2; words >= 1; words--) {
+    const name = argv.slice(0, words).join(" ");
+    const cmd = COMMANDS.find((c) => c.name === name);
+    if (cmd) return [cmd, argv.slice(words)];
+  }
+  return [undefined, argv];
+}
+
+export async function main(argv: string[]): Promise<number> {
+  if (argv.length === 0 || argv[0] === "--help" || argv[0] === "-h" || argv[0] === "help") {
+    console.log(overview());
+    return 0;
+  }
+  const [cmd, rest] = resolve(argv);
+  if (!cmd) {
+    const group = COMMANDS.some((c) => c.name.startsWith(argv[0] + " ")) ? argv[0] : "";
+    if (group && (argv.length === 1 || argv[1] === "--help" || argv[1] === "-h")) {
+      console.log(overview(group));
+      return 0;
+    }
+    console.error(`stint: unknown command "${argv.slice(0, group ? 2 : 1).join(" ")}"; see stint --help`);
+    return 2;
+  }
+  if (rest.includes("--help") || rest.includes("-h")) {
+    console.log(cmd.help());
+    return 0;
+  }
+  try {
+    return await cmd.run(rest);
+  } catch (err) {
+    if (isStintError(err)) {
+      console.error(`stint ${cmd.name}: ${err.message}`);
+      return err.code === "ERR_USAGE" ? 2 : 1;
+    }
+    // Not one of ours: still one line, and no stack unless asked for.
+    console.error(`stint ${cmd.name}: unexpected error: ${err instanceof Error ? err.message : String(err)}`);
+    if (process.env.STINT_DEBUG) console.error(err);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err) => {
+      console.error(`stint: ${err instanceof Error ? err.message : String(err)}`);
+      process.exitCode = 1;
+    },
+  );
+}

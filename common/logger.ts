@@ -1,0 +1,178 @@
+import { KeyObject } from "node:crypto";
+import { StintError } from "./errors";
+
+/**
+ * Structured logs: one JSON object per line,
+ * {"time","level","component","msg",...fields}. Keys, tokens and evidence must
+ * never reach a log, so fields are copied through a redactor rather than
+ * trusted: secret-looking keys at any depth, key material and binary data are
+ * replaced before serialization.
+ */
+
+export type LogLevel = "debug" | "info" | "warn" | "error";
+export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
+
+export type LogFields = Readonly<Record<string, unknown>>;
+type LogFn = (msg: string, fields?: LogFields) => void;
+
+export interface Logger {
+  readonly level: LogLevel;
+  debug: LogFn;
+  info: LogFn;
+  warn: LogFn;
+  error: LogFn;
+  /** Lets callers skip building expensive fields for a disabled level. */
+  enabled(level: LogLevel): boolean;
+  /** A logger adding `fields` to every line; a string `component` field replaces the component. */
+  child(fields: LogFields): Logger;
+}
+
+export interface LoggerOptions {
+  level?: LogLevel;
+  /** Anything with write(string); process.stderr by default. */
+  stream?: { write(chunk: string): unknown };
+  component: string;
+  /** Injected for tests. */
+  now?: () => Date;
+}
+
+const SECRET_KEY = /pass|secret|token|key|evidence|authorization|jws|private/i;
+/** Names that match SECRET_KEY but carry no secret and are needed to debug issuance. */
+const ALLOWED_KEYS = new Set([
+  "keyAlgorithm",
+  "keyType",
+  "keyTypes",
+  "keyId",
+  "keyUsage",
+  "tokenId",
+  "passphraseFile",
+  "authorizationId",
+  "authorizationUrl",
+]);
+// Secret values under innocent names: PEM private keys and JWT/JWS compact serializations.
+const SECRET_VALUE = /PRIVATE KEY-----|^eyJ[\w-]*\.[\w-]*\./;
+const RESERVED = new Set(["time", "level", "component", "msg"]);
+const MAX_DEPTH = 8;
+const MAX_ITEMS = 100;
+const REDACTED = "[redacted]";
+
+export function isSecretKey(key: string): boolean {
+  if (!SECRET_KEY.test(key)) return false;
+  // Flat config keys such as "policy.keyTypes" are judged by their last word.
+  return !ALLOWED_KEYS.has(key.slice(key.lastIndexOf(".") + 1));
+}
+
+const noop: LogFn = () => {};
+
+export function createLogger(opts: LoggerOptions): Logger {
+  return build(opts, opts.component, {});
+}
+
+function build(opts: LoggerOptions, component: string, base: Record<string, unknown>): Logger {
+  const min = LOG_LEVELS.indexOf(opts.level ?? "info");
+  const stream = opts.stream ?? process.stderr;
+  const now = opts.now ?? (() => new Date());
+  const withStacks = min === 0;
+  const emitter = (level: LogLevel): LogFn => {
+    // Disabled levels get a shared no-op, so a suppressed call costs one function call.
+    if (LOG_LEVELS.indexOf(level) < min) return noop;
+    return (msg, fields) => {
+      const line: Record<string, unknown> = { time: now().toISOString(), level, component, msg, ...base };
+      if (fields) addFields(line, fields, withStacks);
+      stream.write(`${JSON.stringify(line)}\n`);
+    };
+  };
+  return {
+    level: LOG_LEVELS[min]!,
+    debug: emitter("debug"),
+    info: emitter("info"),
+    warn: emitter("warn"),
+    error: emitter("error"),
+    enabled: (level) => LOG_LEVELS.indexOf(level) >= min,
+    child(fields) {
+      const { component: sub, ...rest } = fields;
+      const merged = { ...base };
+      addFields(merged, rest, withStacks);
+      return build(opts, typeof sub === "string" ? sub : component, merged);
+    },
+  };
+}
+
+function addFields(into: Record<string, unknown>, fields: LogFields, withStacks: boolean): void {
+  const seen = new Set<object>();
+  for (const key of Object.keys(fields)) {
+    const value = redact(key, fields[key], 1, seen, withStacks);
+    // A field may not forge the envelope; keep it under another name instead of dropping it.
+    if (value !== undefined) into[RESERVED.has(key) ? `fields.${key}` : key] = value;
+  }
+}
+
+/** A JSON-safe copy of `value` with secrets replaced; `key` is the name it was found under. */
+export function redact(
+  key: string,
+  value: unknown,
+  depth = 1,
+  seen = new Set<object>(),
+  withStacks = false,
+): unknown {
+  if (isSecretKey(key)) return REDACTED;
+  switch (typeof value) {
+    case "string":
+      return SECRET_VALUE.test(value) ? REDACTED : value;
+    case "number":
+      return Number.isFinite(value) ? value : String(value);
+    case "bigint":
+      return value.toString();
+    case "boolean":
+      return value;
+    case "object":
+      break;
+    default:
+      return undefined; // functions, symbols, undefined
+  }
+  if (value === null) return null;
+  if (value instanceof KeyObject || isCryptoKey(value)) return "[key]";
+  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return `[binary ${value.byteLength} bytes]`;
+  if (value instanceof Date) return Number.isNaN(value.getTime()) ? "Invalid Date" : value.toISOString();
+  if (depth > MAX_DEPTH) return "[too deep]";
+  if (seen.has(value)) return "[circular]";
+  seen.add(value);
+  try {
+    const next = (k: string, v: unknown) => redact(k, v, depth + 1, seen, withStacks);
+    if (value instanceof Error) return errorFields(value, next, withStacks);
+    if (Array.isArray(value) || value instanceof Set) {
+      const items = [...value];
+      const out = items.slice(0, MAX_ITEMS).map((v) => next("", v) ?? null);
+      if (items.length > MAX_ITEMS) out.push(`[${items.length - MAX_ITEMS} more]`);
+      return out;
+    }
+    const entries = value instanceof Map ? [...value].map(([k, v]) => [String(k), v] as const) : undefined;
+    const toJSON = (value as { toJSON?: unknown }).toJSON;
+    if (!entries && typeof toJSON === "function") return next(key, toJSON.call(value));
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of entries ?? Object.entries(value)) {
+      const r = next(k, v);
+      if (r !== undefined) out[k] = r;
+    }
+    return out;
+  } finally {
+    seen.delete(value);
+  }
+}
+
+function errorFields(err: Error, next: (k: string, v: unknown) => unknown, withStacks: boolean) {
+  // StintError messages are secret-free by contract; other errors' codes come from Node (ENOENT, ERR_…).
+  const code = err instanceof StintError ? err.code : (err as { code?: unknown }).code;
+  const out: Record<string, unknown> = {
+    code: typeof code === "string" ? code : err.name,
+    message: err.message,
+  };
+  if (withStacks && err.stack) out["stack"] = err.stack;
+  if (err.cause !== undefined) out["cause"] = next("cause", err.cause);
+  return out;
+}
+
+function isCryptoKey(value: object): boolean {
+  const ctor = (globalThis as { CryptoKey?: abstract new () => unknown }).CryptoKey;
+  return ctor !== undefined && value instanceof ctor;
+}

@@ -1,0 +1,55 @@
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { AuditEvent, CertificateRecord, IssuerRecord } from "../../ca/store";
+
+export const T0 = new Date("2030-01-01T00:00:00.000Z");
+
+export function tempDir(): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), "stint-store-"));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export function issuer(id: string, overrides: Partial<IssuerRecord> = {}): IssuerRecord {
+  return {
+    id,
+    kind: "intermediate",
+    parentId: null,
+    state: "active",
+    subject: `CN=Stint Intermediate ${id}`,
+    certDer: Buffer.from(`issuer-der-${id}`),
+    keyPath: `keys/${id}.key`,
+    notBefore: T0,
+    notAfter: new Date(T0.getTime() + 86_400_000),
+    createdAt: T0,
+    ...overrides,
+  };
+}
+
+export function certificate(issuerId: string, sequence: number, overrides: Partial<CertificateRecord> = {}) {
+  const record: CertificateRecord = {
+    serial: `7f${issuerId}${sequence.toString(16).padStart(16, "0")}`,
+    issuerId,
+    sequence,
+    spiffeId: `spiffe://example.org/workload/${sequence % 3}`,
+    dnsNames: [`w${sequence}.example.org`],
+    ipAddresses: sequence % 2 === 0 ? ["10.0.0.1", "fd00::1"] : [],
+    notBefore: T0,
+    notAfter: new Date(T0.getTime() + sequence * 60_000),
+    der: Buffer.from(`cert-der-${sequence}`.repeat(20)),
+    revokedAt: null,
+    revocationReason: null,
+    ...overrides,
+  };
+  return record;
+}
+
+export function event(action: string, subject: string, details: Record<string, unknown> = {}): AuditEvent {
+  return { at: T0, actor: "test", action, subject, details };
+}
+
+/** Everything a test needs to prove a refused open left the file alone. */
+export function snapshot(path: string): { bytes: Buffer; mtimeMs: number; siblings: string[] } {
+  const dir = join(path, "..");
+  return { bytes: readFileSync(path), mtimeMs: statSync(path).mtimeMs, siblings: readdirSync(dir).sort() };
+}
