@@ -1,9 +1,9 @@
-import { createHash, type KeyObject, randomFillSync, sign } from "node:crypto";
+import { type KeyObject, randomFillSync, sign } from "node:crypto";
 import { isIP } from "node:net";
 import { StintError } from "../common/errors";
 import * as der from "../formats/der";
 import { encodeSerial } from "../formats/serial";
-import { inspectSpki, type KeyAlgorithm } from "./spki";
+import { type KeyAlgorithm, keyIdentifier } from "./spki";
 
 /**
  * The leaf issuance engine. Everything that is the same for every leaf of an
@@ -102,8 +102,10 @@ export class LeafEngine {
   private readonly algAndIssuer: Buffer;
   private readonly subject: Buffer;
   private readonly fixedExtensions: Record<"ec" | "rsa", Buffer>;
-  /** Encoded extnID of the two per-leaf extensions, so issue() encodes no OIDs. */
-  private readonly skiOid = der.oid(OID.subjectKeyId);
+  /** Everything of the SKI extension before the 20 key-id bytes, and the SAN's extnID: issue() encodes no OIDs. */
+  private readonly skiPrefix = der
+    .sequence(der.oid(OID.subjectKeyId), der.octetString(der.octetString(Buffer.alloc(20))))
+    .subarray(0, -20);
   private readonly sanOid = der.oid(OID.subjectAltName);
   private readonly random = Buffer.allocUnsafe(8 * 1024);
   private randomOffset = this.random.length;
@@ -115,7 +117,7 @@ export class LeafEngine {
     this.subject = der.sequence(
       der.set(der.sequence(der.oid(OID.organization), der.utf8String(issuer.organization))),
     );
-    const issuerSki = createHash("sha1").update(inspectSpki(parts.spki).publicKeyBits).digest();
+    const issuerSki = keyIdentifier(parts.spki);
     const common = [
       extension(OID.basicConstraints, true, der.sequence()),
       extension(OID.extKeyUsage, false, der.sequence(der.oid(OID.serverAuth), der.oid(OID.clientAuth))),
@@ -129,26 +131,59 @@ export class LeafEngine {
 
   issue(spec: LeafSpec): IssuedLeaf {
     const serial = encodeSerial(this.nextRandom(), spec.sequence);
-    const ski = createHash("sha1").update(inspectSpki(spec.spki).publicKeyBits).digest();
-    const extensions = der.explicit(
-      3,
-      der.sequence(
-        this.fixedExtensions[spec.keyAlgorithm.startsWith("rsa") ? "rsa" : "ec"],
-        der.sequence(this.skiOid, der.octetString(der.octetString(ski))),
-        der.sequence(this.sanOid, der.octetString(subjectAltNames(spec))),
-      ),
-    );
-    const tbs = der.sequence(
-      this.versionField,
-      der.tlv(der.Tag.INTEGER, serial),
-      this.algAndIssuer,
-      der.sequence(der.time(spec.notBefore), der.time(spec.notAfter)),
-      this.subject,
-      spec.spki,
-      extensions,
-    );
-    const signature = sign(this.scheme.hash, tbs, { key: this.issuer.privateKey, dsaEncoding: "der" });
-    const certDer = der.sequence(tbs, this.scheme.algorithmIdentifier, der.bitString(signature));
+    const ski = keyIdentifier(spec.spki);
+    const names = generalNames(spec);
+    const validity = der.sequence(der.time(spec.notBefore), der.time(spec.notAfter));
+    const fixedExtensions = this.fixedExtensions[spec.keyAlgorithm.startsWith("rsa") ? "rsa" : "ec"];
+
+    // Lengths inside out, then one write pass: this runs per certificate.
+    const sanSeq = der.headerSize(names.length) + names.length;
+    const sanExtBody = this.sanOid.length + der.headerSize(sanSeq) + sanSeq;
+    const sanExt = der.headerSize(sanExtBody) + sanExtBody;
+    const extList = fixedExtensions.length + this.skiPrefix.length + ski.length + sanExt;
+    const extSeq = der.headerSize(extList) + extList;
+    const extField = der.headerSize(extSeq) + extSeq;
+    const tbsBody =
+      this.versionField.length +
+      2 +
+      serial.length +
+      this.algAndIssuer.length +
+      validity.length +
+      this.subject.length +
+      spec.spki.length +
+      extField;
+    const tbs = new der.DerWriter(der.headerSize(tbsBody) + tbsBody)
+      .header(der.Tag.SEQUENCE, tbsBody)
+      .bytes(this.versionField)
+      .header(der.Tag.INTEGER, serial.length)
+      .bytes(serial)
+      .bytes(this.algAndIssuer)
+      .bytes(validity)
+      .bytes(this.subject)
+      .bytes(spec.spki)
+      .header(der.contextTag(3, true), extSeq)
+      .header(der.Tag.SEQUENCE, extList)
+      .bytes(fixedExtensions)
+      .bytes(this.skiPrefix)
+      .bytes(ski)
+      .header(der.Tag.SEQUENCE, sanExtBody)
+      .bytes(this.sanOid)
+      .header(der.Tag.OCTET_STRING, sanSeq)
+      .header(der.Tag.SEQUENCE, names.length)
+      .bytes(names)
+      .done();
+
+    const signature = sign(this.scheme.hash, tbs, this.issuer.privateKey);
+    const sigBits = signature.length + 1;
+    const certBody = tbs.length + this.scheme.algorithmIdentifier.length + der.headerSize(sigBits) + sigBits;
+    const certDer = new der.DerWriter(der.headerSize(certBody) + certBody)
+      .header(der.Tag.SEQUENCE, certBody)
+      .bytes(tbs)
+      .bytes(this.scheme.algorithmIdentifier)
+      .header(der.Tag.BIT_STRING, sigBits)
+      .byte(0)
+      .bytes(signature)
+      .done();
     return { der: certDer, serial };
   }
 
@@ -164,12 +199,13 @@ export class LeafEngine {
   }
 }
 
-function subjectAltNames(spec: LeafSpec): Buffer {
+/** The subjectAltName GeneralNames, concatenated without their SEQUENCE header: SPIFFE URI, DNS names, IPs. */
+function generalNames(spec: LeafSpec): Buffer {
   const names: Buffer[] = [];
   if (spec.spiffeId) names.push(der.tlv(der.contextTag(6, false), Buffer.from(spec.spiffeId, "ascii")));
   for (const dns of spec.dnsNames) names.push(der.tlv(der.contextTag(2, false), Buffer.from(dns, "ascii")));
   for (const ip of spec.ipAddresses) names.push(der.tlv(der.contextTag(7, false), ipBytes(ip)));
-  return der.sequence(...names);
+  return names.length === 1 ? names[0] : Buffer.concat(names);
 }
 
 export function ipBytes(ip: string): Buffer {

@@ -1,6 +1,6 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import { StintError } from "../common/errors";
-import { children, contents, decodeOid, expectTlv, Tag } from "../formats/der";
+import { children, contents, decodeOid, expectTlv, readTlv, Tag } from "../formats/der";
 
 /**
  * Facts about a SubjectPublicKeyInfo read straight from its DER, so the
@@ -57,7 +57,15 @@ export function inspectSpki(spki: Uint8Array): SpkiFacts {
   return { algorithm: null, description: `key algorithm ${algOid}`, publicKeyBits };
 }
 
+/** The subjectPublicKey bits, read with as few steps as possible: the issuance path calls this per certificate. */
+export function subjectPublicKeyBits(spki: Uint8Array): Buffer {
+  const outer = expectTlv(spki, 0, Tag.SEQUENCE, "SubjectPublicKeyInfo");
+  const algorithm = readTlv(spki, outer.valueStart, outer.end);
+  const bits = expectTlv(spki, algorithm.end, Tag.BIT_STRING, "subjectPublicKey", outer.end);
+  return Buffer.from(spki.buffer, spki.byteOffset + bits.valueStart + 1, bits.end - bits.valueStart - 1);
+}
+
 /** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits. */
 export function keyIdentifier(spki: Uint8Array): Buffer {
-  return createHash("sha1").update(inspectSpki(spki).publicKeyBits).digest();
+  return hash("sha1", subjectPublicKeyBits(spki), "buffer");
 }

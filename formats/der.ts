@@ -45,6 +45,62 @@ export function header(tag: number, len: number): Buffer {
   return out;
 }
 
+/** Bytes taken by the tag and length of a value of `len` content bytes. */
+export function headerSize(len: number): number {
+  return len < 0x80 ? 2 : len < 0x100 ? 3 : len < 0x10000 ? 4 : 5;
+}
+
+/**
+ * Writes into one preallocated buffer, for hot paths that know every length
+ * up front: one allocation per structure instead of one per TLV.
+ */
+export class DerWriter {
+  readonly buf: Buffer;
+  private pos = 0;
+
+  constructor(size: number) {
+    this.buf = Buffer.allocUnsafe(size);
+  }
+
+  header(tag: number, len: number): this {
+    const b = this.buf;
+    b[this.pos++] = tag;
+    if (len < 0x80) b[this.pos++] = len;
+    else if (len < 0x100) {
+      b[this.pos++] = 0x81;
+      b[this.pos++] = len;
+    } else if (len < 0x10000) {
+      b[this.pos++] = 0x82;
+      b[this.pos++] = len >> 8;
+      b[this.pos++] = len & 0xff;
+    } else {
+      b[this.pos++] = 0x83;
+      b[this.pos++] = len >> 16;
+      b[this.pos++] = (len >> 8) & 0xff;
+      b[this.pos++] = len & 0xff;
+    }
+    return this;
+  }
+
+  bytes(data: Uint8Array): this {
+    this.buf.set(data, this.pos);
+    this.pos += data.length;
+    return this;
+  }
+
+  byte(value: number): this {
+    this.buf[this.pos++] = value;
+    return this;
+  }
+
+  /** The written buffer; throws if the precomputed size was wrong, which would be a bug in the caller. */
+  done(): Buffer {
+    if (this.pos !== this.buf.length)
+      throw new Error(`DerWriter: wrote ${this.pos} of ${this.buf.length} bytes`);
+    return this.buf;
+  }
+}
+
 export function tlv(tag: number, ...content: Uint8Array[]): Buffer {
   const len = content.reduce((n, c) => n + c.length, 0);
   return Buffer.concat([header(tag, len), ...content], len + lengthBytes(len).length + 1);

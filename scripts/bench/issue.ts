@@ -1,15 +1,22 @@
 import "reflect-metadata";
 import { generateKeyPairSync, sign } from "node:crypto";
-import { cpus } from "node:os";
+import { mkdtempSync, rmSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
 import * as x509 from "@peculiar/x509";
+import { Authority } from "../../ca/authority";
 import { LeafEngine } from "../../ca/engine";
+import { initHierarchy } from "../../ca/hierarchy";
 import { generateKeyPair } from "../../ca/keys";
+import { KEY_ALGORITHMS } from "../../ca/spki";
+import { openStore } from "../../ca/store/open";
 import { createRootCertificate, randomSerial } from "../../ca/x509";
 
 /**
  * Issue-engine throughput in one process on one thread: Stint's DER-template
  * engine, the bare P-256 signature it cannot beat, and the @peculiar/x509
- * generator making the same certificate, all in the same run.
+ * generator making the same certificate, all in the same run; then the
+ * authority's whole issue path with durable SQLite commits.
  * Prints one JSON document on stdout; progress goes to stderr.
  *   npm run bench:issue [-- --seconds 3]
  */
@@ -131,17 +138,94 @@ async function main(): Promise<void> {
     }),
   );
 
+  const authority = await measureAuthority(spkis);
+
   const report = {
     bench: "issue-engine",
     command: "npm run bench:issue",
     machine: { cpus: cpus().length, model: cpus()[0]?.model ?? "unknown", node: process.version },
     issuer: "ec-p256",
     leafKey: "ec-p256",
-    results: [stint, signOnly, peculiar],
+    results: [stint, signOnly, peculiar, authority],
     speedupOverPeculiar: Number((stint.certsPerSecond / peculiar.certsPerSecond).toFixed(1)),
     signatureShareOfEngine: Number((signOnly.microsPerCert / stint.microsPerCert).toFixed(2)),
   };
   process.stdout.write(JSON.stringify(report, null, 2) + "\n");
+}
+
+/**
+ * The whole in-process path a client waits for: policy check, sequence,
+ * signature, and the certificate plus its audit record durably committed to
+ * SQLite (WAL, synchronous=FULL), with 256 requests in flight.
+ */
+async function measureAuthority(spkis: Buffer[]): Promise<Result> {
+  const dataDir = mkdtempSync(join(tmpdir(), "stint-bench-"));
+  try {
+    const store = await openStore(dataDir, { create: true });
+    await initHierarchy({
+      dataDir,
+      store,
+      trustDomain: "bench.example",
+      keyAlgorithm: "ec-p256",
+      passphrase: null,
+      now: new Date(),
+    });
+    const policy = {
+      trustDomain: "bench.example",
+      defaultTtlMs: 3_600_000,
+      minTtlMs: 60_000,
+      maxTtlMs: 86_400_000,
+      backdateMs: 30_000,
+      dnsSuffixes: ["svc.example"],
+      keyTypes: KEY_ALGORITHMS,
+    };
+    const authority = await Authority.open({ dataDir, store, policy, passphrase: null });
+    const inFlight = 256;
+    let i = 0;
+    const result = await measureConcurrent("stint-authority-sqlite-durable", inFlight, () =>
+      authority.issue(
+        {
+          spiffeId: "spiffe://bench.example/ns/default/sa/bench",
+          dnsNames: ["bench.svc.example"],
+          spki: spkis[i++ & 255],
+          keyAlgorithm: "ec-p256",
+          keyDescription: "EC P-256 key",
+        },
+        "bench",
+      ),
+    );
+    await store.close();
+    return result;
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/** Like measure(), with `inFlight` operations outstanding at all times. */
+async function measureConcurrent(
+  name: string,
+  inFlight: number,
+  once: () => Promise<unknown>,
+): Promise<Result> {
+  process.stderr.write(`bench: ${name} (${inFlight} in flight) for ${SECONDS}s…\n`);
+  const start = process.hrtime.bigint();
+  const deadline = start + BigInt(SECONDS * 1e9);
+  let n = 0;
+  const worker = async () => {
+    while (process.hrtime.bigint() < deadline) {
+      await once();
+      n++;
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, worker));
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  return {
+    name,
+    certificates: n,
+    seconds: Number(seconds.toFixed(3)),
+    certsPerSecond: Math.round(n / seconds),
+    microsPerCert: Number(((seconds / n) * 1e6).toFixed(2)),
+  };
 }
 
 main().catch((err) => {
