@@ -32,15 +32,42 @@ export type ErrorCode =
   | "ERR_AUDIT_CHAIN"
   // encodings
   | "ERR_DER"
-  | "ERR_PEM";
+  | "ERR_PEM"
+  | "ERR_JOSE"
+  // ACME requests (RFC 8555 6.7); each maps to one problem type in acme/problem.ts
+  | "ERR_MALFORMED"
+  | "ERR_UNSUPPORTED_MEDIA_TYPE"
+  | "ERR_PAYLOAD_TOO_LARGE"
+  | "ERR_BAD_NONCE"
+  | "ERR_BAD_SIGNATURE_ALGORITHM"
+  | "ERR_BAD_PUBLIC_KEY"
+  | "ERR_UNAUTHORIZED"
+  | "ERR_ACCOUNT_DOES_NOT_EXIST"
+  | "ERR_ORDER_NOT_READY"
+  | "ERR_RATE_LIMITED"
+  | "ERR_ALREADY_REVOKED"
+  | "ERR_BAD_REVOCATION_REASON"
+  | "ERR_UNSUPPORTED_IDENTIFIER"
+  | "ERR_REJECTED_IDENTIFIER"
+  | "ERR_INCORRECT_RESPONSE"
+  | "ERR_CONNECTION"
+  | "ERR_ATTESTATION";
+
+export interface StintErrorOptions {
+  cause?: unknown;
+  /** Which check refused a request (e.g. "nonce", "signature"): a bounded metric label, never user input. */
+  check?: string;
+}
 
 export class StintError extends Error {
   readonly code: ErrorCode;
+  readonly check?: string;
 
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: ErrorCode, message: string, options?: StintErrorOptions) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "StintError";
     this.code = code;
+    this.check = options?.check;
   }
 }
 

@@ -1,0 +1,156 @@
+import { createHash, createPublicKey, type KeyObject, sign, verify } from "node:crypto";
+import { StintError } from "../common/errors";
+
+/**
+ * The JOSE pieces both ends of ACME need (RFC 7515 JWS, RFC 7517 JWK,
+ * RFC 7638 thumbprints), for the server, the agent and the attestors alike.
+ * Only the four signature algorithms Stint accepts exist here; "none" and
+ * MACs cannot be expressed, so they cannot be accepted by mistake.
+ */
+
+export type JwsAlgorithm = "ES256" | "ES384" | "EdDSA" | "RS256";
+export const JWS_ALGORITHMS: readonly JwsAlgorithm[] = ["ES256", "ES384", "EdDSA", "RS256"];
+
+interface AlgorithmSpec {
+  hash: string | null;
+  /** What the key must be for this algorithm (RFC 7518 3.4, RFC 8037). */
+  keyMatches: (key: KeyObject) => boolean;
+  /** ECDSA signatures in JWS are r||s of fixed size, not DER. */
+  dsaEncoding?: "ieee-p1363";
+}
+
+const curve = (key: KeyObject) => key.asymmetricKeyDetails?.namedCurve;
+const ALGORITHMS: Record<JwsAlgorithm, AlgorithmSpec> = {
+  ES256: {
+    hash: "sha256",
+    keyMatches: (k) => k.asymmetricKeyType === "ec" && curve(k) === "prime256v1",
+    dsaEncoding: "ieee-p1363",
+  },
+  ES384: {
+    hash: "sha384",
+    keyMatches: (k) => k.asymmetricKeyType === "ec" && curve(k) === "secp384r1",
+    dsaEncoding: "ieee-p1363",
+  },
+  EdDSA: { hash: null, keyMatches: (k) => k.asymmetricKeyType === "ed25519" },
+  RS256: {
+    hash: "sha256",
+    keyMatches: (k) => k.asymmetricKeyType === "rsa" && (k.asymmetricKeyDetails?.modulusLength ?? 0) >= 2048,
+  },
+};
+
+export const isJwsAlgorithm = (alg: unknown): alg is JwsAlgorithm =>
+  typeof alg === "string" && (JWS_ALGORITHMS as readonly string[]).includes(alg);
+
+const B64URL = /^[A-Za-z0-9_-]*$/;
+
+export function b64u(data: Uint8Array | string): string {
+  return Buffer.from(data).toString("base64url");
+}
+
+/** Strict base64url: the alphabet only, no padding, no whitespace, canonical trailing bits. */
+export function fromB64u(text: unknown, what: string): Buffer {
+  if (typeof text !== "string" || !B64URL.test(text) || text.length % 4 === 1) {
+    throw new StintError("ERR_JOSE", `${what} is not base64url`);
+  }
+  const bytes = Buffer.from(text, "base64url");
+  if (bytes.toString("base64url") !== text)
+    throw new StintError("ERR_JOSE", `${what} is not canonical base64url`);
+  return bytes;
+}
+
+/** The algorithm a key signs with in Stint; null for keys no accepted algorithm fits. */
+export function algorithmForKey(key: KeyObject): JwsAlgorithm | null {
+  return JWS_ALGORITHMS.find((alg) => ALGORITHMS[alg].keyMatches(key)) ?? null;
+}
+
+export function keyFitsAlgorithm(key: KeyObject, alg: JwsAlgorithm): boolean {
+  return ALGORITHMS[alg].keyMatches(key);
+}
+
+export type Jwk = Record<string, unknown>;
+
+/** A public key from a JWK; refuses private keys and unsupported types with ERR_JOSE. */
+export function importJwk(jwk: unknown): KeyObject {
+  if (typeof jwk !== "object" || jwk === null || Array.isArray(jwk))
+    throw new StintError("ERR_JOSE", "jwk is not an object");
+  const j = jwk as Jwk;
+  if ("d" in j || "p" in j || "k" in j)
+    throw new StintError("ERR_JOSE", "jwk must be a public key (it carries private or secret parts)");
+  if (!["EC", "OKP", "RSA"].includes(j.kty as string))
+    throw new StintError("ERR_JOSE", `jwk key type ${String(j.kty)} is not supported`);
+  try {
+    return createPublicKey({ key: j as import("node:crypto").JsonWebKey, format: "jwk" });
+  } catch {
+    throw new StintError("ERR_JOSE", "jwk is not a valid public key");
+  }
+}
+
+export function exportJwk(key: KeyObject): Jwk {
+  const publicKey = key.type === "private" ? createPublicKey(key) : key;
+  const full = publicKey.export({ format: "jwk" }) as Jwk;
+  const members =
+    full.kty === "EC"
+      ? ["crv", "kty", "x", "y"]
+      : full.kty === "OKP"
+        ? ["crv", "kty", "x"]
+        : ["e", "kty", "n"];
+  return Object.fromEntries(members.map((m) => [m, full[m]]));
+}
+
+/** RFC 7638 thumbprint (SHA-256, base64url): the required members in lexical order, no whitespace. */
+export function jwkThumbprint(key: KeyObject): string {
+  const jwk = exportJwk(key);
+  const json =
+    "{" +
+    Object.keys(jwk)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${JSON.stringify(jwk[k])}`)
+      .join(",") +
+    "}";
+  return createHash("sha256").update(json).digest("base64url");
+}
+
+export function verifyJwsSignature(
+  alg: JwsAlgorithm,
+  key: KeyObject,
+  signingInput: Buffer | string,
+  signature: Buffer,
+): boolean {
+  const spec = ALGORITHMS[alg];
+  if (!spec.keyMatches(key)) return false;
+  return verify(
+    spec.hash,
+    Buffer.from(signingInput),
+    spec.dsaEncoding ? { key, dsaEncoding: spec.dsaEncoding } : key,
+    signature,
+  );
+}
+
+export function signJws(alg: JwsAlgorithm, key: KeyObject, signingInput: string): string {
+  const spec = ALGORITHMS[alg];
+  const sig = sign(
+    spec.hash,
+    Buffer.from(signingInput),
+    spec.dsaEncoding ? { key, dsaEncoding: spec.dsaEncoding } : key,
+  );
+  return b64u(sig);
+}
+
+export interface FlattenedJws {
+  protected: string;
+  payload: string;
+  signature: string;
+}
+
+/** Builds a flattened JWS (as ACME clients send); `payload` null makes a POST-as-GET ("" payload). */
+export function flattenedJws(key: KeyObject, header: Jwk, payload: unknown | null): FlattenedJws {
+  const alg = algorithmForKey(key);
+  if (!alg) throw new StintError("ERR_JOSE", "this key type cannot sign a JWS in Stint");
+  const protectedB64 = b64u(JSON.stringify({ alg, ...header }));
+  const payloadB64 = payload === null ? "" : b64u(JSON.stringify(payload));
+  return {
+    protected: protectedB64,
+    payload: payloadB64,
+    signature: signJws(alg, key, `${protectedB64}.${payloadB64}`),
+  };
+}
