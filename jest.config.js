@@ -7,4 +7,6 @@ module.exports = {
   testTimeout: 60000,
   maxWorkers: 2,
   globalSetup: "<rootDir>/test/global-setup.js",
+  // The helper's default export stops the throwaway PostgreSQL the setup started.
+  globalTeardown: "<rootDir>/test/helpers/postgres.ts",
 };

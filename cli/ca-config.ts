@@ -158,6 +158,18 @@ export const CA_CONFIG = declareConfig([
     validate: (v) => (v.length === 0 ? "list at least one key algorithm" : undefined),
   },
   {
+    key: "store.url",
+    type: "string",
+    default: "",
+    secret: true,
+    description:
+      "PostgreSQL URL (postgres://user:password@host:5432/database) of a store shared by several CA replicas; empty keeps SQLite in dataDir. From STINT_STORE_URL or the config file only.",
+    validate: (v) =>
+      v === "" || /^postgres(?:ql)?:\/\//i.test(v)
+        ? undefined
+        : "must start with postgres:// or postgresql://",
+  },
+  {
     key: "log.level",
     type: "enum",
     enumValues: ["debug", "info", "warn", "error"],

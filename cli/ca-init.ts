@@ -32,7 +32,7 @@ export async function initCa(cfg: CaConfig, allowInsecure: boolean, now = new Da
     );
   }
   await ensureDataDir(cfg.dataDir);
-  const store = await openStore(cfg.dataDir, { create: true });
+  const store = await openStore(cfg.dataDir, { create: true, url: cfg["store.url"] });
   try {
     const result = await initHierarchy({
       dataDir: cfg.dataDir,

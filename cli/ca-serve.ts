@@ -2,11 +2,11 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { startCaServer } from "../acme/server";
 import { fingerprintSha256 } from "../ca/keys";
-import { STORE_FILE } from "../ca/store/open";
+import { isPostgresUrl, openStore, STORE_FILE } from "../ca/store/open";
 import { configSummary } from "../common/config";
 import { createLogger } from "../common/logger";
 import { processMetrics, Registry } from "../common/metrics";
-import { CA_CONFIG } from "./ca-config";
+import { CA_CONFIG, type CaConfig } from "./ca-config";
 import { initCa } from "./ca-init";
 import { type Command, parseFlags } from "./command";
 import { caFlagOptions, caHelp, loadConfigFromFlags, openCa } from "./context";
@@ -29,7 +29,7 @@ export const caServe: Command = {
     const cfg = loadConfigFromFlags(values);
     const log = createLogger({ level: cfg["log.level"], component: "ca" });
 
-    if (!existsSync(join(cfg.dataDir, STORE_FILE))) {
+    if (await needsInit(cfg)) {
       const created = await initCa(cfg, values["insecure-no-passphrase"] === true);
       const { keysEncrypted, ...rest } = created;
       // Named so the log redactor (which hides fields about keys) keeps it visible.
@@ -77,6 +77,17 @@ export const caServe: Command = {
     return 0;
   },
 };
+
+/** First run: no store yet (SQLite file missing, or a PostgreSQL store with no issuers). */
+async function needsInit(cfg: CaConfig): Promise<boolean> {
+  if (!isPostgresUrl(cfg["store.url"])) return !existsSync(join(cfg.dataDir, STORE_FILE));
+  const store = await openStore(cfg.dataDir, { url: cfg["store.url"], create: true });
+  try {
+    return (await store.listIssuers()).length === 0;
+  } finally {
+    await store.close();
+  }
+}
 
 /** "host:port" or "[v6]:port"; the config declaration has already validated it. */
 function splitListen(listen: string): [string, number] {

@@ -44,7 +44,7 @@ export const caStatus: Command = {
   async run(argv) {
     const { values } = parseFlags(argv, caFlagOptions(OWN_FLAGS));
     const cfg = loadConfigFromFlags(values);
-    const store = await openStore(cfg.dataDir);
+    const store = await openStore(cfg.dataDir, { url: cfg["store.url"] });
     try {
       const now = new Date();
       const issuers = (await store.listIssuers()).map((i) => ({

@@ -91,7 +91,7 @@ export interface OpenedCa {
 
 /** Opens an initialised CA: store, then the active issuer's key. Closes the store if the key fails. */
 export async function openCa(cfg: CaConfig, values: FlagValues, metrics?: Registry): Promise<OpenedCa> {
-  const store = await openStore(cfg.dataDir);
+  const store = await openStore(cfg.dataDir, { url: cfg["store.url"] });
   try {
     const trustDomain = await storedTrustDomain(store, cfg, trustDomainConfigured(values));
     const authority = await Authority.open({

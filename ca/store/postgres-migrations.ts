@@ -1,0 +1,218 @@
+import type pg from "pg";
+import { StintError } from "../../common/errors";
+import { pgCode } from "./postgres-rows";
+import { STORE_FORMAT, STORE_FORMAT_KEY } from "./sqlite-migrations";
+
+/**
+ * The PostgreSQL schema, as an ordered list of migrations: the same logical
+ * schema as SQLite's. To change it, append a migration with the next
+ * version; never edit one that has shipped.
+ */
+export interface Migration {
+  version: number;
+  description: string;
+  sql: string;
+}
+
+/**
+ * Advisory lock keys (database-scoped): one serializes schema migration
+ * between replicas starting together, one the audit chain's writers.
+ * The high 32 bits spell "Stin", so they will not meet another app's keys by chance
+ * (decimal: PostgreSQL 15 has no hex literals).
+ */
+export const MIGRATION_LOCK = "6013547323613773825"; // 0x5374696e_00000001
+export const AUDIT_LOCK = "6013547323613773826"; // 0x5374696e_00000002
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: "meta, issuers, certificates, audit log",
+    sql: `
+      CREATE TABLE meta (
+        key   text PRIMARY KEY,
+        value text NOT NULL
+      );
+      INSERT INTO meta (key, value) VALUES ('${STORE_FORMAT_KEY}', '${STORE_FORMAT}');
+
+      -- COLLATE "C": ids and serials sort bytewise, as in SQLite and JavaScript, whatever the database locale.
+      CREATE TABLE issuers (
+        id            text COLLATE "C" NOT NULL,
+        kind          text NOT NULL CHECK (kind IN ('root', 'intermediate')),
+        parent_id     text COLLATE "C",
+        state         text NOT NULL CHECK (state IN ('prepared', 'active', 'retired', 'tainted')),
+        subject       text NOT NULL,
+        cert_der      bytea NOT NULL,
+        key_path      text,
+        not_before    bigint NOT NULL,
+        not_after     bigint NOT NULL,
+        created_at    bigint NOT NULL,
+        -- high-water mark for reserveSequences: every number below it has been handed out
+        next_sequence bigint NOT NULL DEFAULT 1 CHECK (next_sequence >= 1),
+        CONSTRAINT issuers_pkey PRIMARY KEY (id),
+        CONSTRAINT issuers_parent_fkey FOREIGN KEY (parent_id) REFERENCES issuers (id)
+      );
+
+      CREATE TABLE certificates (
+        serial            text COLLATE "C" NOT NULL,
+        issuer_id         text COLLATE "C" NOT NULL,
+        sequence          bigint NOT NULL,
+        spiffe_id         text,
+        dns_names         text[] NOT NULL,
+        ip_addresses      text[] NOT NULL,
+        not_before        bigint NOT NULL,
+        not_after         bigint NOT NULL,
+        der               bytea NOT NULL,
+        revoked_at        bigint,
+        revocation_reason integer,
+        CONSTRAINT certificates_pkey PRIMARY KEY (serial),
+        CONSTRAINT certificates_issuer_fkey FOREIGN KEY (issuer_id) REFERENCES issuers (id),
+        CONSTRAINT certificates_issuer_sequence_key UNIQUE (issuer_id, sequence),
+        CHECK ((revoked_at IS NULL) = (revocation_reason IS NULL))
+      );
+      -- (spiffe_id, serial) so per-identity listings page in serial order without a sort
+      CREATE INDEX certificates_spiffe_id ON certificates (spiffe_id, serial);
+      CREATE INDEX certificates_not_after ON certificates (not_after);
+      -- Partial: costs nothing per issuance, and the revoked set (feed, CRL, counts) stays an index scan.
+      CREATE INDEX certificates_revoked ON certificates (revoked_at) WHERE revoked_at IS NOT NULL;
+
+      -- json (not jsonb) keeps the text exactly as written: the canonical form that was hashed.
+      CREATE TABLE audit_log (
+        seq       bigint PRIMARY KEY,
+        at        bigint NOT NULL,
+        actor     text NOT NULL,
+        action    text NOT NULL,
+        subject   text NOT NULL,
+        details   json NOT NULL,
+        prev_hash text NOT NULL,
+        hash      text NOT NULL
+      );
+      -- The hash chain detects edits; these make the ordinary SQL path refuse them too.
+      -- TRUNCATE skips row triggers, so it gets a statement trigger of its own.
+      CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$;
+      CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+      CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+      CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+    `,
+  },
+];
+
+export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
+
+const BOOKKEEPING = `
+  CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    applied_at bigint NOT NULL
+  )`;
+
+/** Every user table in the database, so a database holding anything else is never written to. */
+const LIST_TABLES = `
+  SELECT schemaname || '.' || tablename AS name FROM pg_catalog.pg_tables
+  WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY schemaname, tablename`;
+
+export type OpenOutcome = { kind: "opened"; from: number; to: number } | { kind: "empty" };
+
+/**
+ * Checks what the database holds and brings its schema up to
+ * LATEST_VERSION, all in one transaction under an advisory lock, so a second
+ * replica starting at once waits and then finds nothing to do. A database
+ * that is foreign, too new, or empty without `create` is refused by a
+ * rollback: nothing is written to it. Returns "empty" for that last case.
+ */
+export async function migrate(
+  client: pg.ClientBase,
+  where: string,
+  create: boolean,
+  now: Date,
+): Promise<OpenOutcome> {
+  await client.query(`BEGIN; SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`);
+  try {
+    const outcome = await inspectAndMigrate(client, where, create, now);
+    await client.query(outcome.kind === "opened" && outcome.from < outcome.to ? "COMMIT" : "ROLLBACK");
+    return outcome;
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => undefined);
+    throw err;
+  }
+}
+
+async function inspectAndMigrate(
+  client: pg.ClientBase,
+  where: string,
+  create: boolean,
+  now: Date,
+): Promise<OpenOutcome> {
+  const tables = (await client.query<{ name: string }>(LIST_TABLES)).rows.map((r) => r.name);
+  if (tables.length === 0) {
+    if (!create) return { kind: "empty" };
+    return applyFrom(client, 0, now);
+  }
+
+  if ((await storeFormat(client)) !== STORE_FORMAT) {
+    const shown = tables.slice(0, 5).join(", ") + (tables.length > 5 ? ", …" : "");
+    throw new StintError(
+      "ERR_STORE_FOREIGN",
+      `PostgreSQL database ${where} is not a Stint store (it has tables: ${shown}); ` +
+        "point store.url at a Stint database, or at a new empty one",
+    );
+  }
+  const found = await client.query<{ present: boolean }>(
+    "SELECT to_regclass('schema_migrations') IS NOT NULL AS present",
+  );
+  if (!found.rows[0].present) {
+    throw new StintError(
+      "ERR_STORE_CORRUPT",
+      `PostgreSQL database ${where} is damaged (schema_migrations is missing); restore it from backup`,
+    );
+  }
+  const version = (
+    await client.query<{ v: number | null }>("SELECT max(version) AS v FROM schema_migrations")
+  ).rows[0].v;
+  if (version === null || version < 1) {
+    throw new StintError(
+      "ERR_STORE_CORRUPT",
+      `PostgreSQL database ${where} is damaged (no schema version); restore it from backup`,
+    );
+  }
+  if (version > LATEST_VERSION) {
+    throw new StintError(
+      "ERR_STORE_VERSION",
+      `PostgreSQL database ${where} was written by a newer Stint (store schema version ${version}; ` +
+        `this build knows up to ${LATEST_VERSION}); upgrade Stint, or restore a backup made by this version`,
+    );
+  }
+  return applyFrom(client, version, now);
+}
+
+/** The meta marker, or undefined when there is no meta table of our shape (someone else's). */
+async function storeFormat(client: pg.ClientBase): Promise<string | undefined> {
+  await client.query("SAVEPOINT probe");
+  try {
+    const rows = (
+      await client.query<{ value: unknown }>("SELECT value FROM meta WHERE key = $1", [STORE_FORMAT_KEY])
+    ).rows;
+    await client.query("RELEASE SAVEPOINT probe");
+    return typeof rows[0]?.value === "string" ? rows[0].value : undefined;
+  } catch (err) {
+    // 42…: no meta table, or one with other columns. The transaction lives on from the savepoint.
+    if (!pgCode(err)?.startsWith("42")) throw err;
+    await client.query("ROLLBACK TO SAVEPOINT probe");
+    return undefined;
+  }
+}
+
+async function applyFrom(client: pg.ClientBase, from: number, now: Date): Promise<OpenOutcome> {
+  if (from < LATEST_VERSION) await client.query(BOOKKEEPING);
+  for (const m of MIGRATIONS) {
+    if (m.version <= from) continue;
+    await client.query(m.sql);
+    await client.query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)", [
+      m.version,
+      now.getTime(),
+    ]);
+  }
+  return { kind: "opened", from, to: LATEST_VERSION };
+}

@@ -1,0 +1,267 @@
+import type pg from "pg";
+import { StintError } from "../../common/errors";
+import type {
+  AuditEvent,
+  AuditRecord,
+  CertificateCounts,
+  CertificateFilter,
+  CertificateRecord,
+  IssuerRecord,
+  IssuerState,
+  Store,
+} from "../store";
+import { PgGroupCommit, type WriteOp } from "./postgres-batch";
+import { connectError, createPool, parseTarget } from "./postgres-connect";
+import { migrate } from "./postgres-migrations";
+import {
+  AUDIT_COLUMNS,
+  type AuditRow,
+  auditFromRow,
+  CERT_COLUMNS,
+  type CertificateRow,
+  certificateFromRow,
+  ISSUER_COLUMNS,
+  type IssuerRow,
+  issuerFromRow,
+  issuerParams,
+  mapConstraint,
+} from "./postgres-rows";
+import { STORE_FORMAT_KEY } from "./sqlite-migrations";
+
+const DEFAULT_LIST_LIMIT = 100;
+const MAX_LIST_LIMIT = 1000;
+
+/**
+ * The shared backend: several CA replicas can use one PostgreSQL database.
+ * Certificate and audit writes are group-committed under an advisory lock
+ * that keeps one audit chain across replicas; sequence reservations are
+ * single atomic UPDATEs, so replicas never get overlapping ranges.
+ */
+export class PostgresStore implements Store {
+  readonly backend = "postgres";
+
+  /** Private (#) so util.inspect of a store never prints the pool and the URL inside it. */
+  readonly #pool: pg.Pool;
+  private readonly writes: PgGroupCommit;
+  private closed = false;
+
+  /** Only host:port/database is kept: the target's secrets (for scrubbing) are not needed once open. */
+  private constructor(
+    pool: pg.Pool,
+    readonly location: string,
+  ) {
+    this.#pool = pool;
+    // Failures after open pass through as the driver reports them: its messages never hold the password.
+    this.writes = new PgGroupCommit(() => pool.connect());
+  }
+
+  /**
+   * Connects and checks the database before anything is written: one that
+   * holds other tables, a newer schema, or (without `create`) nothing at all
+   * is refused with one clear line and left as it was.
+   */
+  static async open(url: string, opts: { create?: boolean } = {}): Promise<PostgresStore> {
+    const target = parseTarget(url);
+    const pool = createPool(url);
+    try {
+      let client: pg.PoolClient;
+      try {
+        client = await pool.connect();
+      } catch (err) {
+        throw connectError(err, target);
+      }
+      try {
+        const outcome = await migrate(client, target.where, opts.create === true, new Date());
+        if (outcome.kind === "empty") {
+          throw new StintError(
+            "ERR_NOT_INITIALIZED",
+            `PostgreSQL database ${target.where} is empty; create a CA there first (stint ca init), ` +
+              "or point store.url at an existing one",
+          );
+        }
+      } catch (err) {
+        if (err instanceof StintError) throw err;
+        throw connectError(err, target, "cannot open the Stint store in");
+      } finally {
+        client.release();
+      }
+      return new PostgresStore(pool, target.where);
+    } catch (err) {
+      await pool.end().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async getMeta(key: string): Promise<string | null> {
+    const rows = await this.run<{ value: string }>("SELECT value FROM meta WHERE key = $1", [key]);
+    return rows[0]?.value ?? null;
+  }
+
+  async setMeta(key: string, value: string): Promise<void> {
+    if (key === STORE_FORMAT_KEY) throw new RangeError(`meta key ${key} is reserved`);
+    await this.run(
+      "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      [key, value],
+    );
+  }
+
+  putIssuer(issuer: IssuerRecord, audit: AuditEvent): Promise<void> {
+    return this.write(async (tx) => {
+      try {
+        await tx.query(
+          `INSERT INTO issuers (${ISSUER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+          issuerParams(issuer),
+        );
+      } catch (err) {
+        throw mapConstraint(err, {
+          issuers_pkey: ["ERR_STORE_CONFLICT", `issuer ${issuer.id} already exists`],
+          issuers_parent_fkey: ["ERR_NOT_FOUND", `parent issuer ${issuer.parentId} does not exist`],
+        });
+      }
+      tx.appendAudit(audit);
+    });
+  }
+
+  async listIssuers(): Promise<IssuerRecord[]> {
+    const rows = await this.run<IssuerRow>(`SELECT ${ISSUER_COLUMNS} FROM issuers ORDER BY created_at, id`);
+    return rows.map(issuerFromRow);
+  }
+
+  async getIssuer(id: string): Promise<IssuerRecord | null> {
+    const rows = await this.run<IssuerRow>(`SELECT ${ISSUER_COLUMNS} FROM issuers WHERE id = $1`, [id]);
+    return rows.length === 0 ? null : issuerFromRow(rows[0]);
+  }
+
+  setIssuerState(id: string, state: IssuerState, audit: AuditEvent): Promise<void> {
+    return this.write(async (tx) => {
+      const res = await tx.query("UPDATE issuers SET state = $1 WHERE id = $2", [state, id]);
+      if (res.rowCount === 0) throw new StintError("ERR_NOT_FOUND", `issuer ${id} does not exist`);
+      tx.appendAudit(audit);
+    });
+  }
+
+  /** One autocommitted UPDATE: the row lock makes it atomic across replicas, and it is durable on return. */
+  async reserveSequences(issuerId: string, count: number): Promise<number> {
+    if (!Number.isSafeInteger(count) || count < 1) {
+      throw new RangeError(`cannot reserve ${count} sequence numbers`);
+    }
+    const rows = await this.run<{ first: number }>(
+      "UPDATE issuers SET next_sequence = next_sequence + $1 WHERE id = $2 RETURNING next_sequence - $1 AS first",
+      [count, issuerId],
+    );
+    if (rows.length === 0) throw new StintError("ERR_NOT_FOUND", `issuer ${issuerId} does not exist`);
+    return rows[0].first;
+  }
+
+  insertCertificate(cert: CertificateRecord, audit: AuditEvent): Promise<void> {
+    return this.write(async (tx) => {
+      tx.stageCertificate(cert, (err) =>
+        mapConstraint(err, {
+          certificates_pkey: ["ERR_STORE_CONFLICT", `certificate serial ${cert.serial} is already recorded`],
+          certificates_issuer_sequence_key: [
+            "ERR_STORE_CONFLICT",
+            `issuer ${cert.issuerId} sequence ${cert.sequence} is already used`,
+          ],
+          certificates_issuer_fkey: ["ERR_NOT_FOUND", `issuer ${cert.issuerId} does not exist`],
+        }),
+      );
+      tx.appendAudit(audit);
+    });
+  }
+
+  async getCertificate(serial: string): Promise<CertificateRecord | null> {
+    const rows = await this.run<CertificateRow>(
+      `SELECT ${CERT_COLUMNS} FROM certificates WHERE serial = $1`,
+      [serial],
+    );
+    return rows.length === 0 ? null : certificateFromRow(rows[0]);
+  }
+
+  async listCertificates(filter: CertificateFilter): Promise<CertificateRecord[]> {
+    const limit = filter.limit ?? DEFAULT_LIST_LIMIT;
+    if (!Number.isSafeInteger(limit) || limit < 1) {
+      throw new RangeError(`invalid certificate list limit ${limit}`);
+    }
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const add = (clause: string, value: unknown) => {
+      params.push(value);
+      where.push(clause.replace("?", `$${params.length}`));
+    };
+    if (filter.issuerId !== undefined) add("issuer_id = ?", filter.issuerId);
+    if (filter.spiffeId !== undefined) add("spiffe_id = ?", filter.spiffeId);
+    if (filter.unexpiredAt !== undefined) add("not_after > ?", filter.unexpiredAt.getTime());
+    if (filter.afterSerial !== undefined) add("serial > ?", filter.afterSerial);
+    params.push(Math.min(limit, MAX_LIST_LIMIT));
+    const sql =
+      `SELECT ${CERT_COLUMNS} FROM certificates` +
+      (where.length > 0 ? ` WHERE ${where.join(" AND ")}` : "") +
+      ` ORDER BY serial LIMIT $${params.length}`;
+    return (await this.run<CertificateRow>(sql, params)).map(certificateFromRow);
+  }
+
+  revokeCertificate(serial: string, reason: number, at: Date, audit: AuditEvent): Promise<void> {
+    return this.write(async (tx) => {
+      const res = await tx.query(
+        "UPDATE certificates SET revoked_at = $1, revocation_reason = $2 WHERE serial = $3 AND revoked_at IS NULL",
+        [at.getTime(), reason, serial],
+      );
+      if (res.rowCount === 0) {
+        // Nothing changed: either there is no such certificate or it was revoked before.
+        const found = await tx.query("SELECT 1 FROM certificates WHERE serial = $1", [serial]);
+        if (found.rowCount === 0) {
+          throw new StintError("ERR_NOT_FOUND", `certificate serial ${serial} is unknown`);
+        }
+        throw new StintError("ERR_STORE_CONFLICT", `certificate serial ${serial} is already revoked`);
+      }
+      tx.appendAudit(audit);
+    });
+  }
+
+  /** One statement, so the three numbers come from one snapshot. */
+  async counts(now: Date): Promise<CertificateCounts> {
+    const rows = await this.run<CertificateCounts>(
+      `SELECT count(*) AS issued,
+              count(*) FILTER (WHERE not_after > $1) AS unexpired,
+              count(*) FILTER (WHERE revoked_at IS NOT NULL) AS revoked
+       FROM certificates`,
+      [now.getTime()],
+    );
+    return rows[0];
+  }
+
+  appendAudit(event: AuditEvent): Promise<AuditRecord> {
+    return this.write(async (tx) => tx.appendAudit(event));
+  }
+
+  async listAudit(afterSeq: number, limit: number): Promise<AuditRecord[]> {
+    const rows = await this.run<AuditRow>(
+      `SELECT ${AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2`,
+      [afterSeq, limit],
+    );
+    return rows.map(auditFromRow);
+  }
+
+  /** Commits every write already queued, waits for statements in flight, then closes; later calls reject. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.writes.drain();
+    await this.#pool.end();
+  }
+
+  private write<T>(op: WriteOp<T>): Promise<T> {
+    if (this.closed) return Promise.reject(this.closedError());
+    return this.writes.enqueue(op);
+  }
+
+  /** A single statement outside the write batches (autocommitted when it writes). */
+  private async run<R extends pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<R[]> {
+    if (this.closed) throw this.closedError();
+    return (await this.#pool.query<R>(sql, params)).rows;
+  }
+
+  private closedError(): Error {
+    return new Error(`store ${this.location} is closed`);
+  }
+}
