@@ -13,7 +13,12 @@ let env: Record<string, string>;
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  env = { STINT_CA_PASSPHRASE: "pg passphrase", STINT_DATA_DIR: join(dir, "ca"), STINT_STORE_URL: db.url, STINT_TRUST_DOMAIN: "pg.example" };
+  env = {
+    STINT_CA_PASSPHRASE: "pg passphrase",
+    STINT_DATA_DIR: join(dir, "ca"),
+    STINT_STORE_URL: db.url,
+    STINT_TRUST_DOMAIN: "pg.example",
+  };
 });
 afterAll(async () => {
   await db.drop();
@@ -22,16 +27,28 @@ afterAll(async () => {
 
 it("initialises, issues, reports and serves with the store in PostgreSQL", async () => {
   expect(stint(["ca", "init"], env).code).toBe(0);
-  const issued = stint(["ca", "issue", "--spiffe-id", "spiffe://pg.example/web", "--out", join(dir, "leaf"), "--json"], env);
+  const issued = stint(
+    ["ca", "issue", "--spiffe-id", "spiffe://pg.example/web", "--out", join(dir, "leaf"), "--json"],
+    env,
+  );
   expect(issued.code).toBe(0);
   const leaf = join(dir, "leaf", "cert.pem");
-  expect(openssl(["verify", "-CAfile", join(dir, "ca", "root.pem"), "-untrusted", leaf, leaf]).trim()).toMatch(/OK$/);
+  expect(
+    openssl(["verify", "-CAfile", join(dir, "ca", "root.pem"), "-untrusted", leaf, leaf]).trim(),
+  ).toMatch(/OK$/);
 
-  const rows = await db.query<{ serial: string; spiffe_id: string }>("SELECT serial, spiffe_id FROM certificates");
+  const rows = await db.query<{ serial: string; spiffe_id: string }>(
+    "SELECT serial, spiffe_id FROM certificates",
+  );
   expect(rows).toEqual([{ serial: JSON.parse(issued.stdout).serial, spiffe_id: "spiffe://pg.example/web" }]);
 
   const status = JSON.parse(stint(["ca", "status", "--json"], env).stdout);
-  expect(status).toMatchObject({ backend: "postgres", trustDomain: "pg.example", certificates: { issued: 1 }, audit: { intact: true } });
+  expect(status).toMatchObject({
+    backend: "postgres",
+    trustDomain: "pg.example",
+    certificates: { issued: 1 },
+    audit: { intact: true },
+  });
 
   const server = await startServer([], env);
   try {
@@ -57,7 +74,10 @@ it("initialises, issues, reports and serves with the store in PostgreSQL", async
 });
 
 it("names the database, not the password, when PostgreSQL cannot be reached", () => {
-  const r = stint(["ca", "status"], { ...env, STINT_STORE_URL: "postgres://stint:s3cret-pw@127.0.0.1:1/nowhere" });
+  const r = stint(["ca", "status"], {
+    ...env,
+    STINT_STORE_URL: "postgres://stint:s3cret-pw@127.0.0.1:1/nowhere",
+  });
   expect(r.code).toBe(1);
   expect(r.stderr.trim().split("\n")).toHaveLength(1);
   expect(r.stderr).toContain("127.0.0.1:1/nowhere");

@@ -1,12 +1,12 @@
 import { generateKeyPairSync } from "node:crypto";
 import {
-  type JwsAlgorithm,
   algorithmForKey,
   b64u,
   exportJwk,
   flattenedJws,
   fromB64u,
   importJwk,
+  type JwsAlgorithm,
   jwkThumbprint,
   verifyJwsSignature,
 } from "../../formats/jose";
@@ -23,20 +23,27 @@ it("computes the RFC 7638 example thumbprint", () => {
   expect(jwkThumbprint(importJwk(vector.jwk))).toBe(vector.thumbprint);
 });
 
-it.each(Object.keys(keys) as JwsAlgorithm[])("signs and verifies %s, and only with the matching key type", (alg) => {
-  const { privateKey, publicKey } = keys[alg];
-  expect(algorithmForKey(publicKey)).toBe(alg);
-  const jws = flattenedJws(privateKey, { nonce: "n", url: "https://ca/x" }, { hello: "world" });
-  const input = `${jws.protected}.${jws.payload}`;
-  const sig = fromB64u(jws.signature, "signature");
-  const roundTripped = importJwk(exportJwk(publicKey));
-  expect(verifyJwsSignature(alg, roundTripped, input, sig)).toBe(true);
-  expect(verifyJwsSignature(alg, roundTripped, input + "x", sig)).toBe(false);
-  for (const other of Object.keys(keys) as JwsAlgorithm[]) {
-    if (other !== alg) expect(verifyJwsSignature(other, roundTripped, input, sig)).toBe(false);
-  }
-  expect(JSON.parse(fromB64u(jws.protected, "protected").toString())).toEqual({ alg, nonce: "n", url: "https://ca/x" });
-});
+it.each(Object.keys(keys) as JwsAlgorithm[])(
+  "signs and verifies %s, and only with the matching key type",
+  (alg) => {
+    const { privateKey, publicKey } = keys[alg];
+    expect(algorithmForKey(publicKey)).toBe(alg);
+    const jws = flattenedJws(privateKey, { nonce: "n", url: "https://ca/x" }, { hello: "world" });
+    const input = `${jws.protected}.${jws.payload}`;
+    const sig = fromB64u(jws.signature, "signature");
+    const roundTripped = importJwk(exportJwk(publicKey));
+    expect(verifyJwsSignature(alg, roundTripped, input, sig)).toBe(true);
+    expect(verifyJwsSignature(alg, roundTripped, input + "x", sig)).toBe(false);
+    for (const other of Object.keys(keys) as JwsAlgorithm[]) {
+      if (other !== alg) expect(verifyJwsSignature(other, roundTripped, input, sig)).toBe(false);
+    }
+    expect(JSON.parse(fromB64u(jws.protected, "protected").toString())).toEqual({
+      alg,
+      nonce: "n",
+      url: "https://ca/x",
+    });
+  },
+);
 
 it("refuses weak RSA keys for RS256 and curves Stint does not accept", () => {
   const small = generateKeyPairSync("rsa", { modulusLength: 1024 }).publicKey;
@@ -48,7 +55,12 @@ it("refuses weak RSA keys for RS256 and curves Stint does not accept", () => {
 it("base64url is strict", () => {
   expect(fromB64u(b64u("hi?"), "x").toString()).toBe("hi?");
   for (const bad of ["aGk=", "a+b/", "aGk ", "a", "aR"]) {
-    expect(() => fromB64u(bad, "payload")).toThrow(expect.objectContaining({ code: "ERR_JOSE", message: expect.stringMatching(/^payload is not (canonical )?base64url$/) }));
+    expect(() => fromB64u(bad, "payload")).toThrow(
+      expect.objectContaining({
+        code: "ERR_JOSE",
+        message: expect.stringMatching(/^payload is not (canonical )?base64url$/),
+      }),
+    );
   }
   expect(() => fromB64u(42, "payload")).toThrow("payload is not base64url");
 });
@@ -57,7 +69,9 @@ it("importJwk refuses private keys, secrets and junk", () => {
   const priv = keys.ES256.privateKey.export({ format: "jwk" });
   expect(() => importJwk(priv)).toThrow("jwk must be a public key (it carries private or secret parts)");
   expect(() => importJwk({ kty: "oct", k: "AAAA" })).toThrow(/private or secret/);
-  expect(() => importJwk({ kty: "EC", crv: "P-256", x: "AA", y: "AA" })).toThrow("jwk is not a valid public key");
+  expect(() => importJwk({ kty: "EC", crv: "P-256", x: "AA", y: "AA" })).toThrow(
+    "jwk is not a valid public key",
+  );
   expect(() => importJwk("nope")).toThrow("jwk is not an object");
   expect(() => importJwk({ kty: "XYZ" })).toThrow("jwk key type XYZ is not supported");
 });
