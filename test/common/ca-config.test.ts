@@ -33,8 +33,18 @@ describe("CA config", () => {
       "policy.backdate": 30_000,
       "policy.dnsSuffixes": [],
       "policy.keyTypes": ["ec-p256", "ec-p384", "ed25519", "rsa-2048", "rsa-3072"],
+      "store.url": "",
       "log.level": "info",
     });
+  });
+
+  it("takes the store URL from the environment only: it carries a password", () => {
+    const cfg = loadCaConfig({ env: { STINT_STORE_URL: "postgres://ca:pw@db:5432/stint" }, flags: {} });
+    expect(cfg["store.url"]).toBe("postgres://ca:pw@db:5432/stint");
+    expect(renderMarkdownTable(CA_CONFIG)).toContain("| `store.url` | — | `STINT_STORE_URL` | string | (secret) |");
+    expect(() => loadCaConfig({ env: { STINT_STORE_URL: "mysql://ca:pw@db/stint" }, flags: {} })).toThrow(
+      expect.objectContaining({ code: "ERR_CONFIG", message: expect.not.stringContaining("pw@") }),
+    );
   });
 
   it("uses the names users are told about", () => {

@@ -28,6 +28,10 @@ storeContract("sqlite", () => SqliteStore.open(freshPath(), { create: true }), {
     const raw = new Database(path);
     try {
       raw.exec(statement);
+    } catch (err) {
+      // better-sqlite3's SqliteError comes from the realm of the first test file that loaded it, which jest's
+      // toThrow does not recognise as an Error in later files of the same worker; rethrow one it does.
+      throw new Error((err as Error).message);
     } finally {
       raw.close();
     }
