@@ -1,0 +1,96 @@
+import { selectorProblem } from "../../ca/entries";
+import { StintError } from "../../common/errors";
+
+/**
+ * The one interface every attestor implements (step-ca's provisioners in
+ * spirit): it examines evidence and returns the selectors it proved, never a
+ * boolean. Deny by default: a selector is produced only for a fact the
+ * evidence proves; everything else is refused with ERR_ATTESTATION.
+ */
+
+export interface AttestationContext {
+  /** The identifier being authorized. */
+  spiffeId: string;
+  /** The ACME challenge token (x509pop signs it). */
+  token: string;
+  /** RFC 7638 thumbprint of the ACME account key. */
+  accountThumbprint: string;
+  now: Date;
+}
+
+export interface Attestation {
+  /** Deny by default: only what was proven. */
+  selectors: string[];
+  /** Whether this evidence kind can prove identity again later (k8s_sat, x509pop) or was one-time (join_token). */
+  reusable: boolean;
+}
+
+export interface Attestor {
+  readonly name: string;
+  attest(evidence: unknown, ctx: AttestationContext): Promise<Attestation>;
+}
+
+/** A lookup from the `attestor` member of an attest-01 response to the configured attestor. */
+export function attestorRegistry(list: readonly Attestor[]): (name: unknown) => Attestor {
+  const byName = new Map<string, Attestor>();
+  for (const attestor of list) {
+    if (byName.has(attestor.name)) {
+      throw new StintError("ERR_CONFIG", `attestor "${attestor.name}" is configured twice`);
+    }
+    byName.set(attestor.name, attestor);
+  }
+  const configured = byName.size > 0 ? [...byName.keys()].join(", ") : "none";
+  return (name) => {
+    const found = typeof name === "string" ? byName.get(name) : undefined;
+    if (found) return found;
+    const shown = typeof name === "string" ? JSON.stringify(name.slice(0, 40)) : typeof name;
+    throw new StintError(
+      "ERR_MALFORMED",
+      `attestor ${shown} is not configured on this CA; configured attestors: ${configured}`,
+    );
+  };
+}
+
+/**
+ * The members of an evidence object, which must be a JSON object with exactly
+ * `members` (unknown members are refused: evidence is security input, and a
+ * misspelt member should not be silently ignored).
+ */
+export function evidenceMembers<K extends string>(
+  evidence: unknown,
+  attestor: string,
+  members: readonly K[],
+): Record<K, unknown> {
+  const shape = `{${members.map((m) => `"${m}": …`).join(", ")}}`;
+  if (typeof evidence !== "object" || evidence === null || Array.isArray(evidence)) {
+    throw new StintError("ERR_MALFORMED", `${attestor} evidence must be a JSON object ${shape}`);
+  }
+  const record = evidence as Record<string, unknown>;
+  const extra = Object.keys(record).filter((k) => !(members as readonly string[]).includes(k));
+  const missing = members.filter((m) => !Object.hasOwn(record, m));
+  if (extra.length > 0 || missing.length > 0) {
+    throw new StintError(
+      "ERR_MALFORMED",
+      `${attestor} evidence must have exactly the members ${shape}` +
+        (missing.length > 0 ? `; missing: ${missing.join(", ")}` : "") +
+        (extra.length > 0
+          ? `; unexpected: ${extra.map((k) => JSON.stringify(k.slice(0, 40))).join(", ")}`
+          : ""),
+    );
+  }
+  return record as Record<K, unknown>;
+}
+
+/** Checks the selectors an attestor is about to grant against the one selector syntax (ca/entries.ts). */
+export function grantedSelectors(attestor: string, selectors: readonly string[]): string[] {
+  for (const s of selectors) {
+    const problem = selectorProblem(s);
+    if (problem) {
+      throw new StintError(
+        "ERR_ATTESTATION",
+        `${attestor}: evidence names something Stint cannot use as a selector: ${problem}`,
+      );
+    }
+  }
+  return [...new Set(selectors)];
+}
