@@ -1,0 +1,148 @@
+import type { AuditEvent } from "./store";
+
+/**
+ * Storage for enrollment state: ACME accounts, orders and authorizations,
+ * registration entries and join tokens. Declared apart from the issuance
+ * `Store` so each reads on its own; every backend implements both.
+ *
+ * State changes that race (an order finalized twice, a join token used
+ * twice, an authorization validated while it expires) are compare-and-set:
+ * the caller names the status it expects and the store refuses with
+ * ERR_STORE_CONFLICT when another request got there first.
+ */
+
+export type AccountStatus = "valid" | "deactivated" | "revoked";
+
+export interface AccountRecord {
+  id: string;
+  /** RFC 7638 thumbprint of the current key; unique across accounts. */
+  thumbprint: string;
+  /** The public JWK (only public members). */
+  jwk: Record<string, unknown>;
+  status: AccountStatus;
+  contact: string[];
+  createdAt: Date;
+}
+
+export type IdentifierType = "spiffe" | "dns";
+export interface Identifier {
+  type: IdentifierType;
+  value: string;
+}
+
+export type OrderStatus = "pending" | "ready" | "processing" | "valid" | "invalid";
+
+export interface OrderRecord {
+  id: string;
+  accountId: string;
+  status: OrderStatus;
+  identifiers: Identifier[];
+  authorizationIds: string[];
+  expires: Date;
+  /** Serial of the issued certificate once valid. */
+  certificateSerial: string | null;
+  /** ARI: serial of the certificate this order replaces (RFC 9773 "replaces"). */
+  replaces: string | null;
+  /** Problem document when invalid. */
+  error: Record<string, unknown> | null;
+  createdAt: Date;
+}
+
+export type AuthorizationStatus = "pending" | "valid" | "invalid" | "deactivated" | "expired" | "revoked";
+export type ChallengeStatus = "pending" | "processing" | "valid" | "invalid";
+
+export interface ChallengeRecord {
+  id: string;
+  type: "attest-01" | "http-01";
+  token: string;
+  status: ChallengeStatus;
+  validated: Date | null;
+  error: Record<string, unknown> | null;
+}
+
+export interface AuthorizationRecord {
+  id: string;
+  accountId: string;
+  identifier: Identifier;
+  status: AuthorizationStatus;
+  expires: Date;
+  challenges: ChallengeRecord[];
+  /** For spiffe identifiers: the registration entry the attestation matched. */
+  entryId: string | null;
+  /** Selectors the attestation produced (never the evidence itself). */
+  selectors: string[];
+}
+
+export interface EntryRecord {
+  id: string;
+  spiffeId: string;
+  selectors: string[];
+  dnsNames: string[];
+  /** Certificate lifetime for this workload; null means the policy default. */
+  ttlMs: number | null;
+  createdAt: Date;
+}
+
+export interface JoinTokenRecord {
+  id: string;
+  /** Hex SHA-256 of the secret; the secret itself is never stored. */
+  hash: string;
+  spiffeId: string;
+  expiresAt: Date;
+  usedAt: Date | null;
+  createdAt: Date;
+}
+
+export interface AcmeStateStore {
+  /** Creates the account, or returns the existing one for the same thumbprint (newAccount is idempotent). */
+  createAccount(
+    account: AccountRecord,
+    audit: AuditEvent,
+  ): Promise<{ account: AccountRecord; created: boolean }>;
+  getAccount(id: string): Promise<AccountRecord | null>;
+  getAccountByThumbprint(thumbprint: string): Promise<AccountRecord | null>;
+  updateAccount(
+    id: string,
+    patch: { status?: AccountStatus; contact?: string[] },
+    audit: AuditEvent,
+  ): Promise<AccountRecord>;
+  /** keyChange: ERR_STORE_CONFLICT when the new key already belongs to an account. */
+  changeAccountKey(
+    id: string,
+    oldThumbprint: string,
+    jwk: Record<string, unknown>,
+    thumbprint: string,
+    audit: AuditEvent,
+  ): Promise<AccountRecord>;
+
+  /** Stores an order with its new authorizations in one transaction. */
+  createOrder(order: OrderRecord, authorizations: AuthorizationRecord[]): Promise<void>;
+  getOrder(id: string): Promise<OrderRecord | null>;
+  /** Compare-and-set on status; ERR_STORE_CONFLICT when the order is no longer in `expect`. */
+  updateOrder(
+    id: string,
+    expect: OrderStatus,
+    patch: Partial<Pick<OrderRecord, "status" | "certificateSerial" | "error">>,
+  ): Promise<OrderRecord>;
+  getAuthorization(id: string): Promise<AuthorizationRecord | null>;
+  /** Compare-and-set on status, replacing challenges/entry/selectors as given. */
+  updateAuthorization(
+    id: string,
+    expect: AuthorizationStatus,
+    patch: Partial<Pick<AuthorizationRecord, "status" | "challenges" | "entryId" | "selectors">>,
+  ): Promise<AuthorizationRecord>;
+
+  createEntry(entry: EntryRecord, audit: AuditEvent): Promise<void>;
+  listEntries(filter: { spiffeId?: string }): Promise<EntryRecord[]>;
+  deleteEntry(id: string, audit: AuditEvent): Promise<void>;
+
+  createJoinToken(token: JoinTokenRecord, audit: AuditEvent): Promise<void>;
+  /**
+   * Marks the token with this hash used, atomically: of two concurrent calls
+   * exactly one gets the token; the other gets "used".
+   */
+  consumeJoinToken(
+    hash: string,
+    now: Date,
+  ): Promise<{ id: string; spiffeId: string } | "expired" | "used" | null>;
+}
