@@ -41,7 +41,9 @@ describe("CA config", () => {
   it("takes the store URL from the environment only: it carries a password", () => {
     const cfg = loadCaConfig({ env: { STINT_STORE_URL: "postgres://ca:pw@db:5432/stint" }, flags: {} });
     expect(cfg["store.url"]).toBe("postgres://ca:pw@db:5432/stint");
-    expect(renderMarkdownTable(CA_CONFIG)).toContain("| `store.url` | — | `STINT_STORE_URL` | string | (secret) |");
+    expect(renderMarkdownTable(CA_CONFIG)).toContain(
+      "| `store.url` | — | `STINT_STORE_URL` | string | (secret) |",
+    );
     expect(() => loadCaConfig({ env: { STINT_STORE_URL: "mysql://ca:pw@db/stint" }, flags: {} })).toThrow(
       expect.objectContaining({ code: "ERR_CONFIG", message: expect.not.stringContaining("pw@") }),
     );
