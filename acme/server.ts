@@ -26,6 +26,13 @@ export interface CaServerOptions {
   serverCertTtlMs: number;
   /** How often relying parties should refetch the bundle (spiffe_refresh_hint). */
   bundleRefreshHintSeconds?: number;
+  /**
+   * Route sets mounted beside the base endpoints (ACME, admin), each given the
+   * router and the server's public origin once it is listening.
+   */
+  mounts?: ReadonlyArray<(router: Router, origin: string) => void>;
+  /** Public origin clients use (https://host:port); defaults to the listening address. */
+  publicOrigin?: string;
 }
 
 export interface CaServer {
@@ -75,13 +82,18 @@ export async function startCaServer(opts: CaServerOptions): Promise<CaServer> {
       res.end(body);
     });
 
-  const server = createServer({ key: tls.key, cert: tls.cert }, (req, res) => {
-    res.on("finish", () => requests.inc({ route: routeLabel(req.url), code: String(res.statusCode) }));
-    router.handle(req, res);
-  });
+  // Client certificates are requested but not required: only the admin API insists on one.
+  const clientCa = () => bundlePem(authority.trustedRoots());
+  const server = createServer(
+    { key: tls.key, cert: tls.cert, ca: clientCa(), requestCert: true, rejectUnauthorized: false },
+    (req, res) => {
+      res.on("finish", () => requests.inc({ route: routeLabel(req.url), code: String(res.statusCode) }));
+      router.handle(req, res);
+    },
+  );
   identity.keepFresh(tls, started, (next) => {
     tls = next;
-    server.setSecureContext({ key: next.key, cert: next.cert });
+    server.setSecureContext({ key: next.key, cert: next.cert, ca: clientCa() });
   });
 
   await new Promise<void>((resolve, reject) => {
@@ -93,7 +105,8 @@ export async function startCaServer(opts: CaServerOptions): Promise<CaServer> {
   });
   const address = server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
-  const url = `https://${host}:${address.port}`;
+  const url = opts.publicOrigin ?? `https://${host}:${address.port}`;
+  for (const mount of opts.mounts ?? []) mount(router, url);
 
   return {
     url,
@@ -110,5 +123,8 @@ export async function startCaServer(opts: CaServerOptions): Promise<CaServer> {
 /** Bounded label values: the known paths, everything else "other". */
 function routeLabel(url: string | undefined): string {
   const path = (url ?? "/").split("?")[0];
-  return ["/health", "/bundle.pem", "/bundle.json", "/metrics"].includes(path) ? path : "other";
+  if (["/health", "/bundle.pem", "/bundle.json", "/metrics"].includes(path)) return path;
+  // ACME and admin paths carry ids; label by their first two segments (/acme/order, /admin/entries).
+  const m = /^\/(acme|admin)(\/[a-z-]+)?/.exec(path);
+  return m ? m[0] : "other";
 }
