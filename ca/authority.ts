@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { StintError } from "../common/errors";
+import { isStintError, StintError } from "../common/errors";
 import type { Registry } from "../common/metrics";
 import { toPem } from "../formats/pem";
 import { serialHex } from "../formats/serial";
@@ -15,6 +15,7 @@ import {
   normalizeIp,
   validityWindow,
 } from "./policy";
+import { revocationReasonName } from "./revocation";
 import { SequenceAllocator } from "./sequence";
 import type { KeyAlgorithm } from "./spki";
 import type { CertificateRecord, IssuerRecord, Store } from "./store";
@@ -70,6 +71,7 @@ export class Authority {
   readonly insecureKey: boolean;
   private readonly issued?: ReturnType<Registry["counter"]>;
   private readonly latency?: ReturnType<Registry["histogram"]>;
+  private readonly revoked?: ReturnType<Registry["counter"]>;
 
   private constructor(
     private readonly opts: AuthorityOptions,
@@ -80,6 +82,9 @@ export class Authority {
     this.insecureKey = insecureKey;
     this.issued = opts.metrics?.counter("stint_certificates_issued_total", "Certificates issued.", [
       "profile",
+    ]);
+    this.revoked = opts.metrics?.counter("stint_certificates_revoked_total", "Certificates revoked.", [
+      "reason",
     ]);
     this.latency = opts.metrics?.histogram(
       "stint_issuance_seconds",
@@ -159,6 +164,28 @@ export class Authority {
       notAfter,
     };
     return this.issueApproved(approved, "server", "server", now);
+  }
+
+  /**
+   * Revokes a certificate this CA issued. ERR_NOT_FOUND for an unknown serial,
+   * ERR_ALREADY_REVOKED when it already was; the store writes the audit record.
+   */
+  async revoke(serial: string, reason: number, actor: string, now = new Date()): Promise<void> {
+    try {
+      await this.opts.store.revokeCertificate(serial, reason, now, {
+        at: now,
+        actor,
+        action: "cert.revoke",
+        subject: serial,
+        details: { reason: revocationReasonName(reason) },
+      });
+    } catch (err) {
+      if (isStintError(err, "ERR_STORE_CONFLICT")) {
+        throw new StintError("ERR_ALREADY_REVOKED", `certificate ${serial} is already revoked`);
+      }
+      throw err;
+    }
+    this.revoked?.inc({ reason: revocationReasonName(reason) });
   }
 
   private async issueApproved(
