@@ -124,6 +124,8 @@ export interface AcmeStateStore {
     expect: OrderStatus,
     patch: Partial<Pick<OrderRecord, "status" | "certificateSerial" | "error">>,
   ): Promise<OrderRecord>;
+  /** The account whose order produced this certificate (revokeCert by account), or null. */
+  accountOfCertificate(serial: string): Promise<string | null>;
   getAuthorization(id: string): Promise<AuthorizationRecord | null>;
   /** Compare-and-set on status, replacing challenges/entry/selectors as given. */
   updateAuthorization(
@@ -133,7 +135,10 @@ export interface AcmeStateStore {
   ): Promise<AuthorizationRecord>;
 
   createEntry(entry: EntryRecord, audit: AuditEvent): Promise<void>;
+  getEntry(id: string): Promise<EntryRecord | null>;
+  /** Entries in (spiffeId, createdAt, id) order. */
   listEntries(filter: { spiffeId?: string }): Promise<EntryRecord[]>;
+  /** ERR_NOT_FOUND when there is no such entry. */
   deleteEntry(id: string, audit: AuditEvent): Promise<void>;
 
   createJoinToken(token: JoinTokenRecord, audit: AuditEvent): Promise<void>;

@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { StintError } from "../../common/errors";
 import type { Store } from "../store";
+import type { AcmeStateStore } from "../store-acme";
 import { SqliteStore } from "./sqlite";
 
 /** The store's file name inside a data directory. */
@@ -13,13 +14,16 @@ export interface OpenStoreOptions {
   url?: string;
 }
 
+/** Everything the CA server needs from its store; both backends provide it. */
+export type CaStore = Store & AcmeStateStore;
+
 /** True for a URL that selects the PostgreSQL backend. */
 export function isPostgresUrl(url: string): boolean {
   return /^postgres(?:ql)?:\/\//i.test(url);
 }
 
 /** Opens the CA's store: PostgreSQL when a URL is given, else `<dataDir>/stint.db`. */
-export async function openStore(dataDir: string, opts: OpenStoreOptions = {}): Promise<Store> {
+export async function openStore(dataDir: string, opts: OpenStoreOptions = {}): Promise<CaStore> {
   const url = opts.url ?? "";
   if (url === "") return SqliteStore.open(join(dataDir, STORE_FILE), { create: opts.create });
   if (!isPostgresUrl(url)) {

@@ -98,6 +98,79 @@ export const MIGRATIONS: readonly Migration[] = [
         FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
     `,
   },
+  {
+    version: 2,
+    description: "ACME accounts, orders, authorizations, registration entries, join tokens",
+    sql: `
+      -- json, not jsonb: nothing queries inside these values, and jsonb refuses some valid JSON (NUL escapes).
+      CREATE TABLE accounts (
+        id         text COLLATE "C" NOT NULL,
+        thumbprint text COLLATE "C" NOT NULL,
+        jwk        json NOT NULL,
+        status     text NOT NULL CHECK (status IN ('valid', 'deactivated', 'revoked')),
+        contact    text[] NOT NULL,
+        created_at bigint NOT NULL,
+        CONSTRAINT accounts_pkey PRIMARY KEY (id),
+        CONSTRAINT accounts_thumbprint_key UNIQUE (thumbprint)
+      );
+
+      CREATE TABLE orders (
+        id                 text COLLATE "C" NOT NULL,
+        account_id         text COLLATE "C" NOT NULL,
+        status             text NOT NULL CHECK (status IN ('pending', 'ready', 'processing', 'valid', 'invalid')),
+        identifiers        json NOT NULL,
+        authorization_ids  text[] NOT NULL,
+        expires            bigint NOT NULL,
+        certificate_serial text COLLATE "C",
+        replaces           text COLLATE "C",
+        error              json,
+        created_at         bigint NOT NULL,
+        CONSTRAINT orders_pkey PRIMARY KEY (id),
+        CONSTRAINT orders_account_fkey FOREIGN KEY (account_id) REFERENCES accounts (id)
+      );
+      -- Unique: revocation by account trusts that one certificate came from one order.
+      CREATE UNIQUE INDEX orders_certificate_serial ON orders (certificate_serial)
+        WHERE certificate_serial IS NOT NULL;
+
+      -- entry_id has no foreign key: deleting an entry must not be blocked by the authorizations it once matched.
+      CREATE TABLE authorizations (
+        id         text COLLATE "C" NOT NULL,
+        account_id text COLLATE "C" NOT NULL,
+        identifier json NOT NULL,
+        status     text NOT NULL
+                   CHECK (status IN ('pending', 'valid', 'invalid', 'deactivated', 'expired', 'revoked')),
+        expires    bigint NOT NULL,
+        challenges json NOT NULL,
+        entry_id   text COLLATE "C",
+        selectors  text[] NOT NULL,
+        CONSTRAINT authorizations_pkey PRIMARY KEY (id),
+        CONSTRAINT authorizations_account_fkey FOREIGN KEY (account_id) REFERENCES accounts (id)
+      );
+
+      CREATE TABLE entries (
+        id         text COLLATE "C" NOT NULL,
+        spiffe_id  text COLLATE "C" NOT NULL,
+        selectors  text[] NOT NULL,
+        dns_names  text[] NOT NULL,
+        ttl_ms     bigint CHECK (ttl_ms > 0),
+        created_at bigint NOT NULL,
+        CONSTRAINT entries_pkey PRIMARY KEY (id)
+      );
+      -- In listing order, so both the full listing and one SPIFFE ID's entries come without a sort.
+      CREATE INDEX entries_spiffe_id ON entries (spiffe_id, created_at, id);
+
+      CREATE TABLE join_tokens (
+        id         text COLLATE "C" NOT NULL,
+        hash       text COLLATE "C" NOT NULL,
+        spiffe_id  text COLLATE "C" NOT NULL,
+        expires_at bigint NOT NULL,
+        used_at    bigint,
+        created_at bigint NOT NULL,
+        CONSTRAINT join_tokens_pkey PRIMARY KEY (id),
+        CONSTRAINT join_tokens_hash_key UNIQUE (hash)
+      );
+    `,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

@@ -80,6 +80,69 @@ export const MIGRATIONS: readonly Migration[] = [
         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
     `,
   },
+  {
+    version: 2,
+    description: "ACME accounts, orders, authorizations, registration entries, join tokens",
+    sql: `
+      CREATE TABLE accounts (
+        id         TEXT PRIMARY KEY,
+        thumbprint TEXT NOT NULL UNIQUE,
+        jwk        TEXT NOT NULL CHECK (json_valid(jwk)),
+        status     TEXT NOT NULL CHECK (status IN ('valid', 'deactivated', 'revoked')),
+        contact    TEXT NOT NULL CHECK (json_valid(contact)),
+        created_at INTEGER NOT NULL
+      ) STRICT;
+
+      CREATE TABLE orders (
+        id                 TEXT PRIMARY KEY,
+        account_id         TEXT NOT NULL REFERENCES accounts (id),
+        status             TEXT NOT NULL CHECK (status IN ('pending', 'ready', 'processing', 'valid', 'invalid')),
+        identifiers        TEXT NOT NULL CHECK (json_valid(identifiers)),
+        authorization_ids  TEXT NOT NULL CHECK (json_valid(authorization_ids)),
+        expires            INTEGER NOT NULL,
+        certificate_serial TEXT,
+        replaces           TEXT,
+        error              TEXT CHECK (json_valid(error)),
+        created_at         INTEGER NOT NULL
+      ) STRICT;
+      -- Unique: revocation by account trusts that one certificate came from one order.
+      CREATE UNIQUE INDEX orders_certificate_serial ON orders (certificate_serial)
+        WHERE certificate_serial IS NOT NULL;
+
+      -- entry_id has no foreign key: deleting an entry must not be blocked by the authorizations it once matched.
+      CREATE TABLE authorizations (
+        id         TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts (id),
+        identifier TEXT NOT NULL CHECK (json_valid(identifier)),
+        status     TEXT NOT NULL
+                   CHECK (status IN ('pending', 'valid', 'invalid', 'deactivated', 'expired', 'revoked')),
+        expires    INTEGER NOT NULL,
+        challenges TEXT NOT NULL CHECK (json_valid(challenges)),
+        entry_id   TEXT,
+        selectors  TEXT NOT NULL CHECK (json_valid(selectors))
+      ) STRICT;
+
+      CREATE TABLE entries (
+        id         TEXT PRIMARY KEY,
+        spiffe_id  TEXT NOT NULL,
+        selectors  TEXT NOT NULL CHECK (json_valid(selectors)),
+        dns_names  TEXT NOT NULL CHECK (json_valid(dns_names)),
+        ttl_ms     INTEGER CHECK (ttl_ms > 0),
+        created_at INTEGER NOT NULL
+      ) STRICT;
+      -- In listing order, so both the full listing and one SPIFFE ID's entries come without a sort.
+      CREATE INDEX entries_spiffe_id ON entries (spiffe_id, created_at, id);
+
+      CREATE TABLE join_tokens (
+        id         TEXT PRIMARY KEY,
+        hash       TEXT NOT NULL UNIQUE,
+        spiffe_id  TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at    INTEGER,
+        created_at INTEGER NOT NULL
+      ) STRICT;
+    `,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

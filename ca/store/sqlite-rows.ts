@@ -1,4 +1,5 @@
 import type Database from "better-sqlite3";
+import { type ErrorCode, StintError } from "../../common/errors";
 import { canonicalJson } from "../audit";
 import type { AuditRecord, CertificateRecord, IssuerRecord, IssuerState } from "../store";
 
@@ -62,6 +63,17 @@ export const AUDIT_COLUMNS = "seq, at, actor, action, subject, details, prev_has
 export function sqliteCode(err: unknown): string | undefined {
   const code = typeof err === "object" && err !== null ? (err as { code?: unknown }).code : undefined;
   return typeof code === "string" && code.startsWith("SQLITE_") ? code : undefined;
+}
+
+/** Turns a constraint failure into the store's own error; anything else passes through. */
+export function rethrowConstraint(
+  err: unknown,
+  mapping: Partial<Record<string, [ErrorCode, string]>>,
+): never {
+  const code = sqliteCode(err);
+  const mapped = code === undefined ? undefined : mapping[code];
+  if (mapped === undefined) throw err;
+  throw new StintError(mapped[0], mapped[1], { cause: err });
 }
 
 export function issuerFromRow(r: IssuerRow): IssuerRecord {

@@ -1,7 +1,7 @@
 import { closeSync, openSync } from "node:fs";
 import { resolve } from "node:path";
 import Database from "better-sqlite3";
-import { type ErrorCode, StintError } from "../../common/errors";
+import { StintError } from "../../common/errors";
 import { chainRecord } from "../audit";
 import type {
   AuditEvent,
@@ -13,6 +13,18 @@ import type {
   IssuerState,
   Store,
 } from "../store";
+import type {
+  AccountRecord,
+  AccountStatus,
+  AcmeStateStore,
+  AuthorizationRecord,
+  AuthorizationStatus,
+  EntryRecord,
+  JoinTokenRecord,
+  OrderRecord,
+  OrderStatus,
+} from "../store-acme";
+import { SqliteAcmeState } from "./sqlite-acme";
 import { GroupCommit, type WriteOp } from "./sqlite-batch";
 import { migrate, STORE_FORMAT_KEY } from "./sqlite-migrations";
 import { corruptError, probeStoreFile } from "./sqlite-probe";
@@ -27,6 +39,7 @@ import {
   issuerFromRow,
   issuerParams,
   prepareStatements,
+  rethrowConstraint,
   type Statements,
   sqliteCode,
 } from "./sqlite-rows";
@@ -44,19 +57,12 @@ function createEmptyFile(path: string): void {
   }
 }
 
-/** Turns a constraint failure into the store's own error; anything else passes through. */
-function rethrowConstraint(err: unknown, mapping: Partial<Record<string, [ErrorCode, string]>>): never {
-  const code = sqliteCode(err);
-  const mapped = code === undefined ? undefined : mapping[code];
-  if (mapped === undefined) throw err;
-  throw new StintError(mapped[0], mapped[1], { cause: err });
-}
-
 /** The embedded backend: one SQLite file in WAL mode, writes group-committed. */
-export class SqliteStore implements Store {
+export class SqliteStore implements Store, AcmeStateStore {
   readonly backend = "sqlite";
 
   private readonly st: Statements;
+  private readonly acme: SqliteAcmeState;
   private readonly writes: GroupCommit;
   /** Several reads that must agree with each other (another process may commit between them). */
   private readonly readSnapshot: <T>(read: () => T) => T;
@@ -79,6 +85,11 @@ export class SqliteStore implements Store {
       (err) =>
         sqliteCode(err)?.startsWith("SQLITE_CORRUPT") ? corruptError(path, (err as Error).message) : err,
     );
+    this.acme = new SqliteAcmeState(db, {
+      write: (op) => this.write(op),
+      audit: (tail, event) => this.appendAuditIn(tail, event),
+      assertOpen: () => this.assertOpen(),
+    });
   }
 
   /**
@@ -266,6 +277,74 @@ export class SqliteStore implements Store {
   async listAudit(afterSeq: number, limit: number): Promise<AuditRecord[]> {
     this.assertOpen();
     return this.st.listAudit.all(afterSeq, limit).map(auditFromRow);
+  }
+
+  // ACME state (ca/store-acme.ts), kept in sqlite-acme.ts.
+
+  createAccount(account: AccountRecord, audit: AuditEvent) {
+    return this.acme.createAccount(account, audit);
+  }
+  getAccount(id: string) {
+    return this.acme.getAccount(id);
+  }
+  getAccountByThumbprint(thumbprint: string) {
+    return this.acme.getAccountByThumbprint(thumbprint);
+  }
+  updateAccount(id: string, patch: { status?: AccountStatus; contact?: string[] }, audit: AuditEvent) {
+    return this.acme.updateAccount(id, patch, audit);
+  }
+  changeAccountKey(
+    id: string,
+    oldThumbprint: string,
+    jwk: Record<string, unknown>,
+    thumbprint: string,
+    audit: AuditEvent,
+  ) {
+    return this.acme.changeAccountKey(id, oldThumbprint, jwk, thumbprint, audit);
+  }
+  createOrder(order: OrderRecord, authorizations: AuthorizationRecord[]) {
+    return this.acme.createOrder(order, authorizations);
+  }
+  getOrder(id: string) {
+    return this.acme.getOrder(id);
+  }
+  updateOrder(
+    id: string,
+    expect: OrderStatus,
+    patch: Partial<Pick<OrderRecord, "status" | "certificateSerial" | "error">>,
+  ) {
+    return this.acme.updateOrder(id, expect, patch);
+  }
+  accountOfCertificate(serial: string) {
+    return this.acme.accountOfCertificate(serial);
+  }
+  getAuthorization(id: string) {
+    return this.acme.getAuthorization(id);
+  }
+  updateAuthorization(
+    id: string,
+    expect: AuthorizationStatus,
+    patch: Partial<Pick<AuthorizationRecord, "status" | "challenges" | "entryId" | "selectors">>,
+  ) {
+    return this.acme.updateAuthorization(id, expect, patch);
+  }
+  createEntry(entry: EntryRecord, audit: AuditEvent) {
+    return this.acme.createEntry(entry, audit);
+  }
+  getEntry(id: string) {
+    return this.acme.getEntry(id);
+  }
+  listEntries(filter: { spiffeId?: string }) {
+    return this.acme.listEntries(filter);
+  }
+  deleteEntry(id: string, audit: AuditEvent) {
+    return this.acme.deleteEntry(id, audit);
+  }
+  createJoinToken(token: JoinTokenRecord, audit: AuditEvent) {
+    return this.acme.createJoinToken(token, audit);
+  }
+  consumeJoinToken(hash: string, now: Date) {
+    return this.acme.consumeJoinToken(hash, now);
   }
 
   /** Commits every write already queued, then closes; later calls reject. */

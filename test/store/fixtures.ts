@@ -1,7 +1,15 @@
+import { createHash } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AuditEvent, CertificateRecord, IssuerRecord } from "../../ca/store";
+import type {
+  AccountRecord,
+  AuthorizationRecord,
+  EntryRecord,
+  JoinTokenRecord,
+  OrderRecord,
+} from "../../ca/store-acme";
 
 export const T0 = new Date("2030-01-01T00:00:00.000Z");
 
@@ -52,4 +60,94 @@ export function event(action: string, subject: string, details: Record<string, u
 export function snapshot(path: string): { bytes: Buffer; mtimeMs: number; siblings: string[] } {
   const dir = join(path, "..");
   return { bytes: readFileSync(path), mtimeMs: statSync(path).mtimeMs, siblings: readdirSync(dir).sort() };
+}
+
+export const MINUTE = 60_000;
+/** T0 plus `ms` milliseconds. */
+/** T0 plus `ms` milliseconds. */
+export const later = (ms: number) => new Date(T0.getTime() + ms);
+
+export function account(id: string, overrides: Partial<AccountRecord> = {}): AccountRecord {
+  return {
+    id,
+    thumbprint: `thumb-${id}`,
+    jwk: { kty: "EC", crv: "P-256", x: `x-${id}`, y: `y-${id}` },
+    status: "valid",
+    contact: [`mailto:${id}@example.org`],
+    createdAt: T0,
+    ...overrides,
+  };
+}
+
+export function authorization(
+  id: string,
+  accountId: string,
+  overrides: Partial<AuthorizationRecord> = {},
+): AuthorizationRecord {
+  return {
+    id,
+    accountId,
+    identifier: { type: "spiffe", value: "spiffe://example.org/web" },
+    status: "pending",
+    expires: later(60 * MINUTE),
+    challenges: [
+      {
+        id: `${id}-c`,
+        type: "attest-01",
+        token: `token-${id}`,
+        status: "pending",
+        validated: null,
+        error: null,
+      },
+    ],
+    entryId: null,
+    selectors: [],
+    ...overrides,
+  };
+}
+
+export function order(
+  id: string,
+  accountId: string,
+  authzs: AuthorizationRecord[],
+  overrides: Partial<OrderRecord> = {},
+): OrderRecord {
+  return {
+    id,
+    accountId,
+    status: "pending",
+    identifiers: authzs.map((a) => a.identifier),
+    authorizationIds: authzs.map((a) => a.id),
+    expires: later(60 * MINUTE),
+    certificateSerial: null,
+    replaces: null,
+    error: null,
+    createdAt: T0,
+    ...overrides,
+  };
+}
+
+export function entry(id: string, spiffeId: string, createdAt: Date, overrides: Partial<EntryRecord> = {}) {
+  const record: EntryRecord = {
+    id,
+    spiffeId,
+    selectors: ["k8s:ns:prod", `k8s:sa:${id}`],
+    dnsNames: [],
+    ttlMs: null,
+    createdAt,
+    ...overrides,
+  };
+  return record;
+}
+
+export function joinToken(id: string, overrides: Partial<JoinTokenRecord> = {}): JoinTokenRecord {
+  return {
+    id,
+    hash: createHash("sha256").update(`secret-${id}`).digest("hex"),
+    spiffeId: "spiffe://example.org/node/1",
+    expiresAt: later(10 * MINUTE),
+    usedAt: null,
+    createdAt: T0,
+    ...overrides,
+  };
 }

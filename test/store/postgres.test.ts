@@ -1,12 +1,18 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { inspect } from "node:util";
+import pg from "pg";
 import { verifyAuditChain } from "../../ca/audit";
 import { openStore } from "../../ca/store/open";
 import { PostgresStore } from "../../ca/store/postgres";
+import { placeholders } from "../../ca/store/postgres-acme-rows";
 import { createPool } from "../../ca/store/postgres-connect";
-import { LATEST_VERSION } from "../../ca/store/postgres-migrations";
+import { LATEST_VERSION, MIGRATIONS } from "../../ca/store/postgres-migrations";
+import { ISSUER_COLUMNS, issuerParams } from "../../ca/store/postgres-rows";
+import { MIGRATIONS as SQLITE_MIGRATIONS } from "../../ca/store/sqlite-migrations";
 import { createTestDatabase, PASSWORD_ROLE, type TestDatabase } from "../helpers/postgres";
 import { storeContract } from "./contract";
-import { certificate, event, issuer } from "./fixtures";
+import { acmeStoreContract } from "./contract-acme";
+import { account, certificate, event, issuer, joinToken } from "./fixtures";
 
 let databases: TestDatabase[] = [];
 let db: TestDatabase;
@@ -28,6 +34,10 @@ storeContract("postgres", async () => PostgresStore.open((await freshDatabase())
     await db.query(statement);
   },
   dropUpdateTrigger: "DROP TRIGGER audit_log_no_update ON audit_log",
+});
+
+acmeStoreContract("postgres", async () => PostgresStore.open((await freshDatabase()).url, { create: true }), {
+  reopen: () => PostgresStore.open(db.url),
 });
 
 /** host:port/database as the store names it in messages. */
@@ -103,7 +113,91 @@ describe("PostgresStore", () => {
     const d = await freshDatabase();
     const stores = await Promise.all([1, 2, 3].map(() => PostgresStore.open(d.url, { create: true })));
     await Promise.all(stores.map((s) => s.close()));
-    expect(await d.query("SELECT version FROM schema_migrations")).toEqual([{ version: LATEST_VERSION }]);
+    expect(await d.query("SELECT version FROM schema_migrations ORDER BY version")).toEqual(
+      MIGRATIONS.map((m) => ({ version: m.version })),
+    );
+  });
+
+  it("has the same migrations as the SQLite backend, numbered 1, 2, 3, …", () => {
+    const shape = (ms: readonly { version: number; description: string }[]) =>
+      ms.map((m) => ({ version: m.version, description: m.description }));
+    expect(shape(MIGRATIONS)).toEqual(shape(SQLITE_MIGRATIONS));
+    expect(MIGRATIONS.map((m) => m.version)).toEqual(MIGRATIONS.map((_, i) => i + 1));
+  });
+
+  it("upgrades a store made at schema version 1", async () => {
+    const d = await freshDatabase();
+    // What a build that knew only migration 1 left behind, with an issuer in it.
+    await d.query("CREATE TABLE schema_migrations (version integer PRIMARY KEY, applied_at bigint NOT NULL)");
+    await d.query(MIGRATIONS[0].sql);
+    await d.query("INSERT INTO schema_migrations (version, applied_at) VALUES (1, 0)");
+    await d.query(
+      `INSERT INTO issuers (${ISSUER_COLUMNS}) VALUES (${placeholders(10)})`,
+      issuerParams(issuer("aa00")),
+    );
+
+    const store = await PostgresStore.open(d.url);
+    try {
+      expect(await d.query("SELECT version FROM schema_migrations ORDER BY version")).toEqual(
+        MIGRATIONS.map((m) => ({ version: m.version })),
+      );
+      expect(await store.getIssuer("aa00")).toEqual(issuer("aa00"));
+      const a = account("acct1");
+      expect(await store.createAccount(a, event("account.create", a.id))).toEqual({
+        account: a,
+        created: true,
+      });
+      expect((await store.listAudit(0, 10)).map((r) => r.action)).toEqual(["account.create"]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("reports a token taken while consumeJoinToken waited for it as used", async () => {
+    const d = await freshDatabase();
+    const store = await PostgresStore.open(d.url, { create: true });
+    const rival = new pg.Client({ connectionString: d.url });
+    await rival.connect();
+    try {
+      const now = new Date();
+      const token = joinToken("0011223344556677", { expiresAt: new Date(now.getTime() + 60_000) });
+      await store.createJoinToken(token, event("join_token.create", token.id));
+      // Another replica takes the token but has not committed yet.
+      await rival.query("BEGIN");
+      await rival.query("UPDATE join_tokens SET used_at = $1 WHERE hash = $2", [now.getTime(), token.hash]);
+      const pending = store.consumeJoinToken(token.hash, now);
+      // Once the store's statement waits on the row lock, its snapshot predates the rival's commit.
+      const waiting = "SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'";
+      while ((await d.query(waiting, [d.name])).length === 0) await sleep(10);
+      await rival.query("COMMIT");
+      expect(await pending).toBe("used");
+    } finally {
+      await rival.end();
+      await store.close();
+    }
+  });
+
+  it("gives a join token to exactly one caller across connections and replicas", async () => {
+    const d = await freshDatabase();
+    const a = await PostgresStore.open(d.url, { create: true });
+    const b = await PostgresStore.open(d.url);
+    try {
+      const now = new Date();
+      const token = joinToken("0011223344556677", { expiresAt: new Date(now.getTime() + 60_000) });
+      await a.createJoinToken(token, event("join_token.create", token.id));
+      const results = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? a : b).consumeJoinToken(token.hash, now)),
+      );
+      expect(results.filter((r) => r !== "used")).toEqual([{ id: token.id, spiffeId: token.spiffeId }]);
+      // The calls really ran on separate connections: each replica's pool opened several.
+      const [{ n }] = await d.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'stint'",
+        [d.name],
+      );
+      expect(n).toBeGreaterThan(4);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
   });
 
   it("does not create a store unless asked", async () => {

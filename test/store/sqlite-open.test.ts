@@ -4,7 +4,8 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { SqliteStore } from "../../ca/store/sqlite";
 import { LATEST_VERSION, MIGRATIONS } from "../../ca/store/sqlite-migrations";
-import { certificate, event, issuer, snapshot, tempDir } from "./fixtures";
+import { issuerParams, prepareStatements } from "../../ca/store/sqlite-rows";
+import { account, certificate, event, issuer, snapshot, tempDir } from "./fixtures";
 
 let dir: string;
 let cleanup: () => void;
@@ -43,6 +44,37 @@ describe("SqliteStore.open", () => {
   it("numbers migrations 1, 2, 3, … with no gaps", () => {
     expect(MIGRATIONS.map((m) => m.version)).toEqual(MIGRATIONS.map((_, i) => i + 1));
     expect(LATEST_VERSION).toBe(MIGRATIONS.length);
+  });
+
+  it("upgrades a store made at schema version 1", async () => {
+    // What a build that knew only migration 1 left behind, with an issuer in it.
+    const raw = new Database(path);
+    raw.pragma("journal_mode = WAL");
+    raw.exec(
+      "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT",
+    );
+    raw.exec(MIGRATIONS[0].sql);
+    raw.prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (1, 0)").run();
+    prepareStatements(raw).insertIssuer.run(issuerParams(issuer("aa00")));
+    raw.close();
+
+    const store = await SqliteStore.open(path);
+    try {
+      const check = new Database(path, { readonly: true });
+      expect(check.prepare("SELECT version FROM schema_migrations ORDER BY version").all()).toEqual(
+        MIGRATIONS.map((m) => ({ version: m.version })),
+      );
+      check.close();
+      expect(await store.getIssuer("aa00")).toEqual(issuer("aa00"));
+      const a = account("acct1");
+      expect(await store.createAccount(a, event("account.create", a.id))).toEqual({
+        account: a,
+        created: true,
+      });
+      expect((await store.listAudit(0, 10)).map((r) => r.action)).toEqual(["account.create"]);
+    } finally {
+      await store.close();
+    }
   });
 
   it("does not create a store unless asked", async () => {

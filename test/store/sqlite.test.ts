@@ -4,6 +4,7 @@ import Database from "better-sqlite3";
 import { openStore, STORE_FILE } from "../../ca/store/open";
 import { SqliteStore } from "../../ca/store/sqlite";
 import { storeContract } from "./contract";
+import { acmeStoreContract } from "./contract-acme";
 import { tempDir } from "./fixtures";
 
 let dir: string;
@@ -37,6 +38,10 @@ storeContract("sqlite", () => SqliteStore.open(freshPath(), { create: true }), {
     }
   },
   dropUpdateTrigger: "DROP TRIGGER audit_log_no_update",
+});
+
+acmeStoreContract("sqlite", () => SqliteStore.open(freshPath(), { create: true }), {
+  reopen: () => SqliteStore.open(path),
 });
 
 describe("SqliteStore", () => {

@@ -1,0 +1,51 @@
+import { canonicalJson } from "../audit";
+import type { AuditEvent } from "../store";
+import type { ChallengeRecord, JoinTokenRecord } from "../store-acme";
+
+/**
+ * What both backends share for ACME state: how challenges (which carry a
+ * date) are kept as JSON, and the rules that must not differ between them.
+ */
+
+interface StoredChallenge extends Omit<ChallengeRecord, "validated"> {
+  /** Milliseconds, like every other time in the store. */
+  validated: number | null;
+}
+
+export function challengesJson(challenges: readonly ChallengeRecord[]): string {
+  return JSON.stringify(
+    challenges.map(
+      (c): StoredChallenge => ({
+        id: c.id,
+        type: c.type,
+        token: c.token,
+        status: c.status,
+        validated: c.validated === null ? null : c.validated.getTime(),
+        error: c.error,
+      }),
+    ),
+  );
+}
+
+/** `parsed` is the column's JSON already parsed. */
+export function challengesFromJson(parsed: unknown): ChallengeRecord[] {
+  return (parsed as StoredChallenge[]).map((c) => ({
+    ...c,
+    validated: c.validated === null ? null : new Date(c.validated),
+  }));
+}
+
+/**
+ * Why a token that was not taken was refused. A token that looks unused and
+ * unexpired can only mean another call took it after this one looked.
+ */
+export function refusedToken(usedAt: number | null, expiresAt: number, now: Date): "used" | "expired" {
+  return usedAt === null && expiresAt <= now.getTime() ? "expired" : "used";
+}
+
+/** The hash is what consumeJoinToken takes, so it must never reach the audit log, which admins export. */
+export function checkTokenAudit(token: JoinTokenRecord, audit: AuditEvent): void {
+  if (canonicalJson(audit).includes(token.hash)) {
+    throw new RangeError(`the audit event for join token ${token.id} must not carry its hash`);
+  }
+}

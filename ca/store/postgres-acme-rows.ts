@@ -1,0 +1,221 @@
+import type {
+  AccountRecord,
+  AuthorizationRecord,
+  EntryRecord,
+  Identifier,
+  JoinTokenRecord,
+  OrderRecord,
+} from "../store-acme";
+import { challengesFromJson, challengesJson } from "./acme-common";
+
+/**
+ * How ACME state maps to PostgreSQL rows, as in postgres-rows.ts: dates as
+ * bigint milliseconds, string lists as text[], objects as json. node-postgres
+ * hands json columns over parsed; values for them are sent as JSON text,
+ * since it would turn a JavaScript array into a PostgreSQL array.
+ */
+
+export interface AccountRow {
+  id: string;
+  thumbprint: string;
+  jwk: Record<string, unknown>;
+  status: AccountRecord["status"];
+  contact: string[];
+  created_at: number;
+}
+
+export interface OrderRow {
+  id: string;
+  account_id: string;
+  status: OrderRecord["status"];
+  identifiers: Identifier[];
+  authorization_ids: string[];
+  expires: number;
+  certificate_serial: string | null;
+  replaces: string | null;
+  error: Record<string, unknown> | null;
+  created_at: number;
+}
+
+export interface AuthorizationRow {
+  id: string;
+  account_id: string;
+  identifier: Identifier;
+  status: AuthorizationRecord["status"];
+  expires: number;
+  challenges: unknown;
+  entry_id: string | null;
+  selectors: string[];
+}
+
+export interface EntryRow {
+  id: string;
+  spiffe_id: string;
+  selectors: string[];
+  dns_names: string[];
+  ttl_ms: number | null;
+  created_at: number;
+}
+
+export const ACCOUNT_COLUMNS = "id, thumbprint, jwk, status, contact, created_at";
+export const ORDER_COLUMNS =
+  "id, account_id, status, identifiers, authorization_ids, expires, certificate_serial, replaces, error, created_at";
+export const AUTHORIZATION_COLUMNS =
+  "id, account_id, identifier, status, expires, challenges, entry_id, selectors";
+export const ENTRY_COLUMNS = "id, spiffe_id, selectors, dns_names, ttl_ms, created_at";
+export const JOIN_TOKEN_COLUMNS = "id, hash, spiffe_id, expires_at, used_at, created_at";
+
+function jsonOrNull(value: unknown): string | null {
+  return value === null ? null : JSON.stringify(value);
+}
+
+export function accountFromRow(r: AccountRow): AccountRecord {
+  return {
+    id: r.id,
+    thumbprint: r.thumbprint,
+    jwk: r.jwk,
+    status: r.status,
+    contact: r.contact,
+    createdAt: new Date(r.created_at),
+  };
+}
+
+export function orderFromRow(r: OrderRow): OrderRecord {
+  return {
+    id: r.id,
+    accountId: r.account_id,
+    status: r.status,
+    identifiers: r.identifiers,
+    authorizationIds: r.authorization_ids,
+    expires: new Date(r.expires),
+    certificateSerial: r.certificate_serial,
+    replaces: r.replaces,
+    error: r.error,
+    createdAt: new Date(r.created_at),
+  };
+}
+
+export function authorizationFromRow(r: AuthorizationRow): AuthorizationRecord {
+  return {
+    id: r.id,
+    accountId: r.account_id,
+    identifier: r.identifier,
+    status: r.status,
+    expires: new Date(r.expires),
+    challenges: challengesFromJson(r.challenges),
+    entryId: r.entry_id,
+    selectors: r.selectors,
+  };
+}
+
+export function entryFromRow(r: EntryRow): EntryRecord {
+  return {
+    id: r.id,
+    spiffeId: r.spiffe_id,
+    selectors: r.selectors,
+    dnsNames: r.dns_names,
+    ttlMs: r.ttl_ms,
+    createdAt: new Date(r.created_at),
+  };
+}
+
+/** Parameters in ACCOUNT_COLUMNS order, and likewise below. */
+export function accountParams(a: AccountRecord): unknown[] {
+  return [a.id, a.thumbprint, JSON.stringify(a.jwk), a.status, a.contact, a.createdAt.getTime()];
+}
+
+export function orderParams(o: OrderRecord): unknown[] {
+  return [
+    o.id,
+    o.accountId,
+    o.status,
+    JSON.stringify(o.identifiers),
+    o.authorizationIds,
+    o.expires.getTime(),
+    o.certificateSerial,
+    o.replaces,
+    jsonOrNull(o.error),
+    o.createdAt.getTime(),
+  ];
+}
+
+export function authorizationParams(a: AuthorizationRecord): unknown[] {
+  return [
+    a.id,
+    a.accountId,
+    JSON.stringify(a.identifier),
+    a.status,
+    a.expires.getTime(),
+    challengesJson(a.challenges),
+    a.entryId,
+    a.selectors,
+  ];
+}
+
+export function entryParams(e: EntryRecord): unknown[] {
+  return [e.id, e.spiffeId, e.selectors, e.dnsNames, e.ttlMs, e.createdAt.getTime()];
+}
+
+export function joinTokenParams(t: JoinTokenRecord): unknown[] {
+  return [
+    t.id,
+    t.hash,
+    t.spiffeId,
+    t.expiresAt.getTime(),
+    t.usedAt === null ? null : t.usedAt.getTime(),
+    t.createdAt.getTime(),
+  ];
+}
+
+/** `$1, $2, …, $n`, for an INSERT of n columns. */
+export function placeholders(n: number): string {
+  return Array.from({ length: n }, (_, i) => `$${i + 1}`).join(", ");
+}
+
+/** A patch as [column, stored value] pairs; keys left undefined are not touched. */
+export type ColumnValues = [column: string, value: unknown][];
+
+export function orderPatchColumns(
+  patch: Partial<Pick<OrderRecord, "status" | "certificateSerial" | "error">>,
+): ColumnValues {
+  const columns: ColumnValues = [];
+  if (patch.status !== undefined) columns.push(["status", patch.status]);
+  if (patch.certificateSerial !== undefined) columns.push(["certificate_serial", patch.certificateSerial]);
+  if (patch.error !== undefined) columns.push(["error", jsonOrNull(patch.error)]);
+  return columns;
+}
+
+export function authorizationPatchColumns(
+  patch: Partial<Pick<AuthorizationRecord, "status" | "challenges" | "entryId" | "selectors">>,
+): ColumnValues {
+  const columns: ColumnValues = [];
+  if (patch.status !== undefined) columns.push(["status", patch.status]);
+  if (patch.challenges !== undefined) columns.push(["challenges", challengesJson(patch.challenges)]);
+  if (patch.entryId !== undefined) columns.push(["entry_id", patch.entryId]);
+  if (patch.selectors !== undefined) columns.push(["selectors", patch.selectors]);
+  return columns;
+}
+
+/**
+ * Takes the token in one statement. When the UPDATE matches nothing, the
+ * SELECT says why; it reads the statement's snapshot, from before a
+ * concurrent call that took the token first (see refusedToken).
+ */
+export const CONSUME_JOIN_TOKEN_SQL = `
+  WITH taken AS (
+    UPDATE join_tokens SET used_at = $2
+    WHERE hash = $1 AND used_at IS NULL AND expires_at > $2
+    RETURNING id, spiffe_id
+  )
+  SELECT true AS taken, id, spiffe_id, NULL::bigint AS used_at, NULL::bigint AS expires_at FROM taken
+  UNION ALL
+  SELECT false, id, spiffe_id, used_at, expires_at FROM join_tokens
+  WHERE hash = $1 AND NOT EXISTS (SELECT 1 FROM taken)`;
+
+export interface ConsumeRow {
+  taken: boolean;
+  id: string;
+  spiffe_id: string;
+  used_at: number | null;
+  expires_at: number | null;
+}

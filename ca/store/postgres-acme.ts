@@ -1,0 +1,339 @@
+import type pg from "pg";
+import { StintError } from "../../common/errors";
+import type { AuditEvent } from "../store";
+import type {
+  AccountRecord,
+  AccountStatus,
+  AcmeStateStore,
+  AuthorizationRecord,
+  AuthorizationStatus,
+  EntryRecord,
+  JoinTokenRecord,
+  OrderRecord,
+  OrderStatus,
+} from "../store-acme";
+import { checkTokenAudit, refusedToken } from "./acme-common";
+import {
+  ACCOUNT_COLUMNS,
+  type AccountRow,
+  AUTHORIZATION_COLUMNS,
+  type AuthorizationRow,
+  accountFromRow,
+  accountParams,
+  authorizationFromRow,
+  authorizationParams,
+  authorizationPatchColumns,
+  CONSUME_JOIN_TOKEN_SQL,
+  type ColumnValues,
+  type ConsumeRow,
+  ENTRY_COLUMNS,
+  type EntryRow,
+  entryFromRow,
+  entryParams,
+  JOIN_TOKEN_COLUMNS,
+  joinTokenParams,
+  ORDER_COLUMNS,
+  type OrderRow,
+  orderFromRow,
+  orderParams,
+  orderPatchColumns,
+  placeholders,
+} from "./postgres-acme-rows";
+import type { WriteOp } from "./postgres-batch";
+import { mapConstraint } from "./postgres-rows";
+
+/** What the ACME state borrows from the PostgresStore it belongs to. */
+export interface PostgresHost {
+  /** Queues a write for the next batch: one transaction holding the audit-chain lock. */
+  write<T>(op: WriteOp<T>): Promise<T>;
+  /** One statement on a pooled connection, autocommitted. */
+  run<R extends pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<R[]>;
+}
+
+/**
+ * The ACME state half of PostgresStore. Writes with an audit record, and
+ * createOrder's several inserts, go through the store's batches; the
+ * compare-and-set updates and consumeJoinToken are single statements, made
+ * atomic across connections and replicas by PostgreSQL's row locks.
+ */
+export class PostgresAcmeState implements AcmeStateStore {
+  constructor(private readonly host: PostgresHost) {}
+
+  createAccount(
+    account: AccountRecord,
+    audit: AuditEvent,
+  ): Promise<{ account: AccountRecord; created: boolean }> {
+    return this.host.write(async (tx) => {
+      let inserted: pg.QueryResult<AccountRow>;
+      try {
+        inserted = await tx.query<AccountRow>(
+          `INSERT INTO accounts (${ACCOUNT_COLUMNS}) VALUES (${placeholders(6)})
+           ON CONFLICT (thumbprint) DO NOTHING RETURNING ${ACCOUNT_COLUMNS}`,
+          accountParams(account),
+        );
+      } catch (err) {
+        throw mapConstraint(err, {
+          accounts_pkey: ["ERR_STORE_CONFLICT", `account ${account.id} already exists`],
+        });
+      }
+      if (inserted.rows.length === 0) {
+        // The key already has an account; newAccount returns it, whatever its status.
+        const existing = await tx.query<AccountRow>(
+          `SELECT ${ACCOUNT_COLUMNS} FROM accounts WHERE thumbprint = $1`,
+          [account.thumbprint],
+        );
+        return { account: accountFromRow(existing.rows[0]), created: false };
+      }
+      tx.appendAudit(audit);
+      return { account: accountFromRow(inserted.rows[0]), created: true };
+    });
+  }
+
+  async getAccount(id: string): Promise<AccountRecord | null> {
+    const rows = await this.host.run<AccountRow>(`SELECT ${ACCOUNT_COLUMNS} FROM accounts WHERE id = $1`, [
+      id,
+    ]);
+    return rows.length === 0 ? null : accountFromRow(rows[0]);
+  }
+
+  async getAccountByThumbprint(thumbprint: string): Promise<AccountRecord | null> {
+    const rows = await this.host.run<AccountRow>(
+      `SELECT ${ACCOUNT_COLUMNS} FROM accounts WHERE thumbprint = $1`,
+      [thumbprint],
+    );
+    return rows.length === 0 ? null : accountFromRow(rows[0]);
+  }
+
+  updateAccount(
+    id: string,
+    patch: { status?: AccountStatus; contact?: string[] },
+    audit: AuditEvent,
+  ): Promise<AccountRecord> {
+    return this.host.write(async (tx) => {
+      const res = await tx.query<AccountRow>(
+        `UPDATE accounts SET status = coalesce($1, status), contact = coalesce($2, contact) WHERE id = $3
+         RETURNING ${ACCOUNT_COLUMNS}`,
+        [patch.status ?? null, patch.contact ?? null, id],
+      );
+      if (res.rows.length === 0) throw new StintError("ERR_NOT_FOUND", `account ${id} does not exist`);
+      tx.appendAudit(audit);
+      return accountFromRow(res.rows[0]);
+    });
+  }
+
+  changeAccountKey(
+    id: string,
+    oldThumbprint: string,
+    jwk: Record<string, unknown>,
+    thumbprint: string,
+    audit: AuditEvent,
+  ): Promise<AccountRecord> {
+    return this.host.write(async (tx) => {
+      let res: pg.QueryResult<AccountRow>;
+      try {
+        res = await tx.query<AccountRow>(
+          `UPDATE accounts SET jwk = $1, thumbprint = $2 WHERE id = $3 AND thumbprint = $4
+           RETURNING ${ACCOUNT_COLUMNS}`,
+          [JSON.stringify(jwk), thumbprint, id, oldThumbprint],
+        );
+      } catch (err) {
+        throw mapConstraint(err, {
+          accounts_thumbprint_key: ["ERR_STORE_CONFLICT", "the new key already belongs to an account"],
+        });
+      }
+      if (res.rows.length === 0) {
+        const found = await tx.query("SELECT 1 FROM accounts WHERE id = $1", [id]);
+        if (found.rowCount === 0) throw new StintError("ERR_NOT_FOUND", `account ${id} does not exist`);
+        throw new StintError("ERR_STORE_CONFLICT", `the key of account ${id} was changed meanwhile`);
+      }
+      tx.appendAudit(audit);
+      return accountFromRow(res.rows[0]);
+    });
+  }
+
+  createOrder(order: OrderRecord, authorizations: AuthorizationRecord[]): Promise<void> {
+    return this.host.write(async (tx) => {
+      try {
+        await tx.query(
+          `INSERT INTO orders (${ORDER_COLUMNS}) VALUES (${placeholders(10)})`,
+          orderParams(order),
+        );
+      } catch (err) {
+        throw mapConstraint(err, {
+          orders_pkey: ["ERR_STORE_CONFLICT", `order ${order.id} already exists`],
+          orders_account_fkey: ["ERR_NOT_FOUND", `account ${order.accountId} does not exist`],
+        });
+      }
+      for (const authz of authorizations) {
+        try {
+          await tx.query(
+            `INSERT INTO authorizations (${AUTHORIZATION_COLUMNS}) VALUES (${placeholders(8)})`,
+            authorizationParams(authz),
+          );
+        } catch (err) {
+          throw mapConstraint(err, {
+            authorizations_pkey: ["ERR_STORE_CONFLICT", `authorization ${authz.id} already exists`],
+            authorizations_account_fkey: ["ERR_NOT_FOUND", `account ${authz.accountId} does not exist`],
+          });
+        }
+      }
+    });
+  }
+
+  async getOrder(id: string): Promise<OrderRecord | null> {
+    const rows = await this.host.run<OrderRow>(`SELECT ${ORDER_COLUMNS} FROM orders WHERE id = $1`, [id]);
+    return rows.length === 0 ? null : orderFromRow(rows[0]);
+  }
+
+  async updateOrder(
+    id: string,
+    expect: OrderStatus,
+    patch: Partial<Pick<OrderRecord, "status" | "certificateSerial" | "error">>,
+  ): Promise<OrderRecord> {
+    let rows: OrderRow[];
+    try {
+      rows = await this.compareAndSet<OrderRow>(
+        "orders",
+        ORDER_COLUMNS,
+        orderPatchColumns(patch),
+        id,
+        expect,
+      );
+    } catch (err) {
+      throw mapConstraint(err, {
+        orders_certificate_serial: [
+          "ERR_STORE_CONFLICT",
+          `certificate ${String(patch.certificateSerial)} already belongs to another order`,
+        ],
+      });
+    }
+    if (rows.length > 0) return orderFromRow(rows[0]);
+    const current = await this.host.run<{ status: string }>("SELECT status FROM orders WHERE id = $1", [id]);
+    if (current.length === 0) throw new StintError("ERR_NOT_FOUND", `order ${id} does not exist`);
+    throw new StintError("ERR_STORE_CONFLICT", `order ${id} is ${current[0].status}, not ${expect}`);
+  }
+
+  async accountOfCertificate(serial: string): Promise<string | null> {
+    const rows = await this.host.run<{ account_id: string }>(
+      "SELECT account_id FROM orders WHERE certificate_serial = $1",
+      [serial],
+    );
+    return rows[0]?.account_id ?? null;
+  }
+
+  async getAuthorization(id: string): Promise<AuthorizationRecord | null> {
+    const rows = await this.host.run<AuthorizationRow>(
+      `SELECT ${AUTHORIZATION_COLUMNS} FROM authorizations WHERE id = $1`,
+      [id],
+    );
+    return rows.length === 0 ? null : authorizationFromRow(rows[0]);
+  }
+
+  async updateAuthorization(
+    id: string,
+    expect: AuthorizationStatus,
+    patch: Partial<Pick<AuthorizationRecord, "status" | "challenges" | "entryId" | "selectors">>,
+  ): Promise<AuthorizationRecord> {
+    const columns = authorizationPatchColumns(patch);
+    const rows = await this.compareAndSet<AuthorizationRow>(
+      "authorizations",
+      AUTHORIZATION_COLUMNS,
+      columns,
+      id,
+      expect,
+    );
+    if (rows.length > 0) return authorizationFromRow(rows[0]);
+    const current = await this.host.run<{ status: string }>(
+      "SELECT status FROM authorizations WHERE id = $1",
+      [id],
+    );
+    if (current.length === 0) throw new StintError("ERR_NOT_FOUND", `authorization ${id} does not exist`);
+    throw new StintError("ERR_STORE_CONFLICT", `authorization ${id} is ${current[0].status}, not ${expect}`);
+  }
+
+  createEntry(entry: EntryRecord, audit: AuditEvent): Promise<void> {
+    return this.host.write(async (tx) => {
+      try {
+        await tx.query(
+          `INSERT INTO entries (${ENTRY_COLUMNS}) VALUES (${placeholders(6)})`,
+          entryParams(entry),
+        );
+      } catch (err) {
+        throw mapConstraint(err, {
+          entries_pkey: ["ERR_STORE_CONFLICT", `entry ${entry.id} already exists`],
+        });
+      }
+      tx.appendAudit(audit);
+    });
+  }
+
+  async getEntry(id: string): Promise<EntryRecord | null> {
+    const rows = await this.host.run<EntryRow>(`SELECT ${ENTRY_COLUMNS} FROM entries WHERE id = $1`, [id]);
+    return rows.length === 0 ? null : entryFromRow(rows[0]);
+  }
+
+  async listEntries(filter: { spiffeId?: string }): Promise<EntryRecord[]> {
+    const [where, params] =
+      filter.spiffeId === undefined ? ["", []] : [" WHERE spiffe_id = $1", [filter.spiffeId]];
+    const rows = await this.host.run<EntryRow>(
+      `SELECT ${ENTRY_COLUMNS} FROM entries${where} ORDER BY spiffe_id, created_at, id`,
+      params,
+    );
+    return rows.map(entryFromRow);
+  }
+
+  deleteEntry(id: string, audit: AuditEvent): Promise<void> {
+    return this.host.write(async (tx) => {
+      const res = await tx.query("DELETE FROM entries WHERE id = $1", [id]);
+      if (res.rowCount === 0) throw new StintError("ERR_NOT_FOUND", `entry ${id} does not exist`);
+      tx.appendAudit(audit);
+    });
+  }
+
+  async createJoinToken(token: JoinTokenRecord, audit: AuditEvent): Promise<void> {
+    checkTokenAudit(token, audit);
+    return this.host.write(async (tx) => {
+      try {
+        await tx.query(
+          `INSERT INTO join_tokens (${JOIN_TOKEN_COLUMNS}) VALUES (${placeholders(6)})`,
+          joinTokenParams(token),
+        );
+      } catch (err) {
+        throw mapConstraint(err, {
+          join_tokens_pkey: ["ERR_STORE_CONFLICT", `join token ${token.id} already exists`],
+          // Not the hash itself: it is what redeems the token.
+          join_tokens_hash_key: ["ERR_STORE_CONFLICT", `join token ${token.id} repeats another token's hash`],
+        });
+      }
+      tx.appendAudit(audit);
+    });
+  }
+
+  async consumeJoinToken(
+    hash: string,
+    now: Date,
+  ): Promise<{ id: string; spiffeId: string } | "expired" | "used" | null> {
+    const rows = await this.host.run<ConsumeRow>(CONSUME_JOIN_TOKEN_SQL, [hash, now.getTime()]);
+    if (rows.length === 0) return null;
+    const r = rows[0];
+    return r.taken ? { id: r.id, spiffeId: r.spiffe_id } : refusedToken(r.used_at, r.expires_at!, now);
+  }
+
+  /** UPDATE … WHERE id AND status = expect, returning the new row, or nothing when nothing matched. */
+  private compareAndSet<R extends pg.QueryResultRow>(
+    table: string,
+    returning: string,
+    columns: ColumnValues,
+    id: string,
+    expect: string,
+  ): Promise<R[]> {
+    // An empty patch still checks the status, and returns the row as it is.
+    const sets =
+      columns.length === 0 ? "status = status" : columns.map(([c], i) => `${c} = $${i + 1}`).join(", ");
+    const n = columns.length;
+    return this.host.run<R>(
+      `UPDATE ${table} SET ${sets} WHERE id = $${n + 1} AND status = $${n + 2} RETURNING ${returning}`,
+      [...columns.map(([, v]) => v), id, expect],
+    );
+  }
+}

@@ -1,0 +1,270 @@
+import type Database from "better-sqlite3";
+import type {
+  AccountRecord,
+  AuthorizationRecord,
+  EntryRecord,
+  Identifier,
+  JoinTokenRecord,
+  OrderRecord,
+} from "../store-acme";
+import { challengesFromJson, challengesJson } from "./acme-common";
+
+/**
+ * How ACME state maps to SQLite rows, as in sqlite-rows.ts: dates as integer
+ * milliseconds, lists and objects as JSON text.
+ */
+
+export interface AccountRow {
+  id: string;
+  thumbprint: string;
+  jwk: string;
+  status: AccountRecord["status"];
+  contact: string;
+  created_at: number;
+}
+
+export interface OrderRow {
+  id: string;
+  account_id: string;
+  status: OrderRecord["status"];
+  identifiers: string;
+  authorization_ids: string;
+  expires: number;
+  certificate_serial: string | null;
+  replaces: string | null;
+  error: string | null;
+  created_at: number;
+}
+
+export interface AuthorizationRow {
+  id: string;
+  account_id: string;
+  identifier: string;
+  status: AuthorizationRecord["status"];
+  expires: number;
+  challenges: string;
+  entry_id: string | null;
+  selectors: string;
+}
+
+export interface EntryRow {
+  id: string;
+  spiffe_id: string;
+  selectors: string;
+  dns_names: string;
+  ttl_ms: number | null;
+  created_at: number;
+}
+
+export const ACCOUNT_COLUMNS = "id, thumbprint, jwk, status, contact, created_at";
+export const ORDER_COLUMNS =
+  "id, account_id, status, identifiers, authorization_ids, expires, certificate_serial, replaces, error, created_at";
+export const AUTHORIZATION_COLUMNS =
+  "id, account_id, identifier, status, expires, challenges, entry_id, selectors";
+export const ENTRY_COLUMNS = "id, spiffe_id, selectors, dns_names, ttl_ms, created_at";
+export const JOIN_TOKEN_COLUMNS = "id, hash, spiffe_id, expires_at, used_at, created_at";
+
+function jsonOrNull(value: unknown): string | null {
+  return value === null ? null : JSON.stringify(value);
+}
+
+export function accountFromRow(r: AccountRow): AccountRecord {
+  return {
+    id: r.id,
+    thumbprint: r.thumbprint,
+    jwk: JSON.parse(r.jwk) as Record<string, unknown>,
+    status: r.status,
+    contact: JSON.parse(r.contact) as string[],
+    createdAt: new Date(r.created_at),
+  };
+}
+
+export function orderFromRow(r: OrderRow): OrderRecord {
+  return {
+    id: r.id,
+    accountId: r.account_id,
+    status: r.status,
+    identifiers: JSON.parse(r.identifiers) as Identifier[],
+    authorizationIds: JSON.parse(r.authorization_ids) as string[],
+    expires: new Date(r.expires),
+    certificateSerial: r.certificate_serial,
+    replaces: r.replaces,
+    error: r.error === null ? null : (JSON.parse(r.error) as Record<string, unknown>),
+    createdAt: new Date(r.created_at),
+  };
+}
+
+export function authorizationFromRow(r: AuthorizationRow): AuthorizationRecord {
+  return {
+    id: r.id,
+    accountId: r.account_id,
+    identifier: JSON.parse(r.identifier) as Identifier,
+    status: r.status,
+    expires: new Date(r.expires),
+    challenges: challengesFromJson(JSON.parse(r.challenges)),
+    entryId: r.entry_id,
+    selectors: JSON.parse(r.selectors) as string[],
+  };
+}
+
+export function entryFromRow(r: EntryRow): EntryRecord {
+  return {
+    id: r.id,
+    spiffeId: r.spiffe_id,
+    selectors: JSON.parse(r.selectors) as string[],
+    dnsNames: JSON.parse(r.dns_names) as string[],
+    ttlMs: r.ttl_ms,
+    createdAt: new Date(r.created_at),
+  };
+}
+
+export function accountParams(a: AccountRecord) {
+  return {
+    id: a.id,
+    thumbprint: a.thumbprint,
+    jwk: JSON.stringify(a.jwk),
+    status: a.status,
+    contact: JSON.stringify(a.contact),
+    createdAt: a.createdAt.getTime(),
+  };
+}
+
+export function orderParams(o: OrderRecord) {
+  return {
+    id: o.id,
+    accountId: o.accountId,
+    status: o.status,
+    identifiers: JSON.stringify(o.identifiers),
+    authorizationIds: JSON.stringify(o.authorizationIds),
+    expires: o.expires.getTime(),
+    certificateSerial: o.certificateSerial,
+    replaces: o.replaces,
+    error: jsonOrNull(o.error),
+    createdAt: o.createdAt.getTime(),
+  };
+}
+
+export function authorizationParams(a: AuthorizationRecord) {
+  return {
+    id: a.id,
+    accountId: a.accountId,
+    identifier: JSON.stringify(a.identifier),
+    status: a.status,
+    expires: a.expires.getTime(),
+    challenges: challengesJson(a.challenges),
+    entryId: a.entryId,
+    selectors: JSON.stringify(a.selectors),
+  };
+}
+
+export function entryParams(e: EntryRecord) {
+  return {
+    id: e.id,
+    spiffeId: e.spiffeId,
+    selectors: JSON.stringify(e.selectors),
+    dnsNames: JSON.stringify(e.dnsNames),
+    ttlMs: e.ttlMs,
+    createdAt: e.createdAt.getTime(),
+  };
+}
+
+export function joinTokenParams(t: JoinTokenRecord) {
+  return {
+    id: t.id,
+    hash: t.hash,
+    spiffeId: t.spiffeId,
+    expiresAt: t.expiresAt.getTime(),
+    usedAt: t.usedAt === null ? null : t.usedAt.getTime(),
+    createdAt: t.createdAt.getTime(),
+  };
+}
+
+/** A patch as [column, stored value] pairs; keys left undefined are not touched. */
+export type ColumnValues = [column: string, value: unknown][];
+
+export function orderPatchColumns(
+  patch: Partial<Pick<OrderRecord, "status" | "certificateSerial" | "error">>,
+): ColumnValues {
+  const columns: ColumnValues = [];
+  if (patch.status !== undefined) columns.push(["status", patch.status]);
+  if (patch.certificateSerial !== undefined) columns.push(["certificate_serial", patch.certificateSerial]);
+  if (patch.error !== undefined) columns.push(["error", jsonOrNull(patch.error)]);
+  return columns;
+}
+
+export function authorizationPatchColumns(
+  patch: Partial<Pick<AuthorizationRecord, "status" | "challenges" | "entryId" | "selectors">>,
+): ColumnValues {
+  const columns: ColumnValues = [];
+  if (patch.status !== undefined) columns.push(["status", patch.status]);
+  if (patch.challenges !== undefined) columns.push(["challenges", challengesJson(patch.challenges)]);
+  if (patch.entryId !== undefined) columns.push(["entry_id", patch.entryId]);
+  if (patch.selectors !== undefined) columns.push(["selectors", JSON.stringify(patch.selectors)]);
+  return columns;
+}
+
+export type AcmeStatements = ReturnType<typeof prepareAcmeStatements>;
+
+export function prepareAcmeStatements(db: Database.Database) {
+  return {
+    insertAccount: db.prepare<ReturnType<typeof accountParams>, AccountRow>(
+      `INSERT INTO accounts (${ACCOUNT_COLUMNS}) VALUES (@id, @thumbprint, @jwk, @status, @contact, @createdAt)
+       ON CONFLICT (thumbprint) DO NOTHING RETURNING ${ACCOUNT_COLUMNS}`,
+    ),
+    getAccount: db.prepare<[string], AccountRow>(`SELECT ${ACCOUNT_COLUMNS} FROM accounts WHERE id = ?`),
+    getAccountByThumbprint: db.prepare<[string], AccountRow>(
+      `SELECT ${ACCOUNT_COLUMNS} FROM accounts WHERE thumbprint = ?`,
+    ),
+    updateAccount: db.prepare<[string | null, string | null, string], AccountRow>(
+      `UPDATE accounts SET status = coalesce(?, status), contact = coalesce(?, contact) WHERE id = ?
+       RETURNING ${ACCOUNT_COLUMNS}`,
+    ),
+    changeAccountKey: db.prepare<[string, string, string, string], AccountRow>(
+      `UPDATE accounts SET jwk = ?, thumbprint = ? WHERE id = ? AND thumbprint = ? RETURNING ${ACCOUNT_COLUMNS}`,
+    ),
+    accountExists: db.prepare<[string], { found: number }>("SELECT 1 AS found FROM accounts WHERE id = ?"),
+
+    insertOrder: db.prepare<ReturnType<typeof orderParams>>(
+      `INSERT INTO orders (${ORDER_COLUMNS}) VALUES (@id, @accountId, @status, @identifiers, @authorizationIds,
+       @expires, @certificateSerial, @replaces, @error, @createdAt)`,
+    ),
+    getOrder: db.prepare<[string], OrderRow>(`SELECT ${ORDER_COLUMNS} FROM orders WHERE id = ?`),
+    orderStatus: db.prepare<[string], { status: string }>("SELECT status FROM orders WHERE id = ?"),
+    accountOfCertificate: db.prepare<[string], { account_id: string }>(
+      "SELECT account_id FROM orders WHERE certificate_serial = ?",
+    ),
+    insertAuthorization: db.prepare<ReturnType<typeof authorizationParams>>(
+      `INSERT INTO authorizations (${AUTHORIZATION_COLUMNS}) VALUES (@id, @accountId, @identifier, @status,
+       @expires, @challenges, @entryId, @selectors)`,
+    ),
+    getAuthorization: db.prepare<[string], AuthorizationRow>(
+      `SELECT ${AUTHORIZATION_COLUMNS} FROM authorizations WHERE id = ?`,
+    ),
+    authorizationStatus: db.prepare<[string], { status: string }>(
+      "SELECT status FROM authorizations WHERE id = ?",
+    ),
+
+    insertEntry: db.prepare<ReturnType<typeof entryParams>>(
+      `INSERT INTO entries (${ENTRY_COLUMNS}) VALUES (@id, @spiffeId, @selectors, @dnsNames, @ttlMs, @createdAt)`,
+    ),
+    getEntry: db.prepare<[string], EntryRow>(`SELECT ${ENTRY_COLUMNS} FROM entries WHERE id = ?`),
+    listEntries: db.prepare<[], EntryRow>(
+      `SELECT ${ENTRY_COLUMNS} FROM entries ORDER BY spiffe_id, created_at, id`,
+    ),
+    listEntriesOf: db.prepare<[string], EntryRow>(
+      `SELECT ${ENTRY_COLUMNS} FROM entries WHERE spiffe_id = ? ORDER BY spiffe_id, created_at, id`,
+    ),
+    deleteEntry: db.prepare<[string]>("DELETE FROM entries WHERE id = ?"),
+
+    insertJoinToken: db.prepare<ReturnType<typeof joinTokenParams>>(
+      `INSERT INTO join_tokens (${JOIN_TOKEN_COLUMNS}) VALUES (@id, @hash, @spiffeId, @expiresAt, @usedAt, @createdAt)`,
+    ),
+    takeJoinToken: db.prepare<{ hash: string; now: number }, { id: string; spiffe_id: string }>(
+      `UPDATE join_tokens SET used_at = @now WHERE hash = @hash AND used_at IS NULL AND expires_at > @now
+       RETURNING id, spiffe_id`,
+    ),
+    joinTokenState: db.prepare<[string], { used_at: number | null; expires_at: number }>(
+      "SELECT used_at, expires_at FROM join_tokens WHERE hash = ?",
+    ),
+  };
+}
