@@ -7,6 +7,10 @@ import type { AccountRecord, AuthorizationRecord, ChallengeRecord, OrderRecord }
 
 export const ACME_PREFIX = "/acme";
 
+/** A JSON object (not null, not an array): what every ACME payload must be. */
+export const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === "object" && v !== null && !Array.isArray(v);
+
 export const PATHS = {
   directory: `${ACME_PREFIX}/directory`,
   newNonce: `${ACME_PREFIX}/new-nonce`,
@@ -66,8 +70,9 @@ export class Urls {
   }
 }
 
-export function accountJson(a: AccountRecord, urls: Urls): Record<string, unknown> {
-  return { status: a.status, contact: a.contact, orders: `${urls.account(a.id)}/orders` };
+/** No "orders" list: like Boulder, Stint does not serve one (docs/acme.md). */
+export function accountJson(a: AccountRecord): Record<string, unknown> {
+  return { status: a.status, contact: a.contact };
 }
 
 export function orderJson(o: OrderRecord, urls: Urls): Record<string, unknown> {

@@ -1,4 +1,5 @@
 import { StintError } from "../common/errors";
+import { parseWorkloadId } from "../formats/spiffe";
 
 /**
  * Registration entries (the SPIRE model): an entry names a SPIFFE ID and the
@@ -15,6 +16,25 @@ export interface RegistrationEntry {
   /** Certificate lifetime for this entry; null means the policy default. */
   ttlMs: number | null;
   createdAt: Date;
+}
+
+/** SPIFFE paths under /stint are the CA's own (its server and admin certificates). */
+export const RESERVED_PATH = "/stint";
+
+/**
+ * A SPIFFE ID a workload may enroll for (an entry may name, an order may ask
+ * for): in this trust domain, with a path, outside the CA's reserved paths, so
+ * no entry or order can ever lead to an admin certificate. Returns the canonical URI.
+ */
+export function parseEnrollableId(text: string, trustDomain: string): string {
+  const id = parseWorkloadId(text, trustDomain);
+  if (id.path === RESERVED_PATH || id.path.startsWith(`${RESERVED_PATH}/`)) {
+    throw new StintError(
+      "ERR_POLICY_SPIFFE",
+      `SPIFFE IDs under spiffe://${id.trustDomain}${RESERVED_PATH}/ are reserved for the CA's own certificates; choose another path`,
+    );
+  }
+  return id.uri;
 }
 
 /** One selector kind: its fixed prefix and what may follow it. */

@@ -25,7 +25,8 @@ export interface IssuancePolicy {
 }
 
 export interface LeafRequest {
-  spiffeId: string;
+  /** null only for DNS-only certificates requested by standard ACME clients (dns identifiers, http-01). */
+  spiffeId: string | null;
   dnsNames?: readonly string[];
   /** IP SANs are for the CA's own server certificate; workload policy refuses them. */
   ipAddresses?: readonly string[];
@@ -37,7 +38,7 @@ export interface LeafRequest {
 }
 
 export interface ApprovedLeaf {
-  spiffeId: string;
+  spiffeId: string | null;
   dnsNames: string[];
   ipAddresses: string[];
   keyAlgorithm: KeyAlgorithm;
@@ -105,8 +106,11 @@ export function checkKeyType(
 }
 
 export function checkLeafRequest(policy: IssuancePolicy, req: LeafRequest, now: Date): ApprovedLeaf {
-  const spiffeId = parseWorkloadId(req.spiffeId, policy.trustDomain).uri;
+  const spiffeId = req.spiffeId === null ? null : parseWorkloadId(req.spiffeId, policy.trustDomain).uri;
   const dnsNames = [...new Set((req.dnsNames ?? []).map(normalizeDnsName))];
+  if (spiffeId === null && dnsNames.length === 0) {
+    throw new StintError("ERR_POLICY_SPIFFE", "a certificate needs a SPIFFE ID or at least one DNS name");
+  }
   for (const name of dnsNames) {
     if (!dnsNameAllowed(name, policy.dnsSuffixes)) {
       const allowed = policy.dnsSuffixes.length

@@ -63,6 +63,7 @@ function dnsSuffixes(list: readonly string[]): string | undefined {
 }
 
 const positive = (v: number) => (v > 0 ? undefined : "must be longer than 0s");
+const nonNegative = (v: number) => (v >= 0 ? undefined : "must be 0 or more");
 
 export const CA_CONFIG = declareConfig([
   {
@@ -85,6 +86,17 @@ export const CA_CONFIG = declareConfig([
     default: "127.0.0.1:8443",
     description: "Address the HTTPS (ACME) server listens on, host:port; port 0 picks a free port.",
     validate: listenProblem,
+  },
+  {
+    key: "publicUrl",
+    type: "string",
+    default: "",
+    description:
+      "Origin clients reach the CA at (https://ca.example.com:8443), used in ACME URLs and JWS url checks; empty means https://<listen address>, or https://<first serverName>:<port> when listening on all addresses.",
+    validate: (v) =>
+      v === "" || /^https:\/\/[^/?#]+$/.test(v)
+        ? undefined
+        : `"${v}" must be https://host[:port] with no path`,
   },
   {
     key: "serverNames",
@@ -170,6 +182,114 @@ export const CA_CONFIG = declareConfig([
         : "must start with postgres:// or postgresql://",
   },
   {
+    key: "acme.maxBodyBytes",
+    type: "int",
+    default: 65536,
+    description:
+      "Largest ACME request body accepted, in bytes; larger ones get a malformed problem (HTTP 413).",
+    validate: (v) => (v >= 1024 && v <= 16 * 1024 * 1024 ? undefined : "must be between 1024 and 16777216"),
+  },
+  {
+    key: "acme.nonceTtl",
+    type: "duration",
+    default: "5m",
+    description: "How long a Replay-Nonce stays usable.",
+    validate: positive,
+  },
+  {
+    key: "acme.orderTtl",
+    type: "duration",
+    default: "1h",
+    description: "How long an order (and its authorizations) may take before it expires.",
+    validate: positive,
+  },
+  {
+    key: "acme.http01.port",
+    type: "int",
+    default: 80,
+    description:
+      "Port the http-01 validator connects to (80 in production; another for tests and local use).",
+    validate: (v) => (v >= 1 && v <= 65535 ? undefined : "must be a port between 1 and 65535"),
+  },
+  {
+    key: "acme.http01.resolveTo",
+    type: "string",
+    default: "",
+    description:
+      "When set, the http-01 validator connects to this address for every dns identifier instead of resolving it (tests, local use; like pebble's challenge server).",
+    validate: (v) =>
+      v === "" || isIP(v) !== 0 || !dnsNameProblem(v) ? undefined : `"${v}" is not an address or host name`,
+  },
+  {
+    key: "acme.http01.timeout",
+    type: "duration",
+    default: "10s",
+    description: "How long the http-01 validator waits for an answer.",
+    validate: positive,
+  },
+  {
+    key: "acme.rateLimit.perAddress",
+    type: "int",
+    default: 200,
+    description:
+      "ACME requests per second from one client address (bursts of ten seconds' worth); 0 turns the limit off.",
+    validate: nonNegative,
+  },
+  {
+    key: "acme.rateLimit.perAccount",
+    type: "int",
+    default: 20,
+    description:
+      "New orders per second per ACME account, and renewals per second per SPIFFE ID (bursts of ten seconds' worth); 0 turns the limit off.",
+    validate: nonNegative,
+  },
+  {
+    key: "acme.test.badNoncePercent",
+    type: "int",
+    default: 0,
+    description:
+      "TEST ONLY: refuse this percentage of valid nonces with badNonce, so clients prove they retry (like pebble's PEBBLE_WFE_NONCEREJECT).",
+    validate: (v) => (v >= 0 && v <= 100 ? undefined : "must be a percentage between 0 and 100"),
+  },
+  {
+    key: "acme.test.validationDelay",
+    type: "duration",
+    default: "0s",
+    description: "TEST ONLY: wait this long before validating any challenge, so clients must poll.",
+  },
+  {
+    key: "attest.k8sSat.issuer",
+    type: "string",
+    default: "",
+    description:
+      "Issuer (iss) of Kubernetes service-account tokens the k8s_sat attestor accepts; empty turns k8s_sat off.",
+  },
+  {
+    key: "attest.k8sSat.audiences",
+    type: "list",
+    default: [],
+    description: "Audiences (aud) a k8s_sat token must carry one of.",
+  },
+  {
+    key: "attest.k8sSat.publicKeyFiles",
+    type: "list",
+    default: [],
+    description: "PEM public keys that sign service-account tokens (the cluster's sa.pub); or use jwksFile.",
+  },
+  {
+    key: "attest.k8sSat.jwksFile",
+    type: "string",
+    default: "",
+    description: "JWKS file (the cluster's /openid/v1/jwks) with the keys that sign service-account tokens.",
+  },
+  {
+    key: "attest.x509pop.bundleFile",
+    type: "string",
+    default: "",
+    description:
+      "PEM file of the bootstrap CA certificates x509pop evidence must chain to; empty turns x509pop off.",
+  },
+  {
     key: "log.level",
     type: "enum",
     enumValues: ["debug", "info", "warn", "error"],
@@ -180,7 +300,18 @@ export const CA_CONFIG = declareConfig([
 
 export type CaConfig = ConfigOf<typeof CA_CONFIG>;
 
-/** minTtl ≤ defaultTtl ≤ maxTtl, named with where each value came from. */
+/** The k8s_sat settings go together: an issuer without keys or audiences would refuse every token. */
+function k8sSatConfigProblem(cfg: CaConfig): string | undefined {
+  if (cfg["attest.k8sSat.issuer"] === "") return undefined;
+  if (cfg["attest.k8sSat.audiences"].length === 0)
+    return "attest.k8sSat.issuer is set, so attest.k8sSat.audiences must list at least one audience";
+  if (cfg["attest.k8sSat.publicKeyFiles"].length === 0 && cfg["attest.k8sSat.jwksFile"] === "") {
+    return "attest.k8sSat.issuer is set, so give attest.k8sSat.publicKeyFiles or attest.k8sSat.jwksFile";
+  }
+  return undefined;
+}
+
+/** minTtl ≤ defaultTtl ≤ maxTtl and the k8s_sat settings together, named with where each value came from. */
 export function checkCaConfig(cfg: CaConfig, origin: (key: keyof CaConfig) => string): string | undefined {
   const keys = ["policy.minTtl", "policy.defaultTtl", "policy.maxTtl"] as const;
   const show = (k: (typeof keys)[number]) => `${k} ${formatDuration(cfg[k])} (from ${origin(k)})`;
@@ -190,7 +321,7 @@ export function checkCaConfig(cfg: CaConfig, origin: (key: keyof CaConfig) => st
       return `${show(low)} is longer than ${show(high)}; need policy.minTtl ≤ policy.defaultTtl ≤ policy.maxTtl`;
     }
   }
-  return undefined;
+  return k8sSatConfigProblem(cfg);
 }
 
 /** loadConfig for the CA with the cross-field check always applied. */

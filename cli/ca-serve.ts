@@ -1,11 +1,13 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { mountAcme } from "../acme/acme-api";
 import { startCaServer } from "../acme/server";
 import { fingerprintSha256 } from "../ca/keys";
 import { isPostgresUrl, openStore, STORE_FILE } from "../ca/store/open";
 import { configSummary } from "../common/config";
 import { createLogger } from "../common/logger";
 import { processMetrics, Registry } from "../common/metrics";
+import { acmeDeps } from "./acme-setup";
 import { CA_CONFIG, type CaConfig } from "./ca-config";
 import { initCa } from "./ca-init";
 import { type Command, parseFlags } from "./command";
@@ -19,9 +21,9 @@ export const caServe: Command = {
   help: () =>
     caHelp(
       "stint ca serve [options]",
-      "Serves /health, /bundle.pem, /bundle.json and /metrics over HTTPS with a certificate from the\n" +
-        "CA's own intermediate, renewed before it expires. On first run in an empty data directory it\n" +
-        "creates the CA as `stint ca init` would. Stops cleanly on SIGTERM or SIGINT.",
+      "Serves the ACME API (/acme/directory), /health, /bundle.pem, /bundle.json and /metrics over\n" +
+        "HTTPS with a certificate from the CA's own intermediate, renewed before it expires. On first\n" +
+        "run in an empty data directory it creates the CA as `stint ca init` would. Stops cleanly on SIGTERM or SIGINT.",
       "  --insecure-no-passphrase   allow unencrypted CA keys when no passphrase is set (development only)",
     ),
   async run(argv) {
@@ -53,6 +55,8 @@ export const caServe: Command = {
       port,
       serverNames: cfg.serverNames,
       serverCertTtlMs: cfg.serverCertTtl,
+      publicOrigin: publicOrigin(cfg, host, port),
+      mounts: [mountAcme(await acmeDeps(cfg, authority, store, log))],
     });
     log.info("listening", {
       url: server.url,
@@ -87,6 +91,18 @@ async function needsInit(cfg: CaConfig): Promise<boolean> {
   } finally {
     await store.close();
   }
+}
+
+/**
+ * The origin in ACME URLs. Undefined lets the server use the address it bound
+ * (right for 127.0.0.1:0 in tests); a wildcard address is no place to send a
+ * client, so then the first server name stands in.
+ */
+function publicOrigin(cfg: CaConfig, host: string, port: number): string | undefined {
+  if (cfg.publicUrl !== "") return cfg.publicUrl;
+  if (host !== "0.0.0.0" && host !== "::" && host !== "") return undefined;
+  const name = cfg.serverNames[0];
+  return port === 0 ? undefined : `https://${name?.includes(":") ? `[${name}]` : name}:${port}`;
 }
 
 /** "host:port" or "[v6]:port"; the config declaration has already validated it. */

@@ -3,7 +3,7 @@ import { Authority } from "../ca/authority";
 import { resolvePassphrase } from "../ca/keys";
 import type { IssuancePolicy } from "../ca/policy";
 import type { Store } from "../ca/store";
-import { openStore } from "../ca/store/open";
+import { type CaStore, openStore } from "../ca/store/open";
 import { flagOptions, renderHelp } from "../common/config";
 import { StintError } from "../common/errors";
 import type { Registry } from "../common/metrics";
@@ -84,7 +84,7 @@ export function trustDomainConfigured(values: FlagValues): boolean {
 }
 
 export interface OpenedCa {
-  store: Store;
+  store: CaStore;
   authority: Authority;
   trustDomain: string;
 }

@@ -57,17 +57,21 @@ export interface StintErrorOptions {
   cause?: unknown;
   /** Which check refused a request (e.g. "nonce", "signature"): a bounded metric label, never user input. */
   check?: string;
+  /** For rate limits and not-yet-ready resources: when the client may try again. */
+  retryAfterSeconds?: number;
 }
 
 export class StintError extends Error {
   readonly code: ErrorCode;
   readonly check?: string;
+  readonly retryAfterSeconds?: number;
 
   constructor(code: ErrorCode, message: string, options?: StintErrorOptions) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "StintError";
     this.code = code;
     this.check = options?.check;
+    this.retryAfterSeconds = options?.retryAfterSeconds;
   }
 }
 

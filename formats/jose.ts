@@ -154,3 +154,13 @@ export function flattenedJws(key: KeyObject, header: Jwk, payload: unknown | nul
     signature: signJws(alg, key, `${protectedB64}.${payloadB64}`),
   };
 }
+
+/** Decodes base64url JSON, refusing with ERR_MALFORMED naming `what` (never echoing the input). */
+export function jsonFromB64u(text: unknown, what: string): unknown {
+  const bytes = fromB64u(text, what);
+  try {
+    return JSON.parse(bytes.toString("utf8"));
+  } catch {
+    throw new StintError("ERR_MALFORMED", `${what} is not JSON`);
+  }
+}

@@ -34,8 +34,43 @@ describe("CA config", () => {
       "policy.dnsSuffixes": [],
       "policy.keyTypes": ["ec-p256", "ec-p384", "ed25519", "rsa-2048", "rsa-3072"],
       "store.url": "",
+      publicUrl: "",
+      "acme.maxBodyBytes": 65_536,
+      "acme.nonceTtl": 300_000,
+      "acme.orderTtl": 3_600_000,
+      "acme.http01.port": 80,
+      "acme.http01.resolveTo": "",
+      "acme.http01.timeout": 10_000,
+      "acme.rateLimit.perAddress": 200,
+      "acme.rateLimit.perAccount": 20,
+      "acme.test.badNoncePercent": 0,
+      "acme.test.validationDelay": 0,
+      "attest.k8sSat.issuer": "",
+      "attest.k8sSat.audiences": [],
+      "attest.k8sSat.publicKeyFiles": [],
+      "attest.k8sSat.jwksFile": "",
+      "attest.x509pop.bundleFile": "",
       "log.level": "info",
     });
+  });
+
+  it("refuses k8s_sat settings that could never accept a token, naming what is missing", () => {
+    const issuer = { STINT_ATTEST_K8S_SAT_ISSUER: "https://k8s.example" };
+    expect(() => loadCaConfig({ env: issuer, flags: {} })).toThrow(
+      expect.objectContaining({
+        code: "ERR_CONFIG",
+        message: expect.stringContaining("attest.k8sSat.audiences"),
+      }),
+    );
+    expect(() =>
+      loadCaConfig({ env: { ...issuer, STINT_ATTEST_K8S_SAT_AUDIENCES: "stint" }, flags: {} }),
+    ).toThrow(expect.objectContaining({ message: expect.stringContaining("attest.k8sSat.jwksFile") }));
+    expect(() => loadCaConfig({ env: { STINT_ACME_TEST_BAD_NONCE_PERCENT: "101" }, flags: {} })).toThrow(
+      expect.objectContaining({ message: expect.stringContaining("percentage") }),
+    );
+    expect(() => loadCaConfig({ env: { STINT_PUBLIC_URL: "http://ca:80/x" }, flags: {} })).toThrow(
+      expect.objectContaining({ message: expect.stringContaining("https://host[:port]") }),
+    );
   });
 
   it("takes the store URL from the environment only: it carries a password", () => {

@@ -1,0 +1,186 @@
+import { type KeyObject, X509Certificate } from "node:crypto";
+import { renewalWindow } from "../ca/renewal";
+import { parseRevocationReason } from "../ca/revocation";
+import type { CertificateRecord } from "../ca/store";
+import type { EntryRecord } from "../ca/store-acme";
+import { StintError } from "../common/errors";
+import { parseCertId } from "../formats/ari";
+import { fromB64u } from "../formats/jose";
+import type { AcmeContext } from "./context";
+import { csrFromPayload, sameSet } from "./orders";
+import type { Handler } from "./router";
+import { isObject } from "./wire";
+
+/**
+ * What a client does with a certificate it holds: revoke it (RFC 8555 7.6),
+ * ask when to renew it (ARI, RFC 9773), and renew it with itself
+ * (renew-with-certificate, Stint's extension: docs/acme.md).
+ */
+
+/** The stored record of a certificate presented as DER, or null when this CA did not issue exactly these bytes. */
+async function ownCertificate(ctx: AcmeContext, der: Buffer): Promise<CertificateRecord | null> {
+  let serial: string;
+  try {
+    serial = new X509Certificate(der).serialNumber.toLowerCase();
+  } catch {
+    throw new StintError("ERR_MALFORMED", "certificate is not a DER X.509 certificate");
+  }
+  const record = await ctx.store.getCertificate(serial.length % 2 ? `0${serial}` : serial);
+  return record?.der.equals(der) ? record : null;
+}
+
+const spkiOf = (key: KeyObject) => key.export({ type: "spki", format: "der" });
+
+export function revokeCert(ctx: AcmeContext): Handler {
+  return async (req, res, url) => {
+    try {
+      const vr = await ctx.verify(req, url, ["kid", "jwk"]);
+      const payload = isObject(vr.payload) ? vr.payload : {};
+      const der = fromB64u(payload.certificate, "certificate");
+      const reason = parseRevocationReason(payload.reason);
+      const cert = await ownCertificate(ctx, der);
+      if (!cert) throw new StintError("ERR_NOT_FOUND", "this CA did not issue that certificate");
+      let actor: string;
+      if (vr.source.kind === "jwk") {
+        // Signed with the certificate's own key: whoever holds it may revoke it.
+        if (!spkiOf(vr.source.key).equals(spkiOf(new X509Certificate(der).publicKey))) {
+          throw new StintError(
+            "ERR_UNAUTHORIZED",
+            "the JWS key is not this certificate's key; sign with the certificate's key or with the account that ordered it",
+          );
+        }
+        actor = `certificate-key:${cert.serial}`;
+      } else {
+        const account = await ctx.account(vr);
+        if ((await ctx.store.accountOfCertificate(cert.serial)) !== account.id) {
+          throw new StintError(
+            "ERR_UNAUTHORIZED",
+            "only the account that ordered a certificate, or its key, may revoke it",
+          );
+        }
+        actor = ctx.urls.account(account.id);
+      }
+      await ctx.authority.revoke(cert.serial, reason, actor);
+      ctx.acmeHeaders(res);
+      res.writeHead(200, { "content-length": 0 });
+      res.end();
+    } catch (err) {
+      ctx.fail(res, err);
+    }
+  };
+}
+
+/** GET renewalInfo/<AKI>.<serial>: no JWS, so caches and proxies may serve it (RFC 9773 4.2). */
+export function renewalInfo(ctx: AcmeContext): Handler {
+  return async (_req, res, _url, params) => {
+    try {
+      const id = parseCertId(params.id);
+      const serial = id.serial.toString("hex");
+      const cert = await ctx.store.getCertificate(serial);
+      // Issuer ids are the first 8 bytes of the issuer's key identifier (ca/store.ts).
+      if (!cert || cert.issuerId !== id.authorityKeyId.subarray(0, 8).toString("hex")) {
+        throw new StintError("ERR_NOT_FOUND", `no certificate ${params.id.slice(0, 120)} from this CA`);
+      }
+      const window = renewalWindow(
+        { notBefore: cert.notBefore, notAfter: cert.notAfter, renewFrom: cert.revokedAt },
+        new Date(),
+      );
+      ctx.reply(
+        res,
+        200,
+        { suggestedWindow: { start: window.start.toISOString(), end: window.end.toISOString() } },
+        { "retry-after": String(window.retryAfterSeconds) },
+      );
+    } catch (err) {
+      ctx.fail(res, err);
+    }
+  };
+}
+
+/**
+ * renew-with-certificate: the JWS carries the current chain in x5c and is
+ * signed by the leaf's key. The new certificate has the same names (or
+ * fewer) and the lifetime of the identity's registration entry now, so an
+ * administrator who deletes the entry or narrows it stops renewals too.
+ */
+export function renewCert(ctx: AcmeContext): Handler {
+  return async (req, res, url) => {
+    try {
+      const vr = await ctx.verify(req, url, ["x5c"]);
+      if (vr.source.kind !== "x5c")
+        throw new StintError(
+          "ERR_MALFORMED",
+          "renew-cert must be signed with the certificate's key, its chain in x5c",
+        );
+      const now = new Date();
+      const current = await ownCertificate(ctx, vr.source.chain[0]);
+      if (!current)
+        throw new StintError(
+          "ERR_UNAUTHORIZED",
+          "the x5c leaf was not issued by this CA; enroll with an order instead",
+        );
+      if (current.revokedAt)
+        throw new StintError(
+          "ERR_UNAUTHORIZED",
+          `certificate ${current.serial} is revoked; enroll again with attestation`,
+        );
+      if (current.notAfter.getTime() <= now.getTime()) {
+        throw new StintError(
+          "ERR_UNAUTHORIZED",
+          `certificate ${current.serial} expired at ${current.notAfter.toISOString()}; enroll again with attestation`,
+        );
+      }
+      if (!current.spiffeId)
+        throw new StintError(
+          "ERR_UNAUTHORIZED",
+          "only SPIFFE certificates renew with renew-cert; DNS-only certificates renew through a new order",
+        );
+      ctx.limits.renewals.take(current.spiffeId);
+      const csr = csrFromPayload(vr.payload);
+      const dnsNames = csr.dnsNames.map((n) => n.toLowerCase());
+      const widened = [
+        ...csr.uris.filter((u) => u !== current.spiffeId),
+        ...dnsNames.filter((n) => !current.dnsNames.includes(n)),
+      ];
+      if (!sameSet(csr.uris, [current.spiffeId]) || widened.length > 0) {
+        throw new StintError(
+          "ERR_BAD_CSR",
+          `CSR must name ${current.spiffeId} and at most the current DNS names (${current.dnsNames.join(", ") || "none"})${widened.length ? `; not in the current certificate: ${widened.join(", ")}` : ""}`,
+        );
+      }
+      const entry = coveringEntry(await ctx.store.listEntries({ spiffeId: current.spiffeId }), dnsNames);
+      if (!entry) {
+        throw new StintError(
+          "ERR_UNAUTHORIZED",
+          `no registration entry for ${current.spiffeId} covers these names any more; ask an administrator`,
+        );
+      }
+      const issued = await ctx.authority.issue(
+        {
+          spiffeId: current.spiffeId,
+          dnsNames,
+          ttlMs: entry.ttlMs ?? undefined,
+          spki: csr.spki,
+          keyAlgorithm: csr.keyAlgorithm,
+          keyDescription: csr.keyDescription,
+        },
+        `renew:${current.serial}`,
+        now,
+      );
+      ctx.acmeHeaders(res);
+      res.writeHead(201, {
+        "content-type": "application/pem-certificate-chain",
+        "content-length": Buffer.byteLength(issued.chainPem),
+        location: ctx.urls.certificate(issued.serial),
+      });
+      res.end(issued.chainPem);
+    } catch (err) {
+      ctx.fail(res, err);
+    }
+  };
+}
+
+/** The first entry (in store order) whose DNS names include all of `dnsNames`. */
+function coveringEntry(entries: readonly EntryRecord[], dnsNames: readonly string[]): EntryRecord | null {
+  return entries.find((e) => dnsNames.every((n) => e.dnsNames.includes(n))) ?? null;
+}
