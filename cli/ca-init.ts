@@ -1,9 +1,25 @@
+import { join } from "node:path";
+import { adminSpiffeId } from "../acme/admin";
+import { Authority } from "../ca/authority";
+import { bundlePem } from "../ca/bundle";
 import { initHierarchy } from "../ca/hierarchy";
+import { generateKeyPair } from "../ca/keys";
 import { openStore } from "../ca/store/open";
+import { parseDuration } from "../common/duration";
 import { StintError } from "../common/errors";
+import { ensureDir, writeFileAtomic, writeSecretFile } from "../common/files";
+import { ADMIN_DIR, adminFiles } from "./admin-client";
 import type { CaConfig } from "./ca-config";
 import { type Command, parseFlags, printJson } from "./command";
-import { caFlagOptions, caHelp, ensureDataDir, loadConfigFromFlags, passphraseFrom } from "./context";
+import {
+  caFlagOptions,
+  caHelp,
+  ensureDataDir,
+  loadConfigFromFlags,
+  openCa,
+  passphraseFrom,
+  policyFrom,
+} from "./context";
 
 const OWN_FLAGS = {
   "insecure-no-passphrase": { type: "boolean" },
@@ -17,6 +33,55 @@ export interface InitOutcome {
   intermediateId: string;
   rootFingerprint: string;
   keysEncrypted: boolean;
+  adminCertificate: AdminCredential;
+}
+
+export interface AdminCredential {
+  /** Directory holding cert.pem (leaf + intermediate), key.pem (0600) and bundle.pem (the roots). */
+  dir: string;
+  spiffeId: string;
+  serial: string;
+  notAfter: string;
+}
+
+/**
+ * Issues the admin client certificate (spiffe://<td>/stint/admin) with a fresh
+ * P-256 key through the normal issuance path, so it is recorded and audited,
+ * and writes it to <dataDir>/admin/. It lives as long as policy.maxTtl allows
+ * (or `ttlMs`): policy bounds every certificate, this one too, so an expired
+ * one is renewed with `stint ca admin-cert`.
+ */
+export async function issueAdminCredential(
+  authority: Authority,
+  dataDir: string,
+  opts: { ttlMs?: number; now?: Date } = {},
+): Promise<AdminCredential> {
+  const policy = authority.policy;
+  // P-256 unless the policy no longer allows it; the key is a client credential, not a CA key.
+  const keyAlgorithm = policy.keyTypes.includes("ec-p256") ? "ec-p256" : policy.keyTypes[0]!;
+  const keys = await generateKeyPair(keyAlgorithm);
+  const spiffeId = adminSpiffeId(authority.trustDomain);
+  const issued = await authority.issue(
+    {
+      spiffeId,
+      dnsNames: [],
+      ttlMs: opts.ttlMs ?? policy.maxTtlMs,
+      spki: keys.publicKey.export({ format: "der", type: "spki" }),
+      keyAlgorithm,
+      keyDescription: `${keyAlgorithm} key`,
+    },
+    "cli",
+    opts.now,
+  );
+  const files = adminFiles(join(dataDir, ADMIN_DIR));
+  await ensureDir(files.dir, 0o700);
+  // Key first: a command racing this may pair the new key with the old certificate; its handshake fails and a rerun works.
+  await writeSecretFile(files.key, keys.privateKey.export({ format: "pem", type: "pkcs8" }).toString(), {
+    overwrite: true,
+  });
+  await writeFileAtomic(files.cert, issued.chainPem, 0o644);
+  await writeFileAtomic(files.bundle, bundlePem(authority.trustedRoots()), 0o644);
+  return { dir: files.dir, spiffeId, serial: issued.serial, notAfter: issued.notAfter.toISOString() };
 }
 
 /**
@@ -44,6 +109,13 @@ export async function initCa(cfg: CaConfig, allowInsecure: boolean, now = new Da
     });
     await store.setMeta("trust_domain", cfg.trustDomain);
     await store.setMeta("bundle_sequence", "1");
+    const authority = await Authority.open({
+      dataDir: cfg.dataDir,
+      store,
+      policy: policyFrom(cfg, cfg.trustDomain),
+      passphrase,
+    });
+    const adminCertificate = await issueAdminCredential(authority, cfg.dataDir, { now });
     return {
       dataDir: cfg.dataDir,
       trustDomain: cfg.trustDomain,
@@ -51,6 +123,7 @@ export async function initCa(cfg: CaConfig, allowInsecure: boolean, now = new Da
       intermediateId: result.intermediate.id,
       rootFingerprint: result.rootFingerprint,
       keysEncrypted: passphrase !== null,
+      adminCertificate,
     };
   } finally {
     await store.close();
@@ -64,7 +137,8 @@ export const caInit: Command = {
     caHelp(
       "stint ca init [options]",
       "Creates a root and an intermediate CA (keys encrypted with the passphrase) and prints the root\n" +
-        "fingerprint that agents bootstrap with (--ca-fingerprint).",
+        "fingerprint that agents bootstrap with (--ca-fingerprint). Also issues the admin client\n" +
+        "certificate into <dataDir>/admin/ (renew it with stint ca admin-cert).",
       "  --insecure-no-passphrase   write the CA keys unencrypted (development only)\n" +
         "  --json                     print the result as JSON",
     ),
@@ -80,8 +154,44 @@ export const caInit: Command = {
       console.log(
         `  keys          ${out.keysEncrypted ? "encrypted with the passphrase" : "NOT ENCRYPTED (development only)"}`,
       );
+      console.log(
+        `  admin cert    ${out.adminCertificate.dir} until ${out.adminCertificate.notAfter} (renew: stint ca admin-cert)`,
+      );
       console.log(`Root fingerprint (agents use --ca-fingerprint):\n  ${out.rootFingerprint}`);
     }
     return 0;
+  },
+};
+
+export const caAdminCert: Command = {
+  name: "ca admin-cert",
+  summary: "issue a new admin client certificate into <dataDir>/admin (renewal)",
+  help: () =>
+    caHelp(
+      "stint ca admin-cert [--ttl D] [--json] [options]",
+      "Issues a new admin client certificate (spiffe://<trust domain>/stint/admin) with a fresh key\n" +
+        "and writes cert.pem, key.pem (0600) and bundle.pem into <dataDir>/admin/, replacing the old\n" +
+        "ones. The stint entry, token, cert and audit commands present it to the admin API. Like every\n" +
+        "certificate it lives at most policy.maxTtl (24h by default): run this again when they say\n" +
+        "it has expired. Needs the CA key passphrase; the issuance is audited.",
+      "  --ttl DURATION             lifetime (default policy.maxTtl)\n" +
+        "  --json                     print directory, serial and expiry as JSON",
+    ),
+  async run(argv) {
+    const { values } = parseFlags(
+      argv,
+      caFlagOptions({ ttl: { type: "string" }, json: { type: "boolean" } }),
+    );
+    const cfg = loadConfigFromFlags(values);
+    const ttlMs = values.ttl ? parseDuration(values.ttl as string) : undefined;
+    const { store, authority } = await openCa(cfg, values);
+    try {
+      const out = await issueAdminCredential(authority, cfg.dataDir, { ttlMs });
+      if (values.json) printJson(out);
+      else console.log(`Issued admin certificate ${out.serial} until ${out.notAfter} into ${out.dir}`);
+      return 0;
+    } finally {
+      await store.close();
+    }
   },
 };

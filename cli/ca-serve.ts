@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { mountAcme } from "../acme/acme-api";
+import { mountAdmin } from "../acme/admin";
 import { startCaServer } from "../acme/server";
 import { fingerprintSha256 } from "../ca/keys";
 import { isPostgresUrl, openStore, STORE_FILE } from "../ca/store/open";
@@ -56,7 +57,7 @@ export const caServe: Command = {
       serverNames: cfg.serverNames,
       serverCertTtlMs: cfg.serverCertTtl,
       publicOrigin: publicOrigin(cfg, host, port),
-      mounts: [mountAcme(await acmeDeps(cfg, authority, store, log))],
+      mounts: [mountAcme(await acmeDeps(cfg, authority, store, log)), mountAdmin({ authority, store, log })],
     });
     log.info("listening", {
       url: server.url,

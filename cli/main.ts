@@ -1,13 +1,31 @@
 #!/usr/bin/env node
 import "reflect-metadata";
 import { isStintError } from "../common/errors";
-import { caInit } from "./ca-init";
+import { audit } from "./audit";
+import { caAdminCert, caInit } from "./ca-init";
 import { caIssue } from "./ca-issue";
 import { caServe } from "./ca-serve";
 import { caStatus } from "./ca-status";
+import { certList, certRevoke, certShow } from "./cert";
 import type { Command } from "./command";
+import { entryCreate, entryDelete, entryList } from "./entry";
+import { tokenCreate } from "./token";
 
-const COMMANDS: readonly Command[] = [caInit, caServe, caIssue, caStatus];
+const COMMANDS: readonly Command[] = [
+  caInit,
+  caServe,
+  caIssue,
+  caStatus,
+  caAdminCert,
+  entryCreate,
+  entryList,
+  entryDelete,
+  tokenCreate,
+  certList,
+  certShow,
+  certRevoke,
+  audit,
+];
 
 function overview(prefix = ""): string {
   const shown = COMMANDS.filter((c) => c.name.startsWith(prefix));

@@ -380,8 +380,9 @@ describe("audit log", () => {
       ).code,
     ).toBe(0);
     const ok = JSON.parse(stint(["ca", "status", "--json"], ca.env).stdout);
-    expect(ok.audit).toEqual({ records: 3, intact: true });
-    expect(ok.certificates).toEqual({ issued: 1, unexpired: 1, revoked: 0 });
+    // root, intermediate, the admin certificate (ca init), then the leaf.
+    expect(ok.audit).toEqual({ records: 4, intact: true });
+    expect(ok.certificates).toEqual({ issued: 2, unexpired: 2, revoked: 0 });
 
     // Someone with write access to the file rewrites history, working around the append-only triggers.
     const copy = join(root, "audit-copy");
@@ -392,13 +393,13 @@ describe("audit log", () => {
       name: string;
     }[];
     for (const t of triggers) db.exec(`DROP TRIGGER ${t.name}`);
-    db.prepare("UPDATE audit_log SET details = ? WHERE seq = 3").run(
+    db.prepare("UPDATE audit_log SET details = ? WHERE seq = 4").run(
       '{"spiffeId":"spiffe://example.org/innocent"}',
     );
     db.close();
     const r = stint(["ca", "status", "--data-dir", copy]);
     expect(r.code).toBe(1);
-    expect(r.stdout).toContain("audit log: BROKEN: audit log: record 3 was altered after it was written");
+    expect(r.stdout).toContain("audit log: BROKEN: audit log: record 4 was altered after it was written");
   });
 });
 

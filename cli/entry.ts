@@ -1,0 +1,117 @@
+import { ADMIN_PATHS, type AdminEntry } from "../acme/admin";
+import { StintError } from "../common/errors";
+import { AdminClient, adminFlagOptions, adminHelp, formatTable, pathWith } from "./admin-client";
+import { type Command, parseFlags, printJson } from "./command";
+
+/** `stint entry create|list|delete`: registration entries, through the admin API. */
+
+const CREATE_FLAGS = {
+  "spiffe-id": { type: "string" },
+  selector: { type: "string", multiple: true },
+  dns: { type: "string", multiple: true },
+  ttl: { type: "string" },
+  json: { type: "boolean" },
+} as const;
+
+const usage = (cmd: string, msg: string) => new StintError("ERR_USAGE", `${msg} (see stint ${cmd} --help)`);
+
+function describe(e: AdminEntry): string {
+  const extra = [e.dnsNames.length ? `dns ${e.dnsNames.join(",")}` : "", e.ttl ? `ttl ${e.ttl}` : ""].filter(
+    Boolean,
+  );
+  return `${e.id}  ${e.spiffeId}  ${e.selectors.join(",")}${extra.length ? `  ${extra.join("  ")}` : ""}`;
+}
+
+export const entryCreate: Command = {
+  name: "entry create",
+  summary: "register a workload: which attested selectors may obtain which SPIFFE ID",
+  help: () =>
+    adminHelp(
+      "stint entry create --spiffe-id ID --selector S [--selector S]... [--dns NAME]... [--ttl 1h] [options]",
+      "Creates a registration entry: a workload whose attestation produced ALL of the selectors may\n" +
+        "obtain a certificate for the SPIFFE ID (and the DNS names). Selectors: join_token:<id>,\n" +
+        "k8s:ns:<namespace>, k8s:sa:<service account>, k8s:pod:<pod>, x509pop:subject:cn:<cn>,\n" +
+        "x509pop:san:dns:<name>, x509pop:san:uri:<uri>, x509pop:ca:fingerprint:<sha256 hex>.",
+      "  --spiffe-id ID             the identity, spiffe://<trust domain>/<path> (required)\n" +
+        "  --selector S               a selector the workload must have; repeat for more (at least one)\n" +
+        "  --dns NAME                 a DNS name its certificates may carry; repeat for more\n" +
+        "  --ttl DURATION             certificate lifetime for this workload, e.g. 30m (default policy.defaultTtl)\n" +
+        "  --json                     print the entry as JSON",
+    ),
+  async run(argv) {
+    const { values } = parseFlags(argv, adminFlagOptions(CREATE_FLAGS));
+    const spiffeId = values["spiffe-id"] as string | undefined;
+    const selectors = (values.selector as string[] | undefined) ?? [];
+    if (!spiffeId) throw usage("entry create", "--spiffe-id is required");
+    if (selectors.length === 0) throw usage("entry create", "give at least one --selector");
+    const client = await AdminClient.fromFlags(values);
+    const entry = await client.post<AdminEntry>(ADMIN_PATHS.entries, {
+      spiffeId,
+      selectors,
+      ...(values.dns ? { dnsNames: values.dns } : {}),
+      ...(values.ttl ? { ttl: values.ttl } : {}),
+    });
+    if (values.json) printJson(entry);
+    else
+      console.log(
+        `Created entry ${entry.id} for ${entry.spiffeId} (selectors: ${entry.selectors.join(", ")})`,
+      );
+    return 0;
+  },
+};
+
+export const entryList: Command = {
+  name: "entry list",
+  summary: "list registration entries",
+  help: () =>
+    adminHelp(
+      "stint entry list [--spiffe-id ID] [--json] [options]",
+      "Lists registration entries in SPIFFE ID order: id, SPIFFE ID, selectors, DNS names, TTL.",
+      "  --spiffe-id ID             only entries for this SPIFFE ID\n" +
+        "  --json                     print the entries as a JSON array",
+    ),
+  async run(argv) {
+    const { values } = parseFlags(
+      argv,
+      adminFlagOptions({ "spiffe-id": { type: "string" }, json: { type: "boolean" } }),
+    );
+    const client = await AdminClient.fromFlags(values);
+    const page = await client.get<{ entries: AdminEntry[] }>(ADMIN_PATHS.entries, {
+      spiffeId: values["spiffe-id"] as string | undefined,
+    });
+    if (values.json) printJson(page.entries);
+    else if (page.entries.length === 0) console.log("no entries");
+    else {
+      const rows = page.entries.map((e) => [
+        e.id,
+        e.spiffeId,
+        e.selectors.join(","),
+        e.dnsNames.join(",") || "-",
+        e.ttl ?? "default",
+      ]);
+      console.log(formatTable([["ID", "SPIFFE ID", "SELECTORS", "DNS", "TTL"], ...rows]));
+    }
+    return 0;
+  },
+};
+
+export const entryDelete: Command = {
+  name: "entry delete",
+  summary: "delete a registration entry",
+  help: () =>
+    adminHelp(
+      "stint entry delete ID [options]",
+      "Deletes the registration entry with this id (from stint entry list). Certificates already\n" +
+        "issued stay valid until they expire; revoke them with stint cert revoke.",
+      "  --json                     print the deleted entry as JSON",
+    ),
+  async run(argv) {
+    const { values, positionals } = parseFlags(argv, adminFlagOptions({ json: { type: "boolean" } }), true);
+    if (positionals.length !== 1) throw usage("entry delete", "give exactly one entry id");
+    const client = await AdminClient.fromFlags(values);
+    const entry = await client.delete<AdminEntry>(pathWith(ADMIN_PATHS.entry, positionals[0]!));
+    if (values.json) printJson(entry);
+    else console.log(`Deleted entry ${describe(entry)}`);
+    return 0;
+  },
+};
