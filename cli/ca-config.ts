@@ -65,6 +65,15 @@ function dnsSuffixes(list: readonly string[]): string | undefined {
 const positive = (v: number) => (v > 0 ? undefined : "must be longer than 0s");
 const nonNegative = (v: number) => (v >= 0 ? undefined : "must be 0 or more");
 
+/** Shared by every command that logs (the CA and the agent). */
+export const LOG_LEVEL_SETTING = {
+  key: "log.level",
+  type: "enum",
+  enumValues: ["debug", "info", "warn", "error"],
+  default: "info",
+  description: "Lowest level of log lines written to stderr.",
+} as const;
+
 export const CA_CONFIG = declareConfig([
   {
     key: "dataDir",
@@ -289,13 +298,7 @@ export const CA_CONFIG = declareConfig([
     description:
       "PEM file of the bootstrap CA certificates x509pop evidence must chain to; empty turns x509pop off.",
   },
-  {
-    key: "log.level",
-    type: "enum",
-    enumValues: ["debug", "info", "warn", "error"],
-    default: "info",
-    description: "Lowest level of log lines written to stderr.",
-  },
+  LOG_LEVEL_SETTING,
 ]);
 
 export type CaConfig = ConfigOf<typeof CA_CONFIG>;

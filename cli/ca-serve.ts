@@ -13,6 +13,7 @@ import { CA_CONFIG, type CaConfig } from "./ca-config";
 import { initCa } from "./ca-init";
 import { type Command, parseFlags } from "./command";
 import { caFlagOptions, caHelp, loadConfigFromFlags, openCa } from "./context";
+import { listenParts } from "./listen";
 
 const OWN_FLAGS = { "insecure-no-passphrase": { type: "boolean" } } as const;
 
@@ -46,7 +47,7 @@ export const caServe: Command = {
         dataDir: cfg.dataDir,
       });
     }
-    const [host, port] = splitListen(cfg.listen);
+    const { host, port } = listenParts(cfg.listen);
     const server = await startCaServer({
       authority,
       store,
@@ -104,10 +105,4 @@ function publicOrigin(cfg: CaConfig, host: string, port: number): string | undef
   if (host !== "0.0.0.0" && host !== "::" && host !== "") return undefined;
   const name = cfg.serverNames[0];
   return port === 0 ? undefined : `https://${name?.includes(":") ? `[${name}]` : name}:${port}`;
-}
-
-/** "host:port" or "[v6]:port"; the config declaration has already validated it. */
-function splitListen(listen: string): [string, number] {
-  const at = listen.lastIndexOf(":");
-  return [listen.slice(0, at).replace(/^\[|\]$/g, ""), Number(listen.slice(at + 1))];
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import "reflect-metadata";
 import { isStintError } from "../common/errors";
+import { agent } from "./agent";
 import { audit } from "./audit";
 import { caAdminCert, caInit } from "./ca-init";
 import { caIssue } from "./ca-issue";
@@ -25,6 +26,7 @@ const COMMANDS: readonly Command[] = [
   certShow,
   certRevoke,
   audit,
+  agent,
 ];
 
 function overview(prefix = ""): string {

@@ -32,7 +32,7 @@ export function fileError(err: unknown, path: string, doing: string): StintError
 }
 
 /** fsync a directory so a rename or link inside it survives a crash. */
-async function syncDir(dir: string): Promise<void> {
+export async function syncDir(dir: string): Promise<void> {
   const handle = await open(dir, "r");
   try {
     await handle.sync();

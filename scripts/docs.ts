@@ -1,7 +1,8 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { AGENT_CONFIG } from "../cli/agent-config";
 import { CA_CONFIG } from "../cli/ca-config";
-import { renderMarkdownTable } from "../common/config";
+import { type ConfigDecl, renderMarkdownTable } from "../common/config";
 
 /**
  * Regenerates the parts of README.md that come from declarations in code, so
@@ -10,14 +11,23 @@ import { renderMarkdownTable } from "../common/config";
  *   npm run docs -- --check   exit 1 if README.md is out of date
  */
 
-const START = "<!-- generated:ca-config -->";
-const END = "<!-- /generated:ca-config -->";
+/** Each generated table sits between <!-- generated:NAME --> and <!-- /generated:NAME --> markers. */
+const TABLES: Record<string, readonly ConfigDecl[]> = {
+  "ca-config": CA_CONFIG,
+  "agent-config": AGENT_CONFIG,
+};
 
 export function renderReadme(readme: string): string {
-  const from = readme.indexOf(START);
-  const to = readme.indexOf(END);
-  if (from < 0 || to < from) throw new Error(`README.md lacks the ${START} … ${END} markers`);
-  return readme.slice(0, from + START.length) + "\n" + renderMarkdownTable(CA_CONFIG) + readme.slice(to);
+  let out = readme;
+  for (const [name, decls] of Object.entries(TABLES)) {
+    const start = `<!-- generated:${name} -->`;
+    const end = `<!-- /generated:${name} -->`;
+    const from = out.indexOf(start);
+    const to = out.indexOf(end);
+    if (from < 0 || to < from) throw new Error(`README.md lacks the ${start} … ${end} markers`);
+    out = out.slice(0, from + start.length) + "\n" + renderMarkdownTable(decls) + out.slice(to);
+  }
+  return out;
 }
 
 if (require.main === module) {

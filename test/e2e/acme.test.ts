@@ -23,7 +23,7 @@ import { buildCsr } from "../../agent/csr";
 import { b64u, flattenedJws, signJws } from "../../formats/jose";
 import { pemDecodeAll } from "../../formats/pem";
 import { type ServerProcess, startServer, stint } from "../helpers/cli";
-import { openssl, tempDir } from "../helpers/openssl";
+import { bootstrapPki, openssl, tempDir } from "../helpers/openssl";
 
 /**
  * The enrollment API against a real `stint ca serve` process: each attestor,
@@ -81,67 +81,20 @@ function serviceAccountToken(
   return jwt;
 }
 
-const sslConfig = join(dir, "openssl.cnf");
-writeFileSync(
-  sslConfig,
-  `[req]
-distinguished_name = dn
-[dn]
-[ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign
-subjectKeyIdentifier = hash
-[leaf]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = clientAuth
-`,
-);
-
-/** A bootstrap CA and one client certificate under it, as an operator's existing PKI would hold. */
-function bootstrapPki(name: string, cn: string): { caPath: string; chain: Buffer[]; key: KeyObject } {
-  const p = (ext: string) => join(dir, `${name}.${ext}`);
-  openssl(
-    ["req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-      .concat(["-keyout", p("ca.key"), "-subj", `/CN=${name} bootstrap CA`, "-days", "1"])
-      .concat(["-config", sslConfig, "-extensions", "ca", "-out", p("ca.pem")]),
-  );
-  openssl(
-    ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"].concat([
-      "-keyout",
-      p("leaf.key"),
-      "-subj",
-      `/CN=${cn}`,
-      "-config",
-      sslConfig,
-      "-out",
-      p("leaf.csr"),
-    ]),
-  );
-  openssl(
-    [
-      "x509",
-      "-req",
-      "-in",
-      p("leaf.csr"),
-      "-CA",
-      p("ca.pem"),
-      "-CAkey",
-      p("ca.key"),
-      "-CAcreateserial",
-    ].concat(["-days", "1", "-extfile", sslConfig, "-extensions", "leaf", "-out", p("leaf.pem")]),
-  );
-  const keyPem = readFileSync(p("leaf.key"), "utf8");
+/** The bootstrap PKI's files, loaded as an x509pop client holds them. */
+function pki(name: string, cn: string): { caPath: string; chain: Buffer[]; key: KeyObject } {
+  const made = bootstrapPki(dir, name, cn);
+  const keyPem = readFileSync(made.keyPath, "utf8");
   secrets.push(keyPem.split("\n")[1]);
   return {
-    caPath: p("ca.pem"),
-    chain: pemDecodeAll(readFileSync(p("leaf.pem"), "utf8"), "CERTIFICATE", "leaf"),
+    caPath: made.caPath,
+    chain: pemDecodeAll(readFileSync(made.leafPath, "utf8"), "CERTIFICATE", "leaf"),
     key: createPrivateKey(keyPem),
   };
 }
 
-const bootstrap = bootstrapPki("bootstrap", "node-1");
-const foreign = bootstrapPki("foreign", "node-1");
+const bootstrap = pki("bootstrap", "node-1");
+const foreign = pki("foreign", "node-1");
 
 // ---------- helpers ----------
 

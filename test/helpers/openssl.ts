@@ -49,3 +49,65 @@ export function writeText(path: string, text: string): string {
   writeFileSync(path, text);
   return path;
 }
+
+export interface BootstrapPki {
+  /** The bootstrap CA certificate (PEM file), as attest.x509pop.bundleFile takes it. */
+  caPath: string;
+  /** The client certificate (PEM file) and its key (PEM file), as an x509pop agent takes them. */
+  leafPath: string;
+  keyPath: string;
+}
+
+/**
+ * An operator's existing PKI, made by OpenSSL: a bootstrap CA and one
+ * client certificate under it with subject CN `cn`, for x509pop attestation.
+ */
+export function bootstrapPki(dir: string, name: string, cn: string): BootstrapPki {
+  const p = (ext: string) => join(dir, `${name}.${ext}`);
+  writeFileSync(
+    p("cnf"),
+    "[req]\ndistinguished_name = dn\n[dn]\n" +
+      "[ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign\nsubjectKeyIdentifier = hash\n" +
+      "[leaf]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\nextendedKeyUsage = clientAuth\n",
+  );
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  openssl(
+    ["req", "-x509", "-new", ...ec, "-keyout", p("ca.key"), "-subj", `/CN=${name} bootstrap CA`].concat([
+      "-days",
+      "1",
+      "-config",
+      p("cnf"),
+      "-extensions",
+      "ca",
+      "-out",
+      p("ca.pem"),
+    ]),
+  );
+  openssl([
+    "req",
+    "-new",
+    ...ec,
+    "-keyout",
+    p("leaf.key"),
+    "-subj",
+    `/CN=${cn}`,
+    "-config",
+    p("cnf"),
+    "-out",
+    p("leaf.csr"),
+  ]);
+  openssl(
+    [
+      "x509",
+      "-req",
+      "-in",
+      p("leaf.csr"),
+      "-CA",
+      p("ca.pem"),
+      "-CAkey",
+      p("ca.key"),
+      "-CAcreateserial",
+    ].concat(["-days", "1", "-extfile", p("cnf"), "-extensions", "leaf", "-out", p("leaf.pem")]),
+  );
+  return { caPath: p("ca.pem"), leafPath: p("leaf.pem"), keyPath: p("leaf.key") };
+}

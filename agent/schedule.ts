@@ -1,0 +1,115 @@
+import { StintError } from "../common/errors";
+
+/**
+ * When the agent renews, and how long it waits after a failure. Pure: the
+ * caller passes the time and, for tests, the random source.
+ */
+
+export interface RenewalTimeOptions {
+  notBefore: Date;
+  notAfter: Date;
+  now: Date;
+  /** The server's ARI suggested window (RFC 9773); when valid, it wins over fraction and jitter. */
+  ari?: { start: Date; end: Date } | null;
+  /** Where in the lifetime to renew; default 2/3. */
+  fraction?: number;
+  /** Spread around the fraction point, as a fraction of the lifetime: fraction ± jitter; default 0.1. */
+  jitter?: number;
+  /** Uniform in [0, 1); Math.random by default. */
+  random?: () => number;
+}
+
+const MIN_MARGIN_MS = 1000;
+const MARGIN_FRACTION = 0.02;
+
+/**
+ * The instant to start renewing. With a valid ARI window, a uniformly random
+ * instant in [start, end] (RFC 9773 4.2), or now when the window has passed;
+ * otherwise notBefore + (fraction ± jitter) × lifetime. Always at least a
+ * margin (max(1 s, 2% of the lifetime)) before notAfter, and never before now.
+ */
+export function renewalTime(opts: RenewalTimeOptions): Date {
+  const fraction = opts.fraction ?? 2 / 3;
+  const jitter = opts.jitter ?? 0.1;
+  if (!(fraction > 0 && fraction < 1))
+    throw new StintError(
+      "ERR_CONFIG",
+      `renewal fraction must be between 0 and 1 (exclusive), got ${fraction}`,
+    );
+  if (!(jitter >= 0 && jitter < 1))
+    throw new StintError("ERR_CONFIG", `renewal jitter must be at least 0 and below 1, got ${jitter}`);
+  const random = opts.random ?? Math.random;
+  const nb = opts.notBefore.getTime();
+  const na = opts.notAfter.getTime();
+  const now = opts.now.getTime();
+  const life = Math.max(0, na - nb);
+  // Leave time for a retry or two; never before notBefore, even for a lifetime shorter than the margin.
+  const latest = Math.max(nb, na - Math.max(MIN_MARGIN_MS, life * MARGIN_FRACTION));
+
+  let at: number;
+  const ari = validWindow(opts.ari);
+  if (ari) {
+    at = ari.end <= now ? now : ari.start + random() * (ari.end - ari.start);
+  } else {
+    // Clamped below by notBefore here and above by `latest` below: always inside the lifetime.
+    at = Math.max(nb, nb + (fraction + (2 * random() - 1) * jitter) * life);
+  }
+  return new Date(Math.floor(Math.max(now, Math.min(latest, at))));
+}
+
+/** RFC 9773 4.2: a window whose end is not after its start is invalid, and the client falls back to its own schedule. */
+function validWindow(w: RenewalTimeOptions["ari"]): { start: number; end: number } | null {
+  if (!w) return null;
+  const start = w.start.getTime();
+  const end = w.end.getTime();
+  return Number.isFinite(start) && Number.isFinite(end) && end > start ? { start, end } : null;
+}
+
+export interface BackoffOptions {
+  baseMs?: number;
+  capMs?: number;
+  /** Uniform in [0, 1); Math.random by default. */
+  random?: () => number;
+}
+
+/**
+ * Exponential backoff with full jitter (AWS, "Exponential Backoff And
+ * Jitter"): the nth wait is uniform in [0, min(cap, base × 2^n)), so a fleet
+ * that failed together does not retry together.
+ */
+export class Backoff {
+  private readonly baseMs: number;
+  private readonly capMs: number;
+  private readonly random: () => number;
+  private attempt = 0;
+
+  constructor(opts: BackoffOptions = {}) {
+    this.baseMs = opts.baseMs ?? 1000;
+    this.capMs = opts.capMs ?? 5 * 60_000;
+    this.random = opts.random ?? Math.random;
+    // A cap below the base is allowed: every wait is then drawn from [0, cap).
+    if (!(this.baseMs > 0 && this.capMs > 0 && Number.isFinite(this.baseMs) && Number.isFinite(this.capMs)))
+      throw new StintError(
+        "ERR_CONFIG",
+        `backoff base and cap must be positive, got base ${this.baseMs} ms and cap ${this.capMs} ms`,
+      );
+  }
+
+  get attempts(): number {
+    return this.attempt;
+  }
+
+  /** Milliseconds to wait before the next try; never past `deadline` (the certificate's expiry, say). */
+  next(now: Date, deadline?: Date | null): number {
+    // 2^attempt overflows to Infinity after ~1000 failures; min() still yields the cap.
+    const ceiling = Math.min(this.capMs, this.baseMs * 2 ** this.attempt);
+    this.attempt++;
+    let wait = this.random() * ceiling;
+    if (deadline) wait = Math.min(wait, Math.max(0, deadline.getTime() - now.getTime()));
+    return Math.floor(wait);
+  }
+
+  reset(): void {
+    this.attempt = 0;
+  }
+}

@@ -1,0 +1,201 @@
+import { readFile } from "node:fs/promises";
+import { AcmeProblem } from "../agent/acme-client";
+import { Agent } from "../agent/agent";
+import {
+  type EvidenceProvider,
+  joinTokenProvider,
+  k8sSatProvider,
+  x509popProvider,
+} from "../agent/attestation";
+import { agentMetrics, startHealthServer } from "../agent/health";
+import { splitCommand } from "../agent/hooks";
+import { Trust } from "../agent/trust";
+import type { KeyAlgorithm } from "../ca/spki";
+import { flagOptions, renderHelp } from "../common/config";
+import { StintError } from "../common/errors";
+import { ensureDir, fileError } from "../common/files";
+import { createLogger, type Logger } from "../common/logger";
+import { processMetrics, Registry } from "../common/metrics";
+import { AGENT_CONFIG, type AgentConfig, loadAgentConfig } from "./agent-config";
+import { type Command, type Options, parseFlags } from "./command";
+import { listenParts } from "./listen";
+
+const OWN_FLAGS: Options = {
+  config: { type: "string", short: "c" },
+  help: { type: "boolean", short: "h" },
+  once: { type: "boolean" },
+  force: { type: "boolean" },
+  "join-token": { type: "string" },
+};
+
+export const agent: Command = {
+  name: "agent",
+  summary: "keep a workload's key and certificate fresh on disk, renewing before expiry",
+  help: () =>
+    [
+      "usage: stint agent --ca-url URL --spiffe-id ID [--ca-fingerprint sha256:…] [options]",
+      "",
+      "Enrolls with the CA (attestation), writes cert.pem, key.pem and bundle.pem to the output",
+      "directory as one atomic switch, and renews before expiry: inside the CA's ARI window, else at",
+      "renew.percent of the lifetime. After each switch it runs --exec and/or sends --signal. SIGHUP",
+      "forces a renewal; SIGTERM exits cleanly. /health and /metrics are served on healthListen.",
+      "",
+      "options:",
+      "  --once                     one pass (enroll or renew if due), then exit: 0 when a valid",
+      "                             certificate is on disk, 1 with one line saying why not",
+      "  --force                    renew now even if not due (with --once, or at daemon start)",
+      "  --join-token TOKEN         the join token (visible to `ps`; prefer STINT_JOIN_TOKEN or --join-token-file)",
+      "  -c, --config FILE          YAML or JSON config file (env STINT_CONFIG)",
+      "  -h, --help                 this help",
+      "",
+      "settings (flag, environment variable, default; flags win over environment, environment over file):",
+      renderHelp(AGENT_CONFIG),
+    ].join("\n"),
+  async run(argv) {
+    const { values } = parseFlags(argv, { ...OWN_FLAGS, ...(flagOptions(AGENT_CONFIG) as Options) });
+    const file = (values.config as string | undefined) ?? process.env.STINT_CONFIG;
+    const cfg = loadAgentConfig({ file: file || undefined, env: process.env, flags: values });
+    const log = createLogger({ level: cfg["log.level"], component: "agent" });
+    if (values["join-token"] !== undefined) {
+      log.warn(
+        "--join-token is visible to every local user through ps; prefer STINT_JOIN_TOKEN or --join-token-file",
+      );
+    }
+    await ensureDir(cfg.stateDir, 0o700);
+    const trust = await Trust.load({
+      stateDir: cfg.stateDir,
+      caUrl: cfg.caUrl,
+      fingerprint: cfg.caFingerprint,
+    });
+    const stint = await Agent.open(
+      {
+        caUrl: cfg.caUrl,
+        spiffeId: cfg.spiffeId,
+        dnsNames: cfg.dnsNames,
+        stateDir: cfg.stateDir,
+        outDir: cfg.outDir,
+        keyType: cfg.keyType as KeyAlgorithm,
+        renewFraction: cfg["renew.percent"] / 100,
+        renewJitter: cfg["renew.jitterPercent"] / 100,
+        backoff: { baseMs: cfg["backoff.base"], capMs: cfg["backoff.cap"] },
+        bundleRefreshMs: cfg.bundleRefresh,
+        hook: {
+          exec: cfg.exec === "" ? null : splitCommand(cfg.exec),
+          signal: cfg.signal === "" ? null : (cfg.signal as NodeJS.Signals),
+          pid: cfg.pid,
+          pidFile: cfg.pidFile,
+        },
+        output: { combined: cfg.combined, pkcs12Password: await pkcs12Password(cfg) },
+        evidence: evidenceProvider(cfg, (values["join-token"] as string | undefined) ?? ""),
+        log,
+      },
+      trust,
+    );
+
+    if (values.once === true) {
+      const { renewed } = await stint.cycle(values.force === true).catch((err) => {
+        throw err instanceof AcmeProblem
+          ? new StintError("ERR_UNAUTHORIZED", `the CA refused: ${err.detail || err.type}`)
+          : err;
+      });
+      log.info(renewed ? "certificate written" : "certificate still valid; nothing to do", {
+        outDir: cfg.outDir,
+        notAfter: stint.status.certificateNotAfter?.toISOString() ?? null,
+      });
+      return 0;
+    }
+    return daemon(stint, cfg, log, values.force === true);
+  },
+};
+
+function evidenceProvider(cfg: AgentConfig, flagToken: string): EvidenceProvider {
+  switch (cfg.attestor) {
+    case "k8s_sat":
+      return k8sSatProvider({ tokenFile: cfg["k8sSat.tokenFile"] });
+    case "x509pop":
+      return x509popProvider({ certFile: cfg["x509pop.certFile"], keyFile: cfg["x509pop.keyFile"] });
+    default:
+      return joinTokenProvider({
+        token: flagToken || cfg.joinToken,
+        tokenFile: cfg.joinTokenFile,
+        stateDir: cfg.stateDir,
+      });
+  }
+}
+
+async function pkcs12Password(cfg: AgentConfig): Promise<string | null> {
+  const path = cfg.pkcs12PasswordFile;
+  if (path === "") return null;
+  try {
+    const password = (await readFile(path, "utf8")).replace(/\r?\n$/, "");
+    if (password === "")
+      throw new StintError("ERR_CONFIG", `${path} is empty; a PKCS#12 file needs a password`);
+    return password;
+  } catch (err) {
+    throw err instanceof StintError ? err : fileError(err, path, "read the PKCS#12 password file");
+  }
+}
+
+/** Daemon mode: the renewal loop, the health endpoint, SIGHUP to renew now, SIGTERM/SIGINT to stop. */
+async function daemon(stint: Agent, cfg: AgentConfig, log: Logger, forceFirst: boolean): Promise<number> {
+  const registry = new Registry();
+  processMetrics(registry);
+  agentMetrics(registry, () => stint.status);
+  const health =
+    cfg.healthListen === ""
+      ? null
+      : await startHealthServer({
+          listen: listenParts(cfg.healthListen),
+          status: () => stint.status,
+          registry,
+        });
+  if (health) log.info("health endpoint listening", { url: health.url });
+
+  let stopped = false;
+  let forced = forceFirst;
+  let wake: ((why: "wake" | "stop") => void) | null = null;
+  const onHup = () => {
+    log.info("SIGHUP: renewing now");
+    forced = true;
+    wake?.("wake");
+  };
+  const onStop = (signal: string) => () => {
+    log.info("stopping", { signal });
+    stopped = true;
+    wake?.("stop");
+  };
+  const onTerm = onStop("SIGTERM");
+  const onInt = onStop("SIGINT");
+  process.on("SIGHUP", onHup);
+  process.once("SIGTERM", onTerm);
+  process.once("SIGINT", onInt);
+  try {
+    await stint.run({
+      stopped: () => stopped,
+      forced: () => {
+        const f = forced;
+        forced = false;
+        return f;
+      },
+      sleep: (ms) =>
+        new Promise((resolve) => {
+          if (stopped) return resolve("stop");
+          if (forced) return resolve("wake");
+          const timer = setTimeout(() => {
+            wake = null;
+            resolve("timeout");
+          }, ms);
+          wake = (why) => {
+            clearTimeout(timer);
+            wake = null;
+            resolve(why);
+          };
+        }),
+    });
+  } finally {
+    process.off("SIGHUP", onHup);
+    await health?.close();
+  }
+  log.info("stopped");
+  return 0;
+}

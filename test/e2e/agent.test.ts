@@ -1,0 +1,554 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { createHash, createPrivateKey, createPublicKey, X509Certificate } from "node:crypto";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { get as httpGet } from "node:http";
+import { createServer as createHttpsServer, type Server } from "node:https";
+import { createServer as createNetServer } from "node:net";
+import { join } from "node:path";
+import * as tls from "node:tls";
+import { pemDecodeAll } from "../../formats/pem";
+import { type ServerProcess, STINT, startServer, stint } from "../helpers/cli";
+import { bootstrapPki, openssl, tempDir } from "../helpers/openssl";
+
+/**
+ * `stint agent` as real processes against a real CA whose certificates live
+ * seconds: renewals, the reload hook, an mTLS server that re-reads the files,
+ * a CA outage, 200 kills mid-renewal, and bad inputs in --once mode.
+ */
+
+const TD = "agent.example";
+const SPIFFE_ID = `spiffe://${TD}/svc/web`;
+const dir = tempDir("stint-agent-e2e-");
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createNetServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const CA_ARGS = (dataDir: string, port: number) => [
+  "--insecure-no-passphrase",
+  "--data-dir",
+  dataDir,
+  "--trust-domain",
+  TD,
+  "--policy-min-ttl",
+  "1s",
+  "--listen",
+  `127.0.0.1:${port}`,
+];
+
+function fingerprint(dataDir: string): string {
+  const der = pemDecodeAll(readFileSync(join(dataDir, "root.pem"), "utf8"), "CERTIFICATE", "root")[0];
+  return `sha256:${createHash("sha256").update(der).digest("hex")}`;
+}
+
+function joinTokenFile(dataDir: string, url: string, certTtl: string): string {
+  const r = stint([
+    "token",
+    "create",
+    "--spiffe-id",
+    SPIFFE_ID,
+    "--cert-ttl",
+    certTtl,
+    "--json",
+    "--data-dir",
+    dataDir,
+    "--server",
+    url,
+  ]);
+  if (r.code !== 0) throw new Error(r.stderr);
+  const path = join(dir, `token-${Math.random().toString(36).slice(2)}`);
+  writeFileSync(path, JSON.parse(r.stdout).token, { mode: 0o600 });
+  return path;
+}
+
+interface AgentProcess {
+  child: ChildProcess;
+  logs: () => Record<string, unknown>[];
+  stop: () => Promise<number | null>;
+}
+
+function startAgent(args: string[]): AgentProcess {
+  const child = spawn(process.execPath, [STINT, "agent", ...args], {
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const lines: string[] = [];
+  let partial = "";
+  child.stderr!.on("data", (chunk: Buffer) => {
+    const parts = (partial + chunk.toString()).split("\n");
+    partial = parts.pop() ?? "";
+    lines.push(...parts);
+  });
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  return {
+    child,
+    logs: () => lines.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)),
+    stop: async () => {
+      if (child.exitCode === null) child.kill("SIGTERM");
+      return exited;
+    },
+  };
+}
+
+async function waitFor<T>(
+  what: string,
+  probe: () => T | undefined | null | false,
+  timeoutMs = 30_000,
+): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = probe();
+    if (v) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * The files of one version, as the README tells readers to take them: resolve
+ * `..data` once, then read every file from that directory, so a switch between
+ * two reads cannot pair one issuance's key with another's certificate.
+ */
+function currentFiles(outDir: string): { cert: Buffer; key: Buffer; bundle: Buffer } {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const version = realpathSync(join(outDir, "..data"));
+      const read = (name: string) => readFileSync(join(version, name));
+      return { cert: read("cert.pem"), key: read("key.pem"), bundle: read("bundle.pem") };
+    } catch (err) {
+      // The version resolved a moment ago was replaced and deleted: start over, as the README says.
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT" || attempt >= 5) throw err;
+    }
+  }
+}
+
+/** The set on disk; throws unless it is a matching pair that chains to bundle.pem. */
+function readSet(outDir: string): { serial: string; notAfter: number } {
+  const files = currentFiles(outDir);
+  const chain = pemDecodeAll(files.cert.toString(), "CERTIFICATE", "cert.pem").map(
+    (d) => new X509Certificate(d),
+  );
+  const key = createPrivateKey(files.key);
+  const roots = pemDecodeAll(files.bundle.toString(), "CERTIFICATE", "bundle").map(
+    (d) => new X509Certificate(d),
+  );
+  const pub = (k: ReturnType<typeof createPublicKey>) =>
+    k.export({ type: "spki", format: "der" }).toString("hex");
+  if (pub(chain[0].publicKey) !== pub(createPublicKey(key)))
+    throw new Error("key.pem does not match cert.pem");
+  if (!chain[0].verify(chain[1].publicKey)) throw new Error("leaf not signed by the intermediate");
+  if (!roots.some((r) => chain[1].verify(r.publicKey)))
+    throw new Error("intermediate does not chain to bundle.pem");
+  return { serial: chain[0].serialNumber, notAfter: Date.parse(chain[0].validTo) };
+}
+
+function httpJson(url: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    httpGet(url, (res) => {
+      let body = "";
+      res.on("data", (d) => {
+        body += d;
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+    }).on("error", reject);
+  });
+}
+
+describe("an agent beside a workload", () => {
+  const dataDir = join(dir, "ca");
+  const outDir = join(dir, "out");
+  const stateDir = join(dir, "state");
+  const hookLog = join(dir, "hook.log");
+  let caPort: number;
+  let ca: ServerProcess;
+  let agent: AgentProcess;
+  let mtls: Server;
+
+  const pki = bootstrapPki(dir, "bootstrap", "web-1");
+
+  beforeAll(async () => {
+    caPort = await freePort();
+    ca = await startServer([...CA_ARGS(dataDir, caPort), "--attest-x509pop-bundle-file", pki.caPath]);
+    // x509pop can attest again after an expiry (a join token cannot), which the outage test needs.
+    const entry = stint(
+      [
+        "entry",
+        "create",
+        "--spiffe-id",
+        SPIFFE_ID,
+        "--selector",
+        "x509pop:subject:cn:web-1",
+        "--ttl",
+        "12s",
+      ].concat(["--data-dir", dataDir, "--server", ca.url]),
+    );
+    expect(entry.code).toBe(0);
+    const hook = join(dir, "hook.js");
+    // The hook records which certificate it saw; run without a shell, so its argument arrives verbatim.
+    writeFileSync(
+      hook,
+      `const fs = require("fs"); const { X509Certificate } = require("crypto");
+       const c = new X509Certificate(fs.readFileSync(process.argv[2] + "/cert.pem"));
+       fs.appendFileSync(${JSON.stringify(hookLog)}, c.serialNumber + "\\n");`,
+    );
+    agent = startAgent([
+      "--ca-url",
+      ca.url,
+      "--ca-fingerprint",
+      fingerprint(dataDir),
+      "--spiffe-id",
+      SPIFFE_ID,
+      "--state-dir",
+      stateDir,
+      "--out-dir",
+      outDir,
+      "--attestor",
+      "x509pop",
+      "--x509pop-cert-file",
+      pki.leafPath,
+      "--x509pop-key-file",
+      pki.keyPath,
+      "--health-listen",
+      "127.0.0.1:0",
+      "--backoff-base",
+      "200ms",
+      "--backoff-cap",
+      "2s",
+      "--exec",
+      `${process.execPath} ${hook} '${outDir}'`,
+    ]);
+    await waitFor("the first certificate", () => existsSync(join(outDir, "cert.pem")));
+  }, 60_000);
+
+  afterAll(async () => {
+    await agent?.stop();
+    await ca?.stop();
+    mtls?.close();
+  });
+
+  it("keeps a matching set on disk across renewals, runs the hook after each switch, and mTLS keeps working", async () => {
+    // A server that re-reads the files for every handshake, as a reloading workload would.
+    const context = () => {
+      const f = currentFiles(outDir);
+      return tls.createSecureContext({ cert: f.cert, key: f.key, ca: f.bundle });
+    };
+    mtls = createHttpsServer(
+      { SNICallback: (_name, cb) => cb(null, context()), requestCert: true, rejectUnauthorized: true },
+      (req, res) => {
+        const peer = (req.socket as tls.TLSSocket).getPeerCertificate();
+        res.end(peer.subjectaltname ?? "");
+      },
+    );
+    await new Promise<void>((r) => mtls.listen(0, "127.0.0.1", r));
+    const port = (mtls.address() as { port: number }).port;
+    const handshake = () =>
+      new Promise<string>((resolve, reject) => {
+        const f = currentFiles(outDir);
+        const s = tls.connect({
+          host: "127.0.0.1",
+          port,
+          servername: "workload.local",
+          cert: f.cert,
+          key: f.key,
+          ca: f.bundle,
+          // SPIFFE certificates name no host: check the SPIFFE ID instead.
+          checkServerIdentity: (_host, cert) =>
+            cert.subjectaltname === `URI:${SPIFFE_ID}`
+              ? undefined
+              : new Error(`peer is ${cert.subjectaltname}`),
+        });
+        s.on("secureConnect", () => {
+          s.end("GET / HTTP/1.0\r\n\r\n");
+        });
+        let body = "";
+        s.on("data", (d) => {
+          body += d;
+        });
+        s.on("end", () => resolve(body));
+        s.on("error", reject);
+      });
+
+    const serials = new Set<string>();
+    let handshakes = 0;
+    const until = Date.now() + 40_000;
+    while (Date.now() < until && serials.size < 4) {
+      serials.add(readSet(outDir).serial);
+      expect(await handshake()).toContain(`URI:${SPIFFE_ID}`);
+      handshakes++;
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    expect(serials.size).toBeGreaterThanOrEqual(3);
+    expect(handshakes).toBeGreaterThan(50);
+
+    const hooked = readFileSync(hookLog, "utf8").trim().split("\n");
+    for (const serial of serials) expect(hooked).toContain(serial);
+    const ran = agent.logs().filter((l) => l.msg === "reload command ran");
+    expect(ran.length).toBeGreaterThanOrEqual(serials.size);
+    expect(ran[0]).toMatchObject({ code: 0 });
+
+    // Only the current version directory survives each switch.
+    expect(readdirSync(outDir).filter((n) => n.startsWith("..") && n !== "..data")).toHaveLength(1);
+    // The top-level names consumers configure point into the current version.
+    expect(readFileSync(join(outDir, "key.pem"))).toEqual(currentFiles(outDir).key);
+  }, 60_000);
+
+  it("reports health and metrics on its local endpoint", async () => {
+    const url = (agent.logs().find((l) => l.msg === "health endpoint listening") as { url: string }).url;
+    const health = await httpJson(`${url}/health`);
+    expect(health.status).toBe(200);
+    expect(JSON.parse(health.body)).toMatchObject({
+      state: "ok",
+      spiffeId: SPIFFE_ID,
+      renewalsOk: expect.any(Number),
+    });
+    const metrics = await httpJson(`${url}/metrics`);
+    expect(metrics.body).toMatch(/stint_agent_certificate_expiry_seconds \d/);
+    expect(metrics.body).toMatch(/stint_agent_renewals_total\{result="ok"\} [1-9]/);
+  });
+
+  it("survives a CA outage longer than the renewal margin: keeps the old set, backs off, re-attests when the CA returns", async () => {
+    const before = readSet(outDir);
+    await ca.stop();
+    const stoppedAt = Date.now();
+    const failed = () =>
+      agent
+        .logs()
+        .filter(
+          (l) =>
+            l.msg === "renewal failed; keeping the current files and retrying" &&
+            Date.parse(l.time as string) >= stoppedAt,
+        );
+    // Down past the certificate's expiry: renewal comes due, fails, and the certificate expires.
+    const failures = await waitFor(
+      "the certificate to expire during the outage",
+      () => {
+        const f = failed();
+        return f.length >= 6 && Date.now() > before.notAfter + 1000 && f;
+      },
+      40_000,
+    );
+    // The old set stayed in place throughout: nothing partial, nothing removed.
+    expect(readSet(outDir).serial).toBe(before.serial);
+    // Full jitter: each delay is within base·2^(attempt-1), capped at 2 s; attempts count up; the spacing follows the delays.
+    const delays = failures.map((f) => ({
+      attempt: f.attempt as number,
+      seconds: f.retryInSeconds as number,
+      at: Date.parse(f.time as string),
+    }));
+    for (const d of delays)
+      expect(d.seconds).toBeLessThanOrEqual(Math.min(2, 0.2 * 2 ** (d.attempt - 1)) + 0.1);
+    expect(delays.map((d) => d.attempt)).toEqual(delays.map((_, i) => delays[0].attempt + i));
+    for (let i = 1; i < delays.length; i++)
+      expect(delays[i].at - delays[i - 1].at).toBeGreaterThanOrEqual(delays[i - 1].seconds * 1000 - 50);
+    // Before expiry the delays stop at the expiry; after it they reach the cap.
+    expect(Math.max(...delays.map((d) => d.seconds))).toBeGreaterThan(0.2);
+
+    ca = await startServer([...CA_ARGS(dataDir, caPort), "--attest-x509pop-bundle-file", pki.caPath]);
+    await waitFor(
+      "a new certificate after the CA returned",
+      () => {
+        try {
+          return readSet(outDir).serial !== before.serial;
+        } catch {
+          return false;
+        }
+      },
+      30_000,
+    );
+    expect(agent.logs().some((l) => l.msg === "enrolled" && Date.parse(l.time as string) > stoppedAt)).toBe(
+      true,
+    );
+    const health = await httpJson(
+      `${(agent.logs().find((l) => l.msg === "health endpoint listening") as { url: string }).url}/health`,
+    );
+    expect(JSON.parse(health.body)).toMatchObject({ state: "ok", renewalsFailed: expect.any(Number) });
+  }, 90_000);
+});
+
+describe("killed at random points during renewals", () => {
+  it("always leaves a complete, matching set (200 kills)", async () => {
+    const dataDir = join(dir, "ca-kill");
+    const outDir = join(dir, "out-kill");
+    const stateDir = join(dir, "state-kill");
+    const ca = await startServer(CA_ARGS(dataDir, 0));
+    try {
+      const common = [
+        "--ca-url",
+        ca.url,
+        "--spiffe-id",
+        SPIFFE_ID,
+        "--state-dir",
+        stateDir,
+        "--out-dir",
+        outDir,
+        "--once",
+      ];
+      const passwordFile = join(dir, "p12-password");
+      writeFileSync(passwordFile, "correct horse\n", { mode: 0o600 });
+      const first = stint([
+        "agent",
+        ...common,
+        "--ca-fingerprint",
+        fingerprint(dataDir),
+        "--join-token-file",
+        joinTokenFile(dataDir, ca.url, "1h"),
+        "--combined",
+        "--pkcs12-password-file",
+        passwordFile,
+      ]);
+      expect(first.code).toBe(0);
+      // The optional formats, read by OpenSSL: combined.pem holds the key then the chain; cert.p12 opens with the password.
+      const combined = readFileSync(join(outDir, "combined.pem"), "utf8");
+      expect(combined.indexOf("PRIVATE KEY")).toBeLessThan(combined.indexOf("BEGIN CERTIFICATE"));
+      const p12 = openssl([
+        "pkcs12",
+        "-in",
+        join(outDir, "cert.p12"),
+        "-passin",
+        "pass:correct horse",
+        "-nodes",
+      ]);
+      expect(p12).toContain("PRIVATE KEY");
+      expect(p12).toContain("BEGIN CERTIFICATE");
+      expect(statSync(join(outDir, "..data", "key.pem")).mode & 0o777).toBe(0o600);
+      const serials = new Set([readSet(outDir).serial]);
+      for (let i = 0; i < 200; i++) {
+        const run = startAgent([...common, "--force"]);
+        await new Promise((r) => setTimeout(r, 150 + Math.random() * 250));
+        run.child.kill("SIGKILL");
+        await run.stop();
+        serials.add(readSet(outDir).serial);
+      }
+      // Many kills landed after a switch, many before: both sides of the window were hit.
+      expect(serials.size).toBeGreaterThan(10);
+      expect(serials.size).toBeLessThan(201);
+    } finally {
+      await ca.stop();
+    }
+  }, 300_000);
+});
+
+describe("bad inputs in --once mode", () => {
+  const dataDir = join(dir, "ca-bad");
+  let ca: ServerProcess;
+  beforeAll(async () => {
+    ca = await startServer(CA_ARGS(dataDir, 0));
+  }, 60_000);
+  afterAll(() => ca?.stop());
+
+  /** `stint agent --once` with a fresh state directory (or the one given) and output under it; stderr's non-log lines. */
+  const once = (args: string[], state = join(dir, `state-${Math.random().toString(36).slice(2)}`)) => {
+    const r = stint([
+      "agent",
+      "--once",
+      "--spiffe-id",
+      SPIFFE_ID,
+      "--state-dir",
+      state,
+      "--out-dir",
+      join(state, "out"),
+      ...args,
+    ]);
+    const lines = r.stderr
+      .trim()
+      .split("\n")
+      .filter((l) => !l.startsWith("{"));
+    return { code: r.code, lines, stderr: r.stderr };
+  };
+
+  it.each([
+    [
+      "a wrong fingerprint",
+      () => [
+        "--ca-url",
+        ca.url,
+        "--ca-fingerprint",
+        `sha256:${"0".repeat(64)}`,
+        "--join-token",
+        "x".repeat(43),
+      ],
+      /serves no root with fingerprint sha256:0{64}/,
+    ],
+    [
+      "an unreachable CA",
+      () => ["--ca-url", "https://127.0.0.1:1", "--ca-fingerprint", fingerprint(dataDir)],
+      /cannot reach the CA at https:\/\/127\.0\.0\.1:1/,
+    ],
+    [
+      "a bad token",
+      () => ["--ca-url", ca.url, "--ca-fingerprint", fingerprint(dataDir), "--join-token", "A".repeat(43)],
+      /join token is not known to this CA/,
+    ],
+    [
+      "no token at all",
+      () => ["--ca-url", ca.url, "--ca-fingerprint", fingerprint(dataDir)],
+      /no join token/,
+    ],
+    [
+      "a malformed fingerprint",
+      () => ["--ca-url", ca.url, "--ca-fingerprint", "abc"],
+      /caFingerprint|ca-fingerprint.*sha256/,
+    ],
+  ] as [string, () => string[], RegExp][])(
+    "%s: one clear line and a non-zero exit",
+    (_name, args, message) => {
+      const r = once(args());
+      expect(r.code).not.toBe(0);
+      expect(r.lines).toHaveLength(1);
+      expect(r.lines[0]).toMatch(message);
+      expect(r.stderr).not.toContain("A".repeat(43));
+    },
+  );
+
+  it("an unwritable output directory", () => {
+    const file = join(dir, "not-a-dir");
+    writeFileSync(file, "");
+    const r = once([
+      "--ca-url",
+      ca.url,
+      "--ca-fingerprint",
+      fingerprint(dataDir),
+      "--join-token",
+      "A".repeat(43),
+      "--out-dir",
+      join(file, "out"),
+    ]);
+    expect(r.code).not.toBe(0);
+    expect(r.lines).toHaveLength(1);
+    expect(r.lines[0]).toMatch(/not-a-dir/);
+  });
+
+  it("a bundle from a different root", async () => {
+    const otherDir = join(dir, "ca-other");
+    const other = await startServer(CA_ARGS(otherDir, 0));
+    try {
+      const state = join(dir, "state-other");
+      mkdirSync(state, { recursive: true });
+      // The state directory trusts the other CA's root; the agent is then pointed at this CA.
+      writeFileSync(join(state, "roots.pem"), readFileSync(join(otherDir, "root.pem")));
+      chmodSync(state, 0o700);
+      const r = once(["--ca-url", ca.url, "--join-token", "A".repeat(43)], state);
+      expect(r.code).not.toBe(0);
+      expect(r.lines).toHaveLength(1);
+      expect(r.lines[0]).toMatch(/does not chain to the trusted roots/);
+    } finally {
+      await other.stop();
+    }
+  }, 60_000);
+});
