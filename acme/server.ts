@@ -124,7 +124,7 @@ export async function startCaServer(opts: CaServerOptions): Promise<CaServer> {
 function routeLabel(url: string | undefined): string {
   const path = (url ?? "/").split("?")[0];
   if (["/health", "/bundle.pem", "/bundle.json", "/metrics"].includes(path)) return path;
-  // ACME and admin paths carry ids; label by their first two segments (/acme/order, /admin/entries).
-  const m = /^\/(acme|admin)(\/[a-z-]+)?/.exec(path);
+  // ACME, admin, CRL and feed paths carry ids; label by their first two segments (/acme/order, /admin/entries).
+  const m = /^\/(acme|admin|crl|feed)(\/[a-z-]+)?/.exec(path);
   return m ? m[0] : "other";
 }

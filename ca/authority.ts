@@ -1,8 +1,12 @@
+import type { KeyObject } from "node:crypto";
 import { join } from "node:path";
 import { isStintError, StintError } from "../common/errors";
+import type { Logger } from "../common/logger";
 import type { Registry } from "../common/metrics";
+import { signFeed } from "../formats/feed";
 import { toPem } from "../formats/pem";
 import { serialHex } from "../formats/serial";
+import { CrlPublisher, CrlSigner, type CurrentCrl, crlUrl, decodeStoredCrl, rootCrlKey } from "./crl";
 import { LeafEngine } from "./engine";
 import { loadPrivateKey } from "./keys";
 import {
@@ -36,7 +40,17 @@ export interface AuthorityOptions {
   metrics?: Registry;
   /** Sequence numbers reserved per store round trip; a crash wastes at most this many. */
   sequenceBlock?: number;
+  /**
+   * The CA's public origin (cli/context.ts publicOrigin): leaves name
+   * <crlBaseUrl>/crl/<issuerId>.crl as their CRL distribution point. Null or
+   * absent leaves the extension out.
+   */
+  crlBaseUrl?: string | null;
+  /** nextUpdate − thisUpdate of the CRLs (default 1 h); they are re-signed at half of it. */
+  crlValidityMs?: number;
 }
+
+export const DEFAULT_CRL_VALIDITY_MS = 60 * 60 * 1000;
 
 export interface IssuedCertificate {
   der: Buffer;
@@ -64,6 +78,9 @@ interface ActiveIssuer {
   sequences: SequenceAllocator;
   /** PEM of the intermediates served after each leaf. */
   chainTailPem: string;
+  crlSigner: CrlSigner;
+  /** Signs the revocation feed (like CRLs: the intermediate has cRLSign); never leaves this class. */
+  key: KeyObject;
 }
 
 export class Authority {
@@ -72,6 +89,10 @@ export class Authority {
   private readonly issued?: ReturnType<Registry["counter"]>;
   private readonly latency?: ReturnType<Registry["histogram"]>;
   private readonly revoked?: ReturnType<Registry["counter"]>;
+  /** CRLs of the issuers whose key is here: the active one (retired ones later). */
+  private readonly crls: CrlPublisher;
+  /** Roots' CRLs, signed offline (ca init) and kept in the store. */
+  private readonly rootCrls = new Map<string, CurrentCrl>();
 
   private constructor(
     private readonly opts: AuthorityOptions,
@@ -80,6 +101,12 @@ export class Authority {
     insecureKey: boolean,
   ) {
     this.insecureKey = insecureKey;
+    this.crls = new CrlPublisher({
+      store: opts.store,
+      validityMs: opts.crlValidityMs ?? DEFAULT_CRL_VALIDITY_MS,
+      backdateMs: opts.policy.backdateMs,
+    });
+    this.crls.add(active.record.id, active.crlSigner);
     this.issued = opts.metrics?.counter("stint_certificates_issued_total", "Certificates issued.", [
       "profile",
     ]);
@@ -115,9 +142,12 @@ export class Authority {
         certDer: record.certDer,
         privateKey: key,
         organization: opts.policy.trustDomain,
+        crlUrl: opts.crlBaseUrl ? crlUrl(opts.crlBaseUrl, record.id) : null,
       }),
       sequences: new SequenceAllocator(opts.store, record.id, opts.sequenceBlock ?? 1000),
       chainTailPem: toPem("CERTIFICATE", record.certDer),
+      crlSigner: new CrlSigner({ certDer: record.certDer, privateKey: key }),
+      key,
     };
     return new Authority(opts, active, issuers, !encrypted);
   }
@@ -137,6 +167,37 @@ export class Authority {
   /** Roots verifiers should trust: every root not retired. */
   trustedRoots(): IssuerRecord[] {
     return this.issuers.filter((i) => i.kind === "root" && i.state !== "retired");
+  }
+
+  /**
+   * Starts keeping CRLs (the server does; one-shot commands never sign one):
+   * signs each issuer's first CRL now, then re-signs after every revocation
+   * made here and at half-life, when revocations by other processes show up.
+   */
+  async startCrls(log?: Logger): Promise<void> {
+    for (const root of this.trustedRoots()) {
+      const stored = await this.opts.store.getMeta(rootCrlKey(root.id));
+      if (stored) this.rootCrls.set(root.id, decodeStoredCrl(stored));
+      else
+        log?.warn("no CRL for this root: Node verifiers with the crl option will refuse its chains", {
+          root: root.id,
+        });
+    }
+    return this.crls.start(log);
+  }
+
+  stopCrls(): void {
+    this.crls.stop();
+  }
+
+  /** The current CRL of an issuer whose key is here once startCrls() has made it, or a root's CRL signed where its key is; else null. */
+  crl(issuerId: string): CurrentCrl | null {
+    return this.crls.current(issuerId) ?? this.rootCrls.get(issuerId) ?? null;
+  }
+
+  /** The signed envelope of a revocation feed body (docs/feed.md), by the active intermediate. */
+  signFeed(body: Buffer): Buffer {
+    return signFeed(body, this.active.key, [this.active.record.certDer]);
   }
 
   /** Issues a workload certificate after checking the request against policy. */
@@ -186,6 +247,24 @@ export class Authority {
       throw err;
     }
     this.revoked?.inc({ reason: revocationReasonName(reason) });
+    await this.refreshCrlAfterRevoking(serial);
+  }
+
+  /**
+   * Re-signs the revoked certificate's issuer's CRL, so it lists the serial
+   * once revoke() returns. A failure is logged and retried by the publisher's
+   * timer; it does not fail the revocation, which is already durable.
+   */
+  private async refreshCrlAfterRevoking(serial: string): Promise<void> {
+    if (!this.crls.running) return;
+    const issuerId = await this.opts.store.getCertificate(serial).then(
+      (c) => c?.issuerId,
+      () => undefined,
+    );
+    // Unknown issuer (the lookup failed): refresh them all rather than miss the revocation.
+    const kept = this.crls.issuerIds();
+    const ids = issuerId === undefined ? kept : kept.filter((id) => id === issuerId);
+    await Promise.all(ids.map((id) => this.crls.refresh(id).catch(() => undefined)));
   }
 
   private async issueApproved(

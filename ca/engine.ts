@@ -22,6 +22,8 @@ export interface EngineIssuer {
   privateKey: KeyObject;
   /** Organization put in every leaf's subject (the trust domain). */
   organization: string;
+  /** URL of this issuer's CRL (ca/crl.ts crlUrl), put in every leaf as its CRL distribution point; null leaves it out. */
+  crlUrl?: string | null;
 }
 
 export interface LeafSpec {
@@ -59,6 +61,7 @@ const OID = {
   subjectKeyId: "2.5.29.14",
   authorityKeyId: "2.5.29.35",
   subjectAltName: "2.5.29.17",
+  crlDistributionPoints: "2.5.29.31",
   serverAuth: "1.3.6.1.5.5.7.3.1",
   clientAuth: "1.3.6.1.5.5.7.3.2",
 } as const;
@@ -79,14 +82,26 @@ export function signatureScheme(key: KeyObject): SignatureScheme {
   throw new StintError("ERR_POLICY_KEY", `issuer key type ${type} is not supported for signing`);
 }
 
-function extension(oidText: string, critical: boolean, value: Buffer): Buffer {
+export function extension(oidText: string, critical: boolean, value: Buffer): Buffer {
   return critical
     ? der.sequence(der.oid(oidText), der.booleanTrue(), der.octetString(value))
     : der.sequence(der.oid(oidText), der.octetString(value));
 }
 
-/** Subject and SPKI locations inside a certificate, read once per issuer. */
-function certificateParts(certDer: Buffer): { subject: Buffer; spki: Buffer } {
+/**
+ * RFC 5280 4.2.1.13 CRLDistributionPoints with one DistributionPoint whose
+ * distributionPoint is fullName = one URI: SEQUENCE { SEQUENCE { [0] { [0] { [6] uri } } } }.
+ */
+export function crlDistributionPointsValue(url: string): Buffer {
+  if (!/^https?:\/\/[\x21-\x7e]+$/.test(url)) {
+    throw new StintError("ERR_CONFIG", `CRL distribution point "${url}" is not an ASCII http(s) URL`);
+  }
+  const uri = der.tlv(der.contextTag(6, false), Buffer.from(url, "ascii"));
+  return der.sequence(der.sequence(der.tlv(der.contextTag(0, true), der.tlv(der.contextTag(0, true), uri))));
+}
+
+/** Subject and SPKI of a certificate, read once per issuer (here, and for its CRL in ca/crl.ts). */
+export function certificateParts(certDer: Buffer): { subject: Buffer; spki: Buffer } {
   const cert = der.expectTlv(certDer, 0, der.Tag.SEQUENCE, "Certificate");
   const tbs = der.expectTlv(certDer, cert.valueStart, der.Tag.SEQUENCE, "TBSCertificate");
   const f = der.children(certDer, tbs);
@@ -123,6 +138,10 @@ export class LeafEngine {
       extension(OID.extKeyUsage, false, der.sequence(der.oid(OID.serverAuth), der.oid(OID.clientAuth))),
       extension(OID.authorityKeyId, false, der.sequence(der.tlv(der.contextTag(0, false), issuerSki))),
     ];
+    // Encoded once here like every constant extension, so a distribution point costs issue() one copy.
+    if (issuer.crlUrl) {
+      common.push(extension(OID.crlDistributionPoints, false, crlDistributionPointsValue(issuer.crlUrl)));
+    }
     // keyUsage: digitalSignature (bit 0); RSA leaves also keyEncipherment (bit 2) for RSA key exchange.
     const kuEc = extension(OID.keyUsage, true, Buffer.from([0x03, 0x02, 0x07, 0x80]));
     const kuRsa = extension(OID.keyUsage, true, Buffer.from([0x03, 0x02, 0x05, 0xa0]));

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { StintError } from "../common/errors";
 import { ensureDir, fileError, writeFileAtomic, writeSecretFile } from "../common/files";
 import { toPem } from "../formats/pem";
+import { CrlSigner, crlNumberKey, encodeStoredCrl, rootCrlKey } from "./crl";
 import {
   encryptPrivateKeyPem,
   fingerprintSha256,
@@ -206,6 +207,17 @@ export async function initHierarchy(opts: InitHierarchyOptions): Promise<InitHie
     await opts.store.putIssuer(root, audit(root));
     recorded = true;
     await opts.store.putIssuer(intermediate, audit(intermediate));
+    // The root's own CRL, while its key is at hand: empty, valid as long as the root (see ca/crl.ts rootCrlKey).
+    const rootCrl = {
+      number: await opts.store.incrementMeta(crlNumberKey(rootId)),
+      thisUpdate: notBefore,
+      nextUpdate: new Date(opts.now.getTime() + rootTtlDays * DAY_MS),
+    };
+    const rootCrlDer = new CrlSigner({ certDer: rootDer, privateKey: rootKeys.privateKey }).sign({
+      ...rootCrl,
+      revoked: [],
+    });
+    await opts.store.setMeta(rootCrlKey(rootId), encodeStoredCrl({ der: rootCrlDer, ...rootCrl }));
   } catch (err) {
     if (!recorded) await Promise.all(written.map((p) => unlink(p).catch(() => undefined)));
     throw err;

@@ -76,6 +76,25 @@ export interface CertificateFilter {
   limit?: number;
 }
 
+/** One entry of a CRL (ca/crl.ts): what the store knows of a revoked certificate. */
+export interface RevokedCertificate {
+  serial: string;
+  revokedAt: Date;
+  /** RFC 5280 CRLReason code. */
+  reason: number;
+}
+
+/**
+ * One issuer's part of the revocation feed: the window [lo, hi) of sequence
+ * numbers of its unexpired certificates and the revoked ones among them, sorted.
+ */
+export interface RevocationWindow {
+  issuerId: string;
+  lo: number;
+  hi: number;
+  revoked: number[];
+}
+
 export interface CertificateCounts {
   issued: number;
   unexpired: number;
@@ -88,6 +107,12 @@ export interface Store {
   /** Reads a value from the store's key/value metadata (trust domain, creation time). */
   getMeta(key: string): Promise<string | null>;
   setMeta(key: string, value: string): Promise<void>;
+  /**
+   * Atomically adds one to the counter kept in metadata under `key` (absent
+   * counts as 0) and returns the new value, durably: two processes or replicas
+   * never get the same number (CRL numbers). ERR_STORE_CORRUPT if the value is not a counter.
+   */
+  incrementMeta(key: string): Promise<number>;
 
   /** Inserts an issuer and its audit record in one transaction. */
   putIssuer(issuer: IssuerRecord, audit: AuditEvent): Promise<void>;
@@ -108,6 +133,13 @@ export interface Store {
   listCertificates(filter: CertificateFilter): Promise<CertificateRecord[]>;
   /** Marks a certificate revoked; ERR_NOT_FOUND if unknown, ERR_STORE_CONFLICT if already revoked. */
   revokeCertificate(serial: string, reason: number, at: Date, audit: AuditEvent): Promise<void>;
+  /** An issuer's revoked certificates with notAfter after `unexpiredAt`, by revocation time then serial. */
+  listRevoked(issuerId: string, unexpiredAt: Date): Promise<RevokedCertificate[]>;
+
+  /** Every issuer with unexpired certificates at `now`, by issuer id (the revocation feed). */
+  revocationWindows(now: Date): Promise<RevocationWindow[]>;
+  /** How many certificates were ever revoked: a cheap change detector for the feed. */
+  revokedCount(): Promise<number>;
 
   /** Certificate totals for status displays and metrics. */
   counts(now: Date): Promise<CertificateCounts>;

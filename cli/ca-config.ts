@@ -298,6 +298,30 @@ export const CA_CONFIG = declareConfig([
     description:
       "PEM file of the bootstrap CA certificates x509pop evidence must chain to; empty turns x509pop off.",
   },
+  {
+    key: "crl.validity",
+    type: "duration",
+    default: "1h",
+    description:
+      "How long each CRL is valid (nextUpdate); CRLs are re-signed at half of it and after every revocation.",
+    validate: positive,
+  },
+  {
+    key: "feed.validity",
+    type: "duration",
+    default: "10m",
+    description:
+      "How long each revocation feed snapshot is valid (nextUpdate); it is re-signed at half of it and on every revocation.",
+    validate: positive,
+  },
+  {
+    key: "feed.pollInterval",
+    type: "duration",
+    default: "500ms",
+    description:
+      "How often the server checks the store for revocations (also those made by `stint ca revoke` or another replica) to publish them in the feed.",
+    validate: positive,
+  },
   LOG_LEVEL_SETTING,
 ]);
 

@@ -2,7 +2,10 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { mountAcme } from "../acme/acme-api";
 import { mountAdmin } from "../acme/admin";
+import { mountCrl } from "../acme/crl-routes";
+import { mountFeed } from "../acme/feed-routes";
 import { startCaServer } from "../acme/server";
+import { FeedService } from "../ca/feed";
 import { fingerprintSha256 } from "../ca/keys";
 import { isPostgresUrl, openStore, STORE_FILE } from "../ca/store/open";
 import { configSummary } from "../common/config";
@@ -12,7 +15,7 @@ import { acmeDeps } from "./acme-setup";
 import { CA_CONFIG, type CaConfig } from "./ca-config";
 import { initCa } from "./ca-init";
 import { type Command, parseFlags } from "./command";
-import { caFlagOptions, caHelp, loadConfigFromFlags, openCa } from "./context";
+import { caFlagOptions, caHelp, loadConfigFromFlags, openCa, publicOrigin } from "./context";
 import { listenParts } from "./listen";
 
 const OWN_FLAGS = { "insecure-no-passphrase": { type: "boolean" } } as const;
@@ -23,7 +26,8 @@ export const caServe: Command = {
   help: () =>
     caHelp(
       "stint ca serve [options]",
-      "Serves the ACME API (/acme/directory), /health, /bundle.pem, /bundle.json and /metrics over\n" +
+      "Serves the ACME API (/acme/directory), the admin API (/admin/), CRLs (/crl/), the revocation\n" +
+        "feed (/feed, /feed/events), /health, /bundle.pem, /bundle.json and /metrics over\n" +
         "HTTPS with a certificate from the CA's own intermediate, renewed before it expires. On first\n" +
         "run in an empty data directory it creates the CA as `stint ca init` would. Stops cleanly on SIGTERM or SIGINT.",
       "  --insecure-no-passphrase   allow unencrypted CA keys when no passphrase is set (development only)",
@@ -47,6 +51,15 @@ export const caServe: Command = {
         dataDir: cfg.dataDir,
       });
     }
+    const feed = new FeedService({
+      trustDomain,
+      store,
+      signer: authority,
+      log,
+      validityMs: cfg["feed.validity"],
+      pollMs: cfg["feed.pollInterval"],
+    });
+    await feed.start();
     const { host, port } = listenParts(cfg.listen);
     const server = await startCaServer({
       authority,
@@ -57,8 +70,13 @@ export const caServe: Command = {
       port,
       serverNames: cfg.serverNames,
       serverCertTtlMs: cfg.serverCertTtl,
-      publicOrigin: publicOrigin(cfg, host, port),
-      mounts: [mountAcme(await acmeDeps(cfg, authority, store, log)), mountAdmin({ authority, store, log })],
+      publicOrigin: publicOrigin(cfg) ?? undefined,
+      mounts: [
+        mountAcme(await acmeDeps(cfg, authority, store, log)),
+        mountAdmin({ authority, store, log }),
+        await mountCrl(authority, log),
+        mountFeed(feed),
+      ],
     });
     log.info("listening", {
       url: server.url,
@@ -77,6 +95,7 @@ export const caServe: Command = {
       process.once("SIGTERM", () => stop("SIGTERM"));
       process.once("SIGINT", () => stop("SIGINT"));
     });
+    feed.stop();
     await server.close();
     await store.close();
     log.info("stopped");
@@ -93,16 +112,4 @@ async function needsInit(cfg: CaConfig): Promise<boolean> {
   } finally {
     await store.close();
   }
-}
-
-/**
- * The origin in ACME URLs. Undefined lets the server use the address it bound
- * (right for 127.0.0.1:0 in tests); a wildcard address is no place to send a
- * client, so then the first server name stands in.
- */
-function publicOrigin(cfg: CaConfig, host: string, port: number): string | undefined {
-  if (cfg.publicUrl !== "") return cfg.publicUrl;
-  if (host !== "0.0.0.0" && host !== "::" && host !== "") return undefined;
-  const name = cfg.serverNames[0];
-  return port === 0 ? undefined : `https://${name?.includes(":") ? `[${name}]` : name}:${port}`;
 }

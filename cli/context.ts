@@ -9,6 +9,7 @@ import { StintError } from "../common/errors";
 import type { Registry } from "../common/metrics";
 import { CA_CONFIG, type CaConfig, loadCaConfig } from "./ca-config";
 import type { Options } from "./command";
+import { listenParts } from "./listen";
 
 /** What the `stint ca …` commands share: config loading, the passphrase, the store and the authority. */
 
@@ -83,6 +84,21 @@ export function trustDomainConfigured(values: FlagValues): boolean {
   return values["trust-domain"] !== undefined || process.env.STINT_TRUST_DOMAIN !== undefined;
 }
 
+/**
+ * The origin clients reach the CA at, for ACME URLs and the CRL distribution
+ * point in every leaf: publicUrl, else https://<listen host>:<port>, with the
+ * first server name standing in for a wildcard address (no place to send a
+ * client). Null when listen's port is 0 and no publicUrl is set: the address
+ * is known only once the server has bound it (tests).
+ */
+export function publicOrigin(cfg: Pick<CaConfig, "publicUrl" | "listen" | "serverNames">): string | null {
+  if (cfg.publicUrl !== "") return cfg.publicUrl;
+  const { host, port } = listenParts(cfg.listen);
+  if (port === 0) return null;
+  const name = host === "0.0.0.0" || host === "::" || host === "" ? (cfg.serverNames[0] ?? host) : host;
+  return `https://${name.includes(":") ? `[${name}]` : name}:${port}`;
+}
+
 export interface OpenedCa {
   store: CaStore;
   authority: Authority;
@@ -100,6 +116,9 @@ export async function openCa(cfg: CaConfig, values: FlagValues, metrics?: Regist
       policy: policyFrom(cfg, trustDomain),
       passphrase: await passphraseFrom(cfg),
       metrics,
+      // The same origin whether the server or a one-shot command (`ca issue`) signs the leaf.
+      crlBaseUrl: publicOrigin(cfg),
+      crlValidityMs: cfg["crl.validity"],
     });
     return { store, authority, trustDomain };
   } catch (err) {

@@ -5,17 +5,20 @@ import { agent } from "./agent";
 import { audit } from "./audit";
 import { caAdminCert, caInit } from "./ca-init";
 import { caIssue } from "./ca-issue";
+import { caRevoke } from "./ca-revoke";
 import { caServe } from "./ca-serve";
 import { caStatus } from "./ca-status";
 import { certList, certRevoke, certShow } from "./cert";
 import type { Command } from "./command";
 import { entryCreate, entryDelete, entryList } from "./entry";
 import { tokenCreate } from "./token";
+import { verify } from "./verify";
 
 const COMMANDS: readonly Command[] = [
   caInit,
   caServe,
   caIssue,
+  caRevoke,
   caStatus,
   caAdminCert,
   entryCreate,
@@ -27,6 +30,7 @@ const COMMANDS: readonly Command[] = [
   certRevoke,
   audit,
   agent,
+  verify,
 ];
 
 function overview(prefix = ""): string {

@@ -2,9 +2,16 @@ import { createHash, X509Certificate } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { isStintError, StintError } from "../../common/errors";
 import { fileError } from "../../common/files";
-import * as der from "../../formats/der";
 import { algorithmForKey, fromB64u, verifyJwsSignature } from "../../formats/jose";
 import { pemDecodeAll } from "../../formats/pem";
+import {
+  type CertificateFacts,
+  extensionName,
+  KeyUsage,
+  OID,
+  readCertificate,
+  unhandledCritical,
+} from "../../formats/x509";
 import { X509POP_PREFIX, x509PopMessage } from "../../formats/x509pop";
 import {
   type Attestation,
@@ -193,9 +200,7 @@ function issuerProblem(f: CertFacts, below = 0): string | null {
 
 function criticalProblem(f: CertFacts): string | null {
   if (f.unhandledCritical.length === 0) return null;
-  const names = f.unhandledCritical.map((oid) =>
-    EXTENSION_NAMES[oid] ? `${EXTENSION_NAMES[oid]} (${oid})` : oid,
-  );
+  const names = f.unhandledCritical.map(extensionName);
   return `has critical extension(s) x509pop does not process: ${names.join(", ")}`;
 }
 
@@ -242,129 +247,46 @@ function parseChain(value: unknown): CertFacts[] {
   });
 }
 
-// ---------- what validation needs from a certificate, read from its DER ----------
+// ---------- what validation needs from a certificate (read by formats/x509.ts) ----------
 
-const KU_DIGITAL_SIGNATURE = 0x8000; // bit 0, first byte's high bit
-const KU_KEY_CERT_SIGN = 0x0400; // bit 5
-const EKU_CLIENT_AUTH = "1.3.6.1.5.5.7.3.2";
-const EKU_ANY = "2.5.29.37.0";
-const OID = { cn: "2.5.4.3", keyUsage: "2.5.29.15", san: "2.5.29.17", bc: "2.5.29.19", eku: "2.5.29.37" };
-const HANDLED = new Set([OID.keyUsage, OID.san, OID.bc, OID.eku]);
-const EXTENSION_NAMES: Record<string, string> = {
-  "2.5.29.30": "nameConstraints",
-  "2.5.29.32": "certificatePolicies",
-  "2.5.29.36": "policyConstraints",
-  "2.5.29.54": "inhibitAnyPolicy",
-};
+const KU_DIGITAL_SIGNATURE = KeyUsage.digitalSignature;
+const KU_KEY_CERT_SIGN = KeyUsage.keyCertSign;
+const EKU_CLIENT_AUTH = OID.clientAuth;
+const EKU_ANY = OID.anyExtendedKeyUsage;
+/** nameConstraints is read but not enforced here, so a critical one is refused rather than ignored. */
+const HANDLED: ReadonlySet<string> = new Set([
+  OID.keyUsage,
+  OID.subjectAltName,
+  OID.basicConstraints,
+  OID.extKeyUsage,
+]);
 
-interface CertFacts {
+interface CertFacts extends CertificateFacts {
   cert: X509Certificate;
-  der: Buffer;
   role: string;
   /** Subject for messages, e.g. "CN=leaf, O=example". */
   name: string;
   issuerName: string;
-  notBefore: Date;
-  notAfter: Date;
-  ca: boolean;
-  pathLen: number | null;
-  /** The first 16 key usage bits, bit 0 highest; null without the extension. */
-  keyUsage: number | null;
-  eku: string[] | null;
-  cns: string[];
-  dns: string[];
-  uris: string[];
   unhandledCritical: string[];
 }
 
 function certFacts(cert: X509Certificate, role: string, code: "ERR_MALFORMED" | "ERR_CONFIG"): CertFacts {
+  let facts: CertificateFacts;
   try {
-    return readFacts(cert, role);
+    facts = readCertificate(cert.raw);
   } catch (err) {
     // Anything our reader trips on (bad DER, a CN that is not UTF-8) is the certificate's fault.
     const why = isStintError(err, "ERR_DER") ? err.message : "cannot be read";
     throw new StintError(code, `${role} certificate: ${why}`);
   }
-}
-
-const textOf = (name: string) => name.split("\n").join(", ");
-
-function readFacts(cert: X509Certificate, role: string): CertFacts {
-  const raw = cert.raw;
-  const tbs = der.children(raw, der.expectTlv(raw, 0, der.Tag.SEQUENCE, "Certificate"))[0];
-  const fields = der.children(raw, tbs);
-  const v = fields[0]?.tag === der.contextTag(0, true) ? 1 : 0;
-  const [validity, subject] = [fields[v + 3], fields[v + 4]];
-  if (!validity || !subject) throw new StintError("ERR_DER", "DER: TBSCertificate is truncated");
-  const [notBefore, notAfter] = der.children(raw, validity).map((t) => der.decodeTime(raw, t));
-  const f: CertFacts = {
+  return {
+    ...facts,
     cert,
-    der: Buffer.from(raw),
     role,
     name: textOf(cert.subject),
     issuerName: textOf(cert.issuer),
-    notBefore,
-    notAfter,
-    ca: false,
-    pathLen: null,
-    keyUsage: null,
-    eku: null,
-    cns: commonNames(raw, subject),
-    dns: [],
-    uris: [],
-    unhandledCritical: [],
+    unhandledCritical: unhandledCritical(facts, HANDLED),
   };
-  const extensions = fields.find((t) => t.tag === der.contextTag(3, true));
-  const seen = new Set<string>();
-  for (const ext of extensions ? der.children(raw, der.children(raw, extensions)[0]) : []) {
-    const parts = der.children(raw, ext);
-    const oid = der.decodeOid(der.contents(raw, parts[0]));
-    if (seen.has(oid)) throw new StintError("ERR_DER", `DER: extension ${oid} appears twice`);
-    seen.add(oid);
-    const critical = parts.length === 3 && parts[1].tag === der.Tag.BOOLEAN && raw[parts[1].valueStart] !== 0;
-    const value = der.contents(raw, parts[parts.length - 1]);
-    if (critical && !HANDLED.has(oid)) f.unhandledCritical.push(oid);
-    if (oid === OID.bc) readBasicConstraints(value, f);
-    else if (oid === OID.keyUsage) {
-      const bits = der.contents(value, der.expectTlv(value, 0, der.Tag.BIT_STRING, "keyUsage"));
-      f.keyUsage = ((bits[1] ?? 0) << 8) | (bits[2] ?? 0);
-    } else if (oid === OID.eku) {
-      const list = der.expectTlv(value, 0, der.Tag.SEQUENCE, "extKeyUsage");
-      f.eku = der.children(value, list).map((t) => der.decodeOid(der.contents(value, t)));
-    } else if (oid === OID.san) {
-      for (const n of der.children(value, der.expectTlv(value, 0, der.Tag.SEQUENCE, "subjectAltName"))) {
-        if (n.tag === der.contextTag(2, false)) f.dns.push(der.contents(value, n).toString("latin1"));
-        if (n.tag === der.contextTag(6, false)) f.uris.push(der.contents(value, n).toString("latin1"));
-      }
-    }
-  }
-  return f;
 }
 
-function readBasicConstraints(value: Buffer, f: CertFacts): void {
-  for (const t of der.children(value, der.expectTlv(value, 0, der.Tag.SEQUENCE, "basicConstraints"))) {
-    if (t.tag === der.Tag.BOOLEAN) f.ca = value[t.valueStart] !== 0;
-    if (t.tag === der.Tag.INTEGER) {
-      const n = der.contents(value, t);
-      f.pathLen = n.length <= 4 ? n.readUIntBE(0, n.length) : Number.MAX_SAFE_INTEGER;
-    }
-  }
-}
-
-/** The subject's CN values in the string types certificates use; other types give no selector. */
-function commonNames(raw: Buffer, subject: der.Tlv): string[] {
-  const out: string[] = [];
-  for (const rdn of der.children(raw, subject)) {
-    for (const atv of der.children(raw, rdn)) {
-      const [type, value] = der.children(raw, atv);
-      if (!value || der.decodeOid(der.contents(raw, type)) !== OID.cn) continue;
-      const bytes = der.contents(raw, value);
-      if (value.tag === der.Tag.UTF8_STRING) {
-        out.push(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
-      } else if (value.tag === der.Tag.PRINTABLE_STRING || value.tag === der.Tag.IA5_STRING) {
-        out.push(bytes.toString("latin1"));
-      }
-    }
-  }
-  return out;
-}
+const textOf = (name: string) => name.split("\n").join(", ");

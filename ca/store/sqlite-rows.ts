@@ -198,6 +198,13 @@ export function prepareStatements(db: Database.Database) {
     countUnexpired: db.prepare<[number], { n: number }>(
       "SELECT count(*) AS n FROM certificates WHERE not_after > ?",
     ),
+    // Scans the unexpired certificates once per feed build; the feed is rebuilt on revocations, not issuances.
+    unexpiredWindows: db.prepare<[number], { issuer_id: string; lo: number; hi: number }>(
+      "SELECT issuer_id, MIN(sequence) AS lo, MAX(sequence) + 1 AS hi FROM certificates WHERE not_after > ? GROUP BY issuer_id ORDER BY issuer_id",
+    ),
+    unexpiredRevoked: db.prepare<[number], { issuer_id: string; sequence: number }>(
+      "SELECT issuer_id, sequence FROM certificates WHERE revoked_at IS NOT NULL AND not_after > ? ORDER BY issuer_id, sequence",
+    ),
     countRevoked: db.prepare<[], { n: number }>(
       "SELECT count(*) AS n FROM certificates WHERE revoked_at IS NOT NULL",
     ),

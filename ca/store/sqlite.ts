@@ -11,6 +11,8 @@ import type {
   CertificateRecord,
   IssuerRecord,
   IssuerState,
+  RevocationWindow,
+  RevokedCertificate,
   Store,
 } from "../store";
 import type {
@@ -24,6 +26,7 @@ import type {
   OrderRecord,
   OrderStatus,
 } from "../store-acme";
+import { windowsFrom } from "./feed-rows";
 import { SqliteAcmeState } from "./sqlite-acme";
 import { GroupCommit, type WriteOp } from "./sqlite-batch";
 import { migrate, STORE_FORMAT_KEY } from "./sqlite-migrations";
@@ -66,6 +69,10 @@ export class SqliteStore implements Store, AcmeStateStore {
   private readonly writes: GroupCommit;
   /** Several reads that must agree with each other (another process may commit between them). */
   private readonly readSnapshot: <T>(read: () => T) => T;
+  private readonly listRevokedStatement: Database.Statement<
+    [string, number],
+    { serial: string; revoked_at: number; revocation_reason: number }
+  >;
   private readonly listStatements = new Map<
     string,
     Database.Statement<Record<string, unknown>, CertificateRow>
@@ -77,6 +84,11 @@ export class SqliteStore implements Store, AcmeStateStore {
     readonly path: string,
   ) {
     this.st = prepareStatements(db);
+    // The partial index on revoked_at keeps this a scan of the revoked set, however many certificates exist.
+    this.listRevokedStatement = db.prepare(
+      "SELECT serial, revoked_at, revocation_reason FROM certificates" +
+        " WHERE revoked_at IS NOT NULL AND issuer_id = ? AND not_after > ? ORDER BY revoked_at, serial",
+    );
     const snapshot = db.transaction((read: () => unknown) => read());
     this.readSnapshot = <T>(read: () => T) => snapshot.deferred(read) as T;
     this.writes = new GroupCommit(
@@ -136,6 +148,23 @@ export class SqliteStore implements Store, AcmeStateStore {
     if (key === STORE_FORMAT_KEY) return Promise.reject(new RangeError(`meta key ${key} is reserved`));
     return this.write(() => {
       this.st.setMeta.run({ key, value });
+    });
+  }
+
+  /** Read and write in one IMMEDIATE transaction, so another process's increment cannot interleave. */
+  incrementMeta(key: string): Promise<number> {
+    if (key === STORE_FORMAT_KEY) return Promise.reject(new RangeError(`meta key ${key} is reserved`));
+    return this.write(() => {
+      const value = this.st.getMeta.get(key)?.value ?? "0";
+      if (!/^\d{1,15}$/.test(value)) {
+        throw new StintError(
+          "ERR_STORE_CORRUPT",
+          `${this.path}: meta ${key} holds "${value}", not a counter`,
+        );
+      }
+      const next = Number(value) + 1;
+      this.st.setMeta.run({ key, value: String(next) });
+      return next;
     });
   }
 
@@ -258,6 +287,28 @@ export class SqliteStore implements Store, AcmeStateStore {
       }
       this.appendAuditIn(tail, audit);
     });
+  }
+
+  async listRevoked(issuerId: string, unexpiredAt: Date): Promise<RevokedCertificate[]> {
+    this.assertOpen();
+    return this.listRevokedStatement.all(issuerId, unexpiredAt.getTime()).map((r) => ({
+      serial: r.serial,
+      revokedAt: new Date(r.revoked_at),
+      reason: r.revocation_reason,
+    }));
+  }
+
+  async revocationWindows(now: Date): Promise<RevocationWindow[]> {
+    this.assertOpen();
+    const at = now.getTime();
+    return this.readSnapshot(() =>
+      windowsFrom(this.st.unexpiredWindows.all(at), this.st.unexpiredRevoked.all(at)),
+    );
+  }
+
+  async revokedCount(): Promise<number> {
+    this.assertOpen();
+    return this.st.countRevoked.get()!.n;
   }
 
   /** `revoked` counts every revoked certificate, expired or not, as `issued` counts every one. */

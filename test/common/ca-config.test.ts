@@ -50,6 +50,9 @@ describe("CA config", () => {
       "attest.k8sSat.publicKeyFiles": [],
       "attest.k8sSat.jwksFile": "",
       "attest.x509pop.bundleFile": "",
+      "crl.validity": 3_600_000,
+      "feed.validity": 600_000,
+      "feed.pollInterval": 500,
       "log.level": "info",
     });
   });

@@ -1,6 +1,6 @@
 import { verifyAuditChain } from "../../ca/audit";
 import type { Store } from "../../ca/store";
-import { certificate, event, issuer, T0 } from "./fixtures";
+import { certificate, event, issuer, later, MINUTE, T0 } from "./fixtures";
 
 /**
  * The behaviour every Store backend must share, run against each of them
@@ -201,6 +201,55 @@ export function storeContract(name: string, openFresh: () => Promise<Store>, bac
         store.revokeCertificate(cert.serial, 4, T0, event("cert.revoke", cert.serial)),
       ]);
       expect(await store.getCertificate(cert.serial)).toMatchObject({ revokedAt: T0, revocationReason: 4 });
+    });
+
+    it("lists an issuer's unexpired revoked certificates, by revocation time", async () => {
+      await store.putIssuer(issuer("aa00"), event("issuer.create", "aa00"));
+      await store.putIssuer(issuer("bb11"), event("issuer.create", "bb11"));
+      const certs = Array.from({ length: 6 }, (_, i) => certificate("aa00", i + 1));
+      const other = certificate("bb11", 9);
+      await Promise.all(
+        [...certs, other].map((c) => store.insertCertificate(c, event("cert.issue", c.serial))),
+      );
+      expect(await store.listRevoked("aa00", T0)).toEqual([]);
+      // Revoked out of serial order; certificate(…, n) expires n minutes after T0.
+      await store.revokeCertificate(certs[4].serial, 1, later(2000), event("cert.revoke", "5"));
+      await store.revokeCertificate(certs[1].serial, 4, later(1000), event("cert.revoke", "2"));
+      await store.revokeCertificate(certs[5].serial, 0, later(1000), event("cert.revoke", "6"));
+      await store.revokeCertificate(other.serial, 1, later(1000), event("cert.revoke", "other"));
+      await reopen();
+      expect(await store.listRevoked("aa00", T0)).toEqual([
+        { serial: certs[1].serial, revokedAt: later(1000), reason: 4 },
+        { serial: certs[5].serial, revokedAt: later(1000), reason: 0 },
+        { serial: certs[4].serial, revokedAt: later(2000), reason: 1 },
+      ]);
+      // At T0+2min certificate 2 has expired (notAfter is not after the instant): it drops off.
+      expect((await store.listRevoked("aa00", later(2 * MINUTE))).map((r) => r.serial)).toEqual([
+        certs[5].serial,
+        certs[4].serial,
+      ]);
+      expect(await store.listRevoked("aa00", later(6 * MINUTE))).toEqual([]);
+      expect(await store.listRevoked("cc22", T0)).toEqual([]);
+    });
+
+    it("increments metadata counters durably, never handing out a number twice", async () => {
+      expect(await store.incrementMeta("crl_number:aa00")).toBe(1);
+      expect(await store.incrementMeta("crl_number:aa00")).toBe(2);
+      await reopen();
+      const concurrent = await Promise.all(
+        Array.from({ length: 20 }, () => store.incrementMeta("crl_number:aa00")),
+      );
+      expect([...concurrent].sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i + 3));
+      expect(await store.getMeta("crl_number:aa00")).toBe("22");
+      expect(await store.incrementMeta("crl_number:bb11")).toBe(1);
+
+      await store.setMeta("crl_number:bad", "twelve");
+      await expect(store.incrementMeta("crl_number:bad")).rejects.toMatchObject({
+        code: "ERR_STORE_CORRUPT",
+        message: expect.stringContaining('meta crl_number:bad holds "twelve", not a counter'),
+      });
+      expect(await store.getMeta("crl_number:bad")).toBe("twelve");
+      await expect(store.incrementMeta("store_format")).rejects.toThrow("meta key store_format is reserved");
     });
 
     it("counts issued, unexpired and revoked certificates", async () => {

@@ -1,0 +1,261 @@
+import { type KeyObject, sign } from "node:crypto";
+import type { Logger } from "../common/logger";
+import * as der from "../formats/der";
+import { certificateParts, extension, signatureScheme } from "./engine";
+import { keyIdentifier } from "./spki";
+import type { RevokedCertificate } from "./store";
+
+/**
+ * Certificate revocation lists (RFC 5280 section 5, v2), one per issuer whose
+ * key the authority holds, encoded with formats/der.ts and signed with
+ * node:crypto like the leaves.
+ *
+ * Which certificates are listed: only revoked ones that have not expired, and
+ * each stays for one CRL validity period past its notAfter, so it appears on at
+ * least one CRL issued after it expired (RFC 5280 5.1.2.6) and then drops off.
+ * Leaves live minutes to hours, so the list stays as short as the recent
+ * revocations, where listing every revocation ever would only grow.
+ *
+ * thisUpdate is set back by the leaves' backdate: a verifier whose clock runs
+ * a few seconds slow would otherwise find a just-signed CRL "not yet valid",
+ * and OpenSSL then refuses every peer, revoked or not.
+ */
+
+const OID = {
+  authorityKeyId: "2.5.29.35",
+  crlNumber: "2.5.29.20",
+  reasonCode: "2.5.29.21",
+} as const;
+const ENUMERATED = 0x0a;
+/** After a failed refresh, try again this soon (or at half-life, if that is sooner). */
+const RETRY_MS = 60_000;
+/** setTimeout's ceiling (about 24.8 days); a longer delay would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** The URL an issuer's CRL is served at (acme/crl-routes.ts) and leaves name as their distribution point. */
+export function crlUrl(baseUrl: string, issuerId: string): string {
+  return `${baseUrl.replace(/\/+$/, "")}/crl/${issuerId}.crl`;
+}
+
+/**
+ * The store meta key holding a root's CRL. The server never holds a root key,
+ * so the root signs its CRL where its key is: at `ca init` (an empty list,
+ * valid as long as the root) and, later, when it revokes an intermediate.
+ * Verifiers that check CRLs for the whole chain (Node's `crl` option) need it.
+ */
+export const rootCrlKey = (rootId: string): string => `root_crl:${rootId}`;
+
+/** A root CRL as kept in the store's metadata (JSON with the DER in base64). */
+export function encodeStoredCrl(c: CurrentCrl): string {
+  return JSON.stringify({
+    der: c.der.toString("base64"),
+    number: c.number,
+    thisUpdate: c.thisUpdate.toISOString(),
+    nextUpdate: c.nextUpdate.toISOString(),
+  });
+}
+
+export function decodeStoredCrl(text: string): CurrentCrl {
+  const v = JSON.parse(text) as { der: string; number: number; thisUpdate: string; nextUpdate: string };
+  return {
+    der: Buffer.from(v.der, "base64"),
+    number: v.number,
+    thisUpdate: new Date(v.thisUpdate),
+    nextUpdate: new Date(v.nextUpdate),
+  };
+}
+
+/** The store meta key holding an issuer's last CRL number. */
+export const crlNumberKey = (issuerId: string): string => `crl_number:${issuerId}`;
+
+export interface CrlContents {
+  /** cRLNumber: strictly increasing per issuer, never reused. */
+  number: number;
+  thisUpdate: Date;
+  nextUpdate: Date;
+  revoked: readonly RevokedCertificate[];
+}
+
+/** Integer (0..2^53) as a DER INTEGER. */
+function integer(n: number): Buffer {
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`CRL number ${n} is out of range`);
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(BigInt(n));
+  return der.unsignedInteger(b);
+}
+
+/** Encodes and signs one issuer's CRLs; the parts every CRL repeats are encoded once. */
+export class CrlSigner {
+  private readonly hash: string | null;
+  private readonly algorithm: Buffer;
+  /** version v2, signature algorithm, issuer: the issuer certificate's subject bytes exactly, so names match. */
+  private readonly head: Buffer;
+  private readonly aki: Buffer;
+
+  constructor(private readonly issuer: { certDer: Buffer; privateKey: KeyObject }) {
+    const scheme = signatureScheme(issuer.privateKey);
+    const parts = certificateParts(issuer.certDer);
+    this.hash = scheme.hash;
+    this.algorithm = scheme.algorithmIdentifier;
+    this.head = Buffer.concat([der.smallInteger(1), scheme.algorithmIdentifier, parts.subject]);
+    // The same key identifier the engine puts in the leaves' AKI, so verifiers pair CRL and leaf.
+    const ski = keyIdentifier(parts.spki);
+    this.aki = extension(OID.authorityKeyId, false, der.sequence(der.tlv(der.contextTag(0, false), ski)));
+  }
+
+  sign(c: CrlContents): Buffer {
+    if (!(c.nextUpdate.getTime() > c.thisUpdate.getTime())) {
+      throw new RangeError("CRL nextUpdate must be after thisUpdate");
+    }
+    const entries = c.revoked.map((r) =>
+      der.sequence(
+        der.unsignedInteger(Buffer.from(r.serial, "hex")),
+        der.time(r.revokedAt),
+        // RFC 5280 5.3.1: the reason code extension is left out rather than saying "unspecified".
+        ...(r.reason === 0
+          ? []
+          : [der.sequence(extension(OID.reasonCode, false, der.tlv(ENUMERATED, Buffer.from([r.reason]))))]),
+      ),
+    );
+    const tbs = der.sequence(
+      this.head,
+      der.time(c.thisUpdate),
+      der.time(c.nextUpdate),
+      // An empty list is left out, not encoded empty (RFC 5280 5.1.2.6).
+      ...(entries.length === 0 ? [] : [der.sequence(...entries)]),
+      der.explicit(0, der.sequence(this.aki, extension(OID.crlNumber, false, integer(c.number)))),
+    );
+    const signature = sign(this.hash, tbs, this.issuer.privateKey);
+    return der.sequence(tbs, this.algorithm, der.bitString(signature));
+  }
+}
+
+/** What CRLs need from storage, declared by their consumer. */
+export interface CrlStore {
+  listRevoked(issuerId: string, unexpiredAt: Date): Promise<RevokedCertificate[]>;
+  incrementMeta(key: string): Promise<number>;
+}
+
+export interface CurrentCrl {
+  der: Buffer;
+  number: number;
+  thisUpdate: Date;
+  nextUpdate: Date;
+}
+
+export interface CrlPublisherOptions {
+  store: CrlStore;
+  /** nextUpdate − signing time; each CRL is re-signed at half of it. */
+  validityMs: number;
+  /** How far thisUpdate is set into the past (the leaves' backdate). */
+  backdateMs: number;
+  now?: () => Date;
+}
+
+interface IssuerCrl {
+  signer: CrlSigner;
+  current: CurrentCrl | null;
+  /** The last refresh in line (settled, never rejecting): refreshes of one issuer run one at a time. */
+  tail: Promise<unknown>;
+  /** A refresh waiting for the running one: callers that arrive meanwhile share it. */
+  queued: Promise<CurrentCrl> | null;
+  timer: NodeJS.Timeout | null;
+}
+
+const wholeSeconds = (ms: number) => new Date(Math.floor(ms / 1000) * 1000);
+
+/**
+ * Keeps the current CRL of each issuer: signs one on start, again after every
+ * revocation the authority makes (once it is durable), and at half-life
+ * otherwise, which is also when revocations made by another process (`stint
+ * ca revoke`, another replica) are picked up. Timers are unref'd.
+ */
+export class CrlPublisher {
+  private readonly issuers = new Map<string, IssuerCrl>();
+  private readonly now: () => Date;
+  private log: Logger | undefined;
+  private started = false;
+
+  constructor(private readonly opts: CrlPublisherOptions) {
+    if (!(opts.validityMs >= 2000)) throw new RangeError("CRL validity must be at least 2 s");
+    this.now = opts.now ?? (() => new Date());
+  }
+
+  add(issuerId: string, signer: CrlSigner): void {
+    this.issuers.set(issuerId, { signer, current: null, tail: Promise.resolve(), queued: null, timer: null });
+  }
+
+  get running(): boolean {
+    return this.started;
+  }
+
+  issuerIds(): string[] {
+    return [...this.issuers.keys()];
+  }
+
+  current(issuerId: string): CurrentCrl | null {
+    return this.issuers.get(issuerId)?.current ?? null;
+  }
+
+  /** Signs every issuer's first CRL and keeps them fresh from then on; rejects if one cannot be made. */
+  async start(log?: Logger): Promise<void> {
+    this.log = log;
+    this.started = true;
+    await Promise.all(this.issuerIds().map((id) => this.refresh(id)));
+  }
+
+  stop(): void {
+    this.started = false;
+    for (const s of this.issuers.values()) {
+      if (s.timer) clearTimeout(s.timer);
+      s.timer = null;
+    }
+  }
+
+  /** A CRL reflecting every revocation durable before this call. */
+  refresh(issuerId: string): Promise<CurrentCrl> {
+    const s = this.issuers.get(issuerId);
+    if (!s) return Promise.reject(new RangeError(`no CRL is kept for issuer ${issuerId}`));
+    if (s.queued) return s.queued;
+    const run = s.tail.then(() => {
+      s.queued = null;
+      return this.build(issuerId, s);
+    });
+    s.queued = run;
+    s.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  private async build(issuerId: string, s: IssuerCrl): Promise<CurrentCrl> {
+    const { validityMs, backdateMs, store } = this.opts;
+    try {
+      const now = this.now().getTime();
+      const thisUpdate = wholeSeconds(now - backdateMs);
+      const nextUpdate = wholeSeconds(now + validityMs);
+      const revoked = await store.listRevoked(issuerId, new Date(now - validityMs));
+      // Reserved durably before signing, so a number is never used twice, across restarts and replicas.
+      const number = await store.incrementMeta(crlNumberKey(issuerId));
+      const signed = s.signer.sign({ number, thisUpdate, nextUpdate, revoked });
+      s.current = { der: signed, number, thisUpdate, nextUpdate };
+      this.log?.debug("CRL signed", { issuer: issuerId, number, entries: revoked.length });
+      this.schedule(issuerId, s, validityMs / 2);
+      return s.current;
+    } catch (err) {
+      this.log?.error("CRL refresh failed; the previous CRL stays served", { issuer: issuerId, error: err });
+      this.schedule(issuerId, s, Math.min(RETRY_MS, validityMs / 2));
+      throw err;
+    }
+  }
+
+  private schedule(issuerId: string, s: IssuerCrl, delayMs: number): void {
+    if (!this.started) return;
+    if (s.timer) clearTimeout(s.timer);
+    s.timer = setTimeout(
+      () => {
+        s.timer = null;
+        this.refresh(issuerId).catch(() => undefined); // logged in build()
+      },
+      Math.min(delayMs, MAX_TIMER_MS),
+    ).unref();
+  }
+}

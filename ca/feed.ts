@@ -1,0 +1,163 @@
+import type { Logger } from "../common/logger";
+import { diffFeeds, encodeFeed, type FeedDelta, type FeedSnapshot, type IssuerSet } from "../formats/feed";
+
+/**
+ * The CA's revocation feed (docs/feed.md): a signed snapshot of every
+ * issuer's revoked set within the window of its unexpired certificates,
+ * rebuilt whenever the revoked set changes and before the last one's
+ * nextUpdate, plus deltas from recent sequence numbers. The store is polled
+ * for changes (one cheap count), so revocations made by another process — a
+ * `stint ca revoke` beside the server, another replica on PostgreSQL — reach
+ * the feed as quickly as those made through this one.
+ */
+
+/** What the feed needs from storage, declared by its consumer. */
+export interface FeedStore {
+  /** Changes whenever any certificate is revoked: a cheap change detector. */
+  revokedCount(): Promise<number>;
+  /** Per issuer: the window [lo, hi) of sequence numbers of its unexpired certificates and the revoked ones among them. */
+  revocationWindows(now: Date): Promise<IssuerSet[]>;
+  getMeta(key: string): Promise<string | null>;
+  setMeta(key: string, value: string): Promise<void>;
+}
+
+/** Signs feed bodies with an issuer the verifiers trust; the Authority implements it, so the key stays there. */
+export interface FeedSigner {
+  /** The signed envelope (formats/feed.ts signFeed) of `body`. */
+  signFeed(body: Buffer): Buffer;
+}
+
+export interface FeedOptions {
+  trustDomain: string;
+  store: FeedStore;
+  signer: FeedSigner;
+  log: Logger;
+  /** nextUpdate − thisUpdate; the feed is re-signed at half of it. */
+  validityMs: number;
+  /** How often the store is asked whether anything was revoked. */
+  pollMs: number;
+  /** Revoked issuers (tainted intermediates), once rotation exists. */
+  revokedIssuers?: () => string[];
+}
+
+/** Snapshots kept for deltas: a verifier further behind gets a snapshot. */
+const HISTORY = 64;
+const SEQUENCE_KEY = "feed_sequence";
+
+export interface Published {
+  sequence: number;
+  snapshot: FeedSnapshot;
+  /** The signed envelope of the snapshot. */
+  envelope: Buffer;
+}
+
+/** A subscriber: told of every new snapshot, and told to finish when the service stops (server shutdown). */
+export interface FeedListener {
+  publish(p: Published): void;
+  close(): void;
+}
+
+export class FeedService {
+  private history: Published[] = [];
+  private readonly deltas = new Map<number, Buffer>();
+  private listeners = new Set<FeedListener>();
+  private lastRevokedCount = -1;
+  private timer: NodeJS.Timeout | null = null;
+  private building: Promise<void> | null = null;
+
+  constructor(private readonly opts: FeedOptions) {}
+
+  /** Builds the first snapshot and starts watching for revocations. */
+  async start(): Promise<void> {
+    await this.rebuild("start");
+    const tick = async () => {
+      try {
+        const count = await this.opts.store.revokedCount();
+        const current = this.current();
+        const stale = Date.now() >= current.snapshot.thisUpdate.getTime() + this.opts.validityMs / 2;
+        if (count !== this.lastRevokedCount || stale) await this.rebuild(stale ? "refresh" : "revocation");
+      } catch (err) {
+        this.opts.log.error("revocation feed update failed", { error: err });
+      }
+      if (this.timer !== null) this.timer = setTimeout(tick, this.opts.pollMs).unref();
+    };
+    this.timer = setTimeout(tick, this.opts.pollMs).unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    for (const listener of this.listeners) listener.close();
+    this.listeners.clear();
+  }
+
+  current(): Published {
+    const last = this.history[this.history.length - 1];
+    if (!last) throw new Error("the revocation feed has not been built yet");
+    return last;
+  }
+
+  /** The signed delta from `since` to the current sequence, or null when a snapshot is smaller or `since` is unknown. */
+  deltaSince(since: number): Buffer | null {
+    const current = this.current();
+    if (since === current.sequence) return null;
+    const from = this.history.find((p) => p.sequence === since);
+    if (!from) return null;
+    const key = since;
+    let envelope = this.deltas.get(key);
+    if (!envelope) {
+      const delta: FeedDelta = diffFeeds(from.snapshot, current.snapshot);
+      const body = encodeFeed(delta);
+      envelope = this.opts.signer.signFeed(body);
+      this.deltas.set(key, envelope);
+    }
+    return envelope.length < current.envelope.length ? envelope : null;
+  }
+
+  /** Returns the unsubscribe function. */
+  subscribe(listener: FeedListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Rebuilds now (one at a time); the next sequence number is durable before the feed that carries it is served. */
+  rebuild(why: string): Promise<void> {
+    if (!this.building) {
+      this.building = this.build(why).finally(() => {
+        this.building = null;
+      });
+    }
+    return this.building;
+  }
+
+  private async build(why: string): Promise<void> {
+    const { store, signer } = this.opts;
+    const revokedCount = await store.revokedCount();
+    const now = new Date();
+    const sequence = Number((await store.getMeta(SEQUENCE_KEY)) ?? "0") + 1;
+    // Stored first: after a restart the sequence only moves forward, as verifiers require.
+    await store.setMeta(SEQUENCE_KEY, String(sequence));
+    const snapshot: FeedSnapshot = {
+      kind: "snapshot",
+      trustDomain: this.opts.trustDomain,
+      sequence,
+      thisUpdate: now,
+      nextUpdate: new Date(now.getTime() + this.opts.validityMs),
+      issuers: await store.revocationWindows(now),
+      revokedIssuers: this.opts.revokedIssuers?.() ?? [],
+    };
+    const body = encodeFeed(snapshot);
+    const published: Published = { sequence, snapshot, envelope: signer.signFeed(body) };
+    this.history.push(published);
+    if (this.history.length > HISTORY) this.history.shift();
+    this.deltas.clear();
+    this.lastRevokedCount = revokedCount;
+    this.opts.log.info("revocation feed published", {
+      sequence,
+      why,
+      revoked: snapshot.issuers.reduce((n, i) => n + i.revoked.length, 0),
+      bytes: published.envelope.length,
+    });
+    for (const listener of this.listeners) listener.publish(published);
+  }
+}

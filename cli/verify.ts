@@ -1,0 +1,117 @@
+import { X509Certificate } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { parseDuration } from "../common/duration";
+import { StintError } from "../common/errors";
+import { fileError } from "../common/files";
+import { pemDecodeAll } from "../formats/pem";
+import type { AllowRule } from "../verify/authorize";
+import { FeedClient, FeedFile } from "../verify/feed";
+import { createVerifier, type RevocationSource } from "../verify/verifier";
+import { type Command, parseFlags, printJson } from "./command";
+
+const FLAGS = {
+  bundle: { type: "string" },
+  feed: { type: "string" },
+  usage: { type: "string" },
+  allow: { type: "string", multiple: true },
+  "max-feed-age": { type: "string" },
+  "clock-skew": { type: "string" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+async function readText(path: string, what: string): Promise<string> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (err) {
+    throw fileError(err, path, `read ${what}`);
+  }
+}
+
+/** The trust domain of the leaf's SPIFFE ID, for the default allow rule. */
+function trustDomainOf(leafDer: Buffer): string | null {
+  const uri = new X509Certificate(leafDer).subjectAltName?.match(/URI:spiffe:\/\/([^/,\s]+)/);
+  return uri?.[1] ?? null;
+}
+
+export const verify: Command = {
+  name: "verify",
+  summary: "check a certificate chain against the trust bundle and the revocation feed",
+  help: () =>
+    [
+      "usage: stint verify CERT.pem --bundle BUNDLE.pem [--feed URL|FILE] [options]",
+      "",
+      "Validates the chain in CERT.pem (leaf first, then intermediates) as a Stint verifier does:",
+      "signatures, validity, CA constraints, key usage, SPIFFE rules, the allow rules, and, with",
+      "--feed, revocation. Prints the verdict and the reason; exits 0 when accepted, 1 when refused.",
+      "",
+      "options:",
+      "  --bundle FILE              trusted roots (PEM), e.g. the agent's bundle.pem (required)",
+      "  --feed URL|FILE            the CA's origin (https://ca:8443, fetches /feed) or a feed file",
+      "  --usage client|server      check the leaf for client or server use (default client)",
+      "  --allow RULE               a SPIFFE ID, a pattern (spiffe://td/ns/*/sa/web), or td:<trust domain>;",
+      "                             repeat for more (default: any ID in the certificate's trust domain)",
+      "  --max-feed-age DURATION    refuse when the feed is older than this (default 5m)",
+      "  --clock-skew DURATION      tolerance on validity times (default 30s)",
+      "  --json                     print {ok, code, spiffeId, reason, note} as JSON",
+      "  -h, --help                 this help",
+    ].join("\n"),
+  async run(argv) {
+    const parsed = parseFlags(argv, FLAGS, true);
+    const positionals = parsed.positionals;
+    const values = parsed.values as {
+      bundle?: string;
+      feed?: string;
+      usage?: string;
+      allow?: string[];
+      "max-feed-age"?: string;
+      "clock-skew"?: string;
+      json?: boolean;
+    };
+    if (positionals.length !== 1)
+      throw new StintError(
+        "ERR_USAGE",
+        "give exactly one certificate file: stint verify CERT.pem --bundle BUNDLE.pem",
+      );
+    if (!values.bundle) throw new StintError("ERR_USAGE", "--bundle is required: the trusted roots (PEM)");
+    const usage = values.usage ?? "client";
+    if (usage !== "client" && usage !== "server")
+      throw new StintError("ERR_USAGE", "--usage is client or server");
+    const chainPem = await readText(positionals[0], "the certificate");
+    const chain = pemDecodeAll(chainPem, "CERTIFICATE", positionals[0]);
+    if (chain.length === 0) throw new StintError("ERR_PEM", `${positionals[0]} holds no certificate`);
+    const bundle = await readText(values.bundle, "the trust bundle");
+    const maxFeedAge = parseDuration(values["max-feed-age"] ?? "5m");
+
+    let revocation: (RevocationSource & { close(): void }) | undefined;
+    if (values.feed) {
+      revocation = /^https:\/\//.test(values.feed)
+        ? await FeedClient.open({ url: values.feed, rootsPem: bundle, push: false })
+        : await FeedFile.open(values.feed, bundle);
+    }
+    try {
+      const domain = trustDomainOf(chain[0]);
+      const allow: AllowRule[] = (values.allow ?? []).map((r) =>
+        r.startsWith("td:") ? { trustDomain: r.slice(3) } : r,
+      );
+      if (allow.length === 0 && domain) allow.push({ trustDomain: domain });
+      const verifier = createVerifier({
+        bundle,
+        usage,
+        allow,
+        revocation,
+        maxFeedAge: revocation ? maxFeedAge : undefined,
+        clockSkew: parseDuration(values["clock-skew"] ?? "30s"),
+      });
+      const result = verifier.verify(chain);
+      if (values.json) printJson(result);
+      else {
+        const note = result.ok && result.note ? ` (${result.note})` : "";
+        console.log(`${result.ok ? "OK" : "REFUSED"} ${result.spiffeId ?? "-"}: ${result.reason}${note}`);
+      }
+      return result.ok ? 0 : 1;
+    } finally {
+      revocation?.close();
+    }
+  },
+};

@@ -1,0 +1,63 @@
+import { X509Certificate } from "node:crypto";
+import { isStintError, StintError } from "../common/errors";
+import { parsePemBlocks } from "../formats/pem";
+import { type CertificateFacts, readCertificate } from "../formats/x509";
+import { type Cert, criticalProblem, describe, issuerProblem, keyIdsAgree, keyOf } from "./cert";
+
+/** The roots a verifier trusts. Immutable; a new bundle is a new object. */
+export class TrustBundle {
+  readonly anchors: readonly X509Certificate[];
+  private readonly bySubject = new Map<string, Cert[]>();
+
+  private constructor(certs: Cert[]) {
+    this.anchors = certs.map((c) => c.x509);
+    for (const c of certs) {
+      const key = c.facts.subject.toString("base64");
+      this.bySubject.set(key, [...(this.bySubject.get(key) ?? []), c]);
+    }
+  }
+
+  /**
+   * A bundle from PEM text (string or Buffer) or a list of DER certificates.
+   * Each must be a CA certificate this validator can process: ERR_CONFIG otherwise.
+   */
+  static from(input: string | Buffer | readonly Uint8Array[]): TrustBundle {
+    let ders: Uint8Array[];
+    if (typeof input === "string" || Buffer.isBuffer(input)) {
+      const text = typeof input === "string" ? input : input.toString("utf8");
+      try {
+        ders = parsePemBlocks(text)
+          .filter((b) => b.label === "CERTIFICATE")
+          .map((b) => b.der);
+      } catch (err) {
+        throw new StintError("ERR_CONFIG", `trust bundle: ${isStintError(err) ? err.message : "unreadable"}`);
+      }
+    } else {
+      ders = [...input];
+    }
+    if (ders.length === 0) throw new StintError("ERR_CONFIG", "trust bundle: it holds no certificate");
+    const certs = ders.map((d, i) => {
+      const role = `root ${i + 1}`;
+      let c: Cert;
+      try {
+        c = { x509: new X509Certificate(d), facts: readCertificate(d), role };
+      } catch (err) {
+        const why = isStintError(err) ? err.message : "not an X.509 certificate";
+        throw new StintError("ERR_CONFIG", `trust bundle: certificate ${i + 1} cannot be read: ${why}`);
+      }
+      const problem = c.facts.ca
+        ? (issuerProblem(c) ?? criticalProblem(c))
+        : "is not a CA certificate (basicConstraints cA is not set)";
+      if (problem) throw new StintError("ERR_CONFIG", `trust bundle: ${describe(c)} ${problem}`);
+      keyOf(c);
+      return c;
+    });
+    return new TrustBundle(certs);
+  }
+
+  /** Roots whose subject is `child`'s issuer and whose key id (if both sides carry one) matches. */
+  issuersOf(child: CertificateFacts): readonly Cert[] {
+    const named = this.bySubject.get(child.issuer.toString("base64")) ?? [];
+    return named.filter((root) => keyIdsAgree(child, root.facts));
+  }
+}

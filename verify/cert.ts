@@ -1,0 +1,83 @@
+import type { KeyObject, X509Certificate } from "node:crypto";
+import { type CertificateFacts, extensionName, KeyUsage, OID, unhandledCritical } from "../formats/x509";
+
+// What the path validator's modules share: a parsed certificate, refusals, and rules for every certificate.
+
+export type Usage = "client" | "server";
+
+export type ChainFailureCode =
+  | "malformed"
+  | "untrusted"
+  | "bad-signature"
+  | "expired"
+  | "not-yet-valid"
+  | "constraints"
+  | "usage"
+  | "spiffe";
+
+export interface Cert {
+  x509: X509Certificate;
+  facts: CertificateFacts;
+  role: string;
+  /** Read lazily: the public key costs an object per access, so it is taken once. */
+  key?: KeyObject;
+}
+
+export const keyOf = (c: Cert): KeyObject => {
+  c.key ??= c.x509.publicKey;
+  return c.key;
+};
+
+/** "CN=Example Root, O=example.org", or the SPIFFE ID for a leaf that has one. */
+function nameOf(c: Cert): string {
+  if (c.role === "leaf" && c.facts.uris.length === 1) return c.facts.uris[0];
+  return c.x509.subject.split("\n").join(", ") || "empty subject";
+}
+
+export const describe = (c: Cert): string => `${c.role} certificate (${nameOf(c)})`;
+
+/** The extensions this validator enforces; any other critical one refuses the certificate. */
+const HANDLED: ReadonlySet<string> = new Set([
+  OID.basicConstraints,
+  OID.keyUsage,
+  OID.extKeyUsage,
+  OID.subjectAltName,
+  OID.nameConstraints,
+  OID.subjectKeyId,
+  OID.authorityKeyId,
+]);
+
+export function keyIdsAgree(child: CertificateFacts, issuer: CertificateFacts): boolean {
+  return !child.authorityKeyId || !issuer.subjectKeyId || child.authorityKeyId.equals(issuer.subjectKeyId);
+}
+
+/** Thrown inside validation, turned into a ChainRefused at its edge. */
+export class Refusal {
+  constructor(
+    readonly code: ChainFailureCode,
+    readonly reason: string,
+  ) {}
+}
+
+export function refuse(code: ChainFailureCode, reason: string): never {
+  throw new Refusal(code, reason);
+}
+
+export const ekuName = (usage: Usage): string => (usage === "client" ? "clientAuth" : "serverAuth");
+export const ekuOid = (usage: Usage): string => (usage === "client" ? OID.clientAuth : OID.serverAuth);
+
+export function issuerProblem(c: Cert): string | null {
+  if (c.facts.keyUsage !== null && !(c.facts.keyUsage & KeyUsage.keyCertSign)) {
+    return "key usage does not include keyCertSign";
+  }
+  return null;
+}
+
+export function criticalProblem(c: Cert): string | null {
+  const unknown = unhandledCritical(c.facts, HANDLED);
+  if (c.role === "leaf" && c.facts.extensions.some((e) => e.oid === OID.nameConstraints && e.critical)) {
+    unknown.push(OID.nameConstraints);
+  }
+  if (unknown.length === 0) return null;
+  return `has critical extension(s) this verifier does not process: ${unknown.map(extensionName).join(", ")}`;
+}

@@ -1,0 +1,42 @@
+/** The verifier library's public surface: what a service imports. */
+export { type AllowRule, type AuthorizeResult, type Authorizer, compileAllow } from "./authorize";
+export {
+  type ChainAccepted,
+  type ChainFailureCode,
+  type ChainOptions,
+  type ChainRefused,
+  type ChainResult,
+  TrustBundle,
+  type Usage,
+  validateChain,
+} from "./chain";
+export { FeedClient, type FeedClientOptions, FeedFile, openSignedFeed } from "./feed";
+export {
+  type CredentialSet,
+  chainOf,
+  checkSocket,
+  type RequestLike,
+  type ResponseLike,
+  readCredentialSet,
+  refusalStatus,
+  requireSpiffeId,
+  type SecureContextTarget,
+  SpiffeIdentityError,
+  spiffeServerIdentity,
+  type TlsDir,
+  type TlsDirOptions,
+  tlsOptionsFromDir,
+} from "./node";
+export {
+  type BundleInput,
+  createVerifier,
+  type RefusalCode,
+  type RevocationSource,
+  type RevocationView,
+  type Verifier,
+  type VerifierOptions,
+  type VerifierStats,
+  type VerifyAccepted,
+  type VerifyRefused,
+  type VerifyResult,
+} from "./verifier";
