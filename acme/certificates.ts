@@ -81,8 +81,14 @@ export function renewalInfo(ctx: AcmeContext): Handler {
       if (!cert || cert.issuerId !== id.authorityKeyId.subarray(0, 8).toString("hex")) {
         throw new StintError("ERR_NOT_FOUND", `no certificate ${params.id.slice(0, 120)} from this CA`);
       }
+      // The lifetime runs from issuance: notBefore is backdated by policy.backdate for clock skew,
+      // which would otherwise open the window early (for a minutes-long certificate, at once).
+      const issuedAt = Math.min(
+        cert.notAfter.getTime(),
+        cert.notBefore.getTime() + ctx.authority.policy.backdateMs,
+      );
       const window = renewalWindow(
-        { notBefore: cert.notBefore, notAfter: cert.notAfter, renewFrom: cert.revokedAt },
+        { notBefore: new Date(issuedAt), notAfter: cert.notAfter, renewFrom: cert.revokedAt },
         new Date(),
       );
       ctx.reply(

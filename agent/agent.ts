@@ -6,6 +6,7 @@ import { StintError } from "../common/errors";
 import { ensureDir, fileError, writeSecretFile } from "../common/files";
 import type { Logger } from "../common/logger";
 import { pemDecodeAll } from "../formats/pem";
+import { openSignedFeed } from "../verify/feed";
 import { AcmeClient, AcmeProblem } from "./acme-client";
 import { AtomicDir } from "./atomic-dir";
 import type { EvidenceProvider } from "./attestation";
@@ -14,7 +15,7 @@ import { buildCsr } from "./csr";
 import type { AgentStatus } from "./health";
 import { runHook, signalProcess } from "./hooks";
 import { Backoff, renewalTime } from "./schedule";
-import type { Trust } from "./trust";
+import { fetchFromCa, type Trust } from "./trust";
 
 /**
  * The agent's work: hold a valid certificate for one SPIFFE ID in the output
@@ -51,6 +52,9 @@ interface Held {
 }
 
 const ACCOUNT_KEY_FILE = "account.key";
+export const FEED_FILE = "feed.bin";
+const MAX_FEED_BYTES = 16 * 1024 * 1024;
+const FEED_RETRY_MS = 30_000;
 
 function newKey(type: KeyAlgorithm): KeyObject {
   switch (type) {
@@ -105,6 +109,9 @@ export class Agent {
   /** The renewal instant picked for the held certificate and ARI window, kept so jitter does not move it on every poll. */
   private plan: { key: string; at: Date } | null = null;
   private readonly backoff: Backoff;
+  /** The last verified feed envelope, written as feed.bin beside the credentials. */
+  private feed: Buffer | null = null;
+  private feedAttemptAt = 0;
 
   private constructor(
     private readonly opts: AgentOptions,
@@ -129,12 +136,18 @@ export class Agent {
   async cycle(force = false): Promise<{ renewed: boolean; next: Date }> {
     const now = new Date();
     let bundleChanged = false;
-    if (
+    const refreshDue =
       this.trust.updatedAt === null ||
-      now.getTime() - this.trust.updatedAt.getTime() >= this.opts.bundleRefreshMs
-    ) {
+      now.getTime() - this.trust.updatedAt.getTime() >= this.opts.bundleRefreshMs;
+    if (refreshDue) {
       bundleChanged = await this.trust.refresh();
       this.status.bundleUpdatedAt = this.trust.updatedAt;
+    }
+    // The feed is synced with the bundle (and retried soon while there is none); republishing it
+    // renews the file's time, which feed-file readers take as its age.
+    if (refreshDue || (this.feed === null && now.getTime() - this.feedAttemptAt >= FEED_RETRY_MS)) {
+      this.feedAttemptAt = now.getTime();
+      bundleChanged = (await this.syncFeed()) || bundleChanged;
     }
     const held = await this.held();
     this.status.certificateNotAfter = held?.notAfter ?? null;
@@ -356,18 +369,42 @@ export class Agent {
   }
 
   private async publish(chainPem: string, keyPem: string): Promise<void> {
-    await this.out.publish(
-      credentialFiles({
-        chainPem,
-        keyPem,
-        bundlePem: this.trust.roots.pem,
-        combined: this.opts.output.combined,
-        pkcs12:
-          this.opts.output.pkcs12Password === null
-            ? undefined
-            : { password: this.opts.output.pkcs12Password },
-      }),
-    );
+    const files = credentialFiles({
+      chainPem,
+      keyPem,
+      bundlePem: this.trust.roots.pem,
+      combined: this.opts.output.combined,
+      pkcs12:
+        this.opts.output.pkcs12Password === null ? undefined : { password: this.opts.output.pkcs12Password },
+    });
+    await this.out.publish(this.feed ? { ...files, [FEED_FILE]: { data: this.feed, mode: 0o644 } } : files);
+  }
+
+  /**
+   * Fetches the CA's revocation feed for services that read it from the output
+   * directory (verify/ FeedFile). Only a feed that verifies against the trusted
+   * roots is kept; a failure keeps the last one and is not fatal.
+   */
+  private async syncFeed(): Promise<boolean> {
+    try {
+      const envelope = await fetchFromCa(
+        this.opts.caUrl,
+        "/feed",
+        this.trust.roots.pem,
+        10_000,
+        MAX_FEED_BYTES,
+      );
+      const doc = openSignedFeed(envelope, this.trust.roots.pem, new URL(this.opts.spiffeId).host);
+      if (doc.kind !== "snapshot")
+        throw new StintError("ERR_MALFORMED", "the CA sent a delta for a plain GET /feed");
+      this.feed = envelope;
+      return true;
+    } catch (err) {
+      this.opts.log.warn("could not sync the revocation feed; keeping the last one", {
+        error: (err as Error).message,
+      });
+      return false;
+    }
   }
 
   /** The reload hook: its outcome is logged, never fatal (the files are already switched). */

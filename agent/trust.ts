@@ -40,9 +40,15 @@ function rootsFrom(pem: string, what: string): TrustedRoots {
   return { pem: ders.map((d) => toPem("CERTIFICATE", d)).join(""), fingerprints: ders.map(fingerprintOf) };
 }
 
-/** GET <caUrl>/bundle.pem; `ca` null skips verification (the bootstrap's first fetch only). */
-function fetchBundle(caUrl: string, ca: string | null, timeoutMs: number): Promise<string> {
-  const url = `${caUrl.replace(/\/$/, "")}/bundle.pem`;
+/** GET <caUrl><path> up to `maxBytes`; `ca` null skips verification (the bootstrap's first fetch only). */
+export function fetchFromCa(
+  caUrl: string,
+  path: string,
+  ca: string | null,
+  timeoutMs: number,
+  maxBytes: number,
+): Promise<Buffer> {
+  const url = `${caUrl.replace(/\/$/, "")}${path}`;
   return new Promise((resolve, reject) => {
     const req = get(
       url,
@@ -58,14 +64,14 @@ function fetchBundle(caUrl: string, ca: string | null, timeoutMs: number): Promi
           );
           return;
         }
-        let body = "";
-        res.setEncoding("utf8");
-        res.on("data", (chunk: string) => {
-          body += chunk;
-          if (body.length > MAX_BUNDLE_BYTES)
-            req.destroy(new Error(`the bundle is larger than ${MAX_BUNDLE_BYTES} bytes`));
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on("data", (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > maxBytes) req.destroy(new Error(`${path} is larger than ${maxBytes} bytes`));
+          else chunks.push(chunk);
         });
-        res.on("end", () => resolve(body));
+        res.on("end", () => resolve(Buffer.concat(chunks)));
         res.on("error", reject);
       },
     );
@@ -73,6 +79,9 @@ function fetchBundle(caUrl: string, ca: string | null, timeoutMs: number): Promi
     req.on("error", (err: NodeJS.ErrnoException) => reject(connectionError(caUrl, err, ca !== null)));
   });
 }
+
+const fetchBundle = async (caUrl: string, ca: string | null, timeoutMs: number): Promise<string> =>
+  (await fetchFromCa(caUrl, "/bundle.pem", ca, timeoutMs, MAX_BUNDLE_BYTES)).toString("utf8");
 
 export function connectionError(caUrl: string, err: NodeJS.ErrnoException, verified: boolean): StintError {
   if (err instanceof StintError) return err;

@@ -5,8 +5,7 @@ import { StintError } from "../common/errors";
 import { fileError } from "../common/files";
 import { pemDecodeAll } from "../formats/pem";
 import type { AllowRule } from "../verify/authorize";
-import { FeedClient, FeedFile } from "../verify/feed";
-import { createVerifier, type RevocationSource } from "../verify/verifier";
+import { openVerifier } from "../verify/open";
 import { type Command, parseFlags, printJson } from "./command";
 
 const FLAGS = {
@@ -83,26 +82,25 @@ export const verify: Command = {
     const bundle = await readText(values.bundle, "the trust bundle");
     const maxFeedAge = parseDuration(values["max-feed-age"] ?? "5m");
 
-    let revocation: (RevocationSource & { close(): void }) | undefined;
-    if (values.feed) {
-      revocation = /^https:\/\//.test(values.feed)
-        ? await FeedClient.open({ url: values.feed, rootsPem: bundle, push: false })
-        : await FeedFile.open(values.feed, bundle);
-    }
+    const domain = trustDomainOf(chain[0]);
+    const allow: AllowRule[] = (values.allow ?? []).map((r) =>
+      r.startsWith("td:") ? { trustDomain: r.slice(3) } : r,
+    );
+    if (allow.length === 0 && domain) allow.push({ trustDomain: domain });
+    const feed = values.feed
+      ? /^https:\/\//.test(values.feed)
+        ? { feedUrl: values.feed }
+        : { feedFile: values.feed }
+      : {};
+    const verifier = await openVerifier({
+      bundle,
+      usage,
+      allow,
+      ...feed,
+      maxFeedAge: values.feed ? maxFeedAge : undefined,
+      clockSkew: parseDuration(values["clock-skew"] ?? "30s"),
+    });
     try {
-      const domain = trustDomainOf(chain[0]);
-      const allow: AllowRule[] = (values.allow ?? []).map((r) =>
-        r.startsWith("td:") ? { trustDomain: r.slice(3) } : r,
-      );
-      if (allow.length === 0 && domain) allow.push({ trustDomain: domain });
-      const verifier = createVerifier({
-        bundle,
-        usage,
-        allow,
-        revocation,
-        maxFeedAge: revocation ? maxFeedAge : undefined,
-        clockSkew: parseDuration(values["clock-skew"] ?? "30s"),
-      });
       const result = verifier.verify(chain);
       if (values.json) printJson(result);
       else {
@@ -111,7 +109,7 @@ export const verify: Command = {
       }
       return result.ok ? 0 : 1;
     } finally {
-      revocation?.close();
+      verifier.close();
     }
   },
 };

@@ -1,6 +1,6 @@
 import { X509Certificate } from "node:crypto";
 import { readFile, stat } from "node:fs/promises";
-import type { IncomingMessage } from "node:http";
+import type { ClientRequest } from "node:http";
 import { request } from "node:https";
 import { StintError } from "../common/errors";
 import {
@@ -104,7 +104,7 @@ export class FeedClient implements RevocationSource {
   private state: FeedState | null = null;
   private closed = false;
   private pollTimer: NodeJS.Timeout | null = null;
-  private events: IncomingMessage | null = null;
+  private events: ClientRequest | null = null;
   private updating: Promise<void> | null = null;
   /** The last refusal or failure, for health displays; null after a success. */
   lastError: string | null = null;
@@ -134,6 +134,7 @@ export class FeedClient implements RevocationSource {
     this.closed = true;
     if (this.pollTimer) clearTimeout(this.pollTimer);
     this.events?.destroy();
+    this.events = null;
   }
 
   /** Fetches what changed since the held sequence (or a snapshot); one at a time. */
@@ -192,7 +193,6 @@ export class FeedClient implements RevocationSource {
         res.resume();
         return;
       }
-      this.events = res;
       res.setEncoding("utf8");
       let buffer = "";
       res.on("data", (chunk: string) => {
@@ -206,8 +206,9 @@ export class FeedClient implements RevocationSource {
         }
       });
     });
+    this.events = req;
     req.on("close", () => {
-      this.events = null;
+      if (this.events === req) this.events = null;
       if (!this.closed) setTimeout(() => this.listen(), 1000).unref();
     });
     req.on("error", () => undefined); // reconnects on close

@@ -27,6 +27,7 @@ export {
   type TlsDirOptions,
   tlsOptionsFromDir,
 } from "./node";
+export { type OpenVerifierOptions, openVerifier } from "./open";
 export {
   type BundleInput,
   createVerifier,

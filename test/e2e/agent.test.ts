@@ -17,6 +17,7 @@ import { createServer as createNetServer } from "node:net";
 import { join } from "node:path";
 import * as tls from "node:tls";
 import { pemDecodeAll } from "../../formats/pem";
+import { FeedFile } from "../../verify/feed";
 import { type ServerProcess, STINT, startServer, stint } from "../helpers/cli";
 import { bootstrapPki, openssl, tempDir } from "../helpers/openssl";
 
@@ -307,6 +308,12 @@ describe("an agent beside a workload", () => {
     // The top-level names consumers configure point into the current version.
     expect(readFileSync(join(outDir, "key.pem"))).toEqual(currentFiles(outDir).key);
   }, 60_000);
+
+  it("syncs the CA's revocation feed beside the credentials, verified", async () => {
+    const file = await FeedFile.open(join(outDir, "feed.bin"), currentFiles(outDir).bundle.toString());
+    expect(file.view()).toMatchObject({ sequence: expect.any(Number) });
+    file.close();
+  });
 
   it("reports health and metrics on its local endpoint", async () => {
     const url = (agent.logs().find((l) => l.msg === "health endpoint listening") as { url: string }).url;
