@@ -1,0 +1,452 @@
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import type { Server } from "node:http";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import type { Identifier } from "../../agent/acme-client";
+import {
+  type ChallengeType,
+  type LoadResult,
+  type Mode,
+  type Names,
+  runLoad,
+  StallError,
+  type Target,
+} from "./acme-load/load";
+import {
+  findOnPath,
+  mintJoinTokens,
+  PEBBLE_ENV,
+  type Started,
+  startHttp01,
+  startPebble,
+  startStint,
+  stintTrustDomain,
+  stopServersOnSignal,
+} from "./acme-load/servers";
+
+/**
+ * ACME issuance under load, measured on the server: certificates per second,
+ * latency per certificate, and the server process's CPU time per certificate
+ * read from /proc. Against any ACME server (--directory), or --compare:
+ * pebble and a fresh Stint CA in one run, on the same machine, one after the
+ * other. JSON on stdout with --json; progress on stderr.
+ *   npm run bench:acme -- --compare [--count 2000] [--concurrency 16] [--json]
+ *   npm run bench:acme -- --directory URL --ca-file PEM --server-pid PID [--challenge attest-01 --data-dir DIR]
+ */
+
+const USAGE = `usage: npm run bench:acme -- (--compare | --directory URL) [options]
+  --directory URL        the ACME directory to load (any ACME server)
+  --ca-file PEM          roots to trust for the server's TLS certificate (default: the system's)
+  --server-pid PID       the server process, to read its CPU time and RSS from /proc
+  --compare              start pebble (from PATH) and a Stint CA, load both, compare
+  --mode full|renew      full ACME flow, or Stint's renew-with-certificate (default full)
+  --challenge TYPE       http-01 or attest-01 (Stint, join tokens: needs --data-dir unless --compare);
+                         default http-01, or attest-01 for Stint with --compare
+  --data-dir DIR         the Stint CA's data directory: its admin credential makes the join tokens
+  --tokens-file FILE     join tokens made beforehand: \`stint token create --json\` outputs, or what
+                         --save-tokens wrote; one per certificate (full), one per worker (renew)
+  --save-tokens          with --data-dir: make the tokens this run would need, write --tokens-file, stop
+  --count N              measured certificates (default 2000)
+  --concurrency N        workers, each with its own account (default 16)
+  --warmup N             certificates before measuring (default 100)
+  --poll-ms N            longest wait between polls (default 10)
+  --http01-port N        port of the http-01 responder (default 5002; --compare picks one)
+  --dns-suffix NAME      DNS names are c<n>-<run>.NAME (default bench.test)
+  --json                 print the result as JSON`;
+
+const FLAGS = {
+  directory: { type: "string" },
+  "ca-file": { type: "string" },
+  "server-pid": { type: "string" },
+  compare: { type: "boolean" },
+  mode: { type: "string" },
+  challenge: { type: "string" },
+  "data-dir": { type: "string" },
+  "tokens-file": { type: "string" },
+  "save-tokens": { type: "boolean" },
+  count: { type: "string" },
+  concurrency: { type: "string" },
+  warmup: { type: "string" },
+  "poll-ms": { type: "string" },
+  "http01-port": { type: "string" },
+  "dns-suffix": { type: "string" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** A mistake in the command line: printed as one line with the usage, exit 2. */
+class UsageError extends Error {}
+
+const PEBBLE_MISSING = "pebble is not installed; apt-get install pebble, or run without --compare";
+const TRUST_DOMAIN = "bench.example";
+
+interface Settings {
+  mode: Mode;
+  challenge?: ChallengeType;
+  count: number;
+  concurrency: number;
+  warmup: number;
+  pollMs: number;
+  dnsSuffix: string;
+  http01Port: number;
+  runId: string;
+}
+
+const log = (line: string) => process.stderr.write(`bench:acme: ${line}\n`);
+
+function int(values: Record<string, unknown>, name: string, dflt: number, min: number): number {
+  const raw = values[name];
+  if (raw === undefined) return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be a whole number ≥ ${min}`);
+  return n;
+}
+
+function oneOf<T extends string>(values: Record<string, unknown>, name: string, allowed: readonly T[]) {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  if (!allowed.includes(raw as T)) throw new UsageError(`--${name} must be one of ${allowed.join(", ")}`);
+  return raw as T;
+}
+
+/** Names for certificates: DNS names for http-01, SPIFFE IDs with one join token each for attest-01. */
+function dnsNames(s: Settings, http01: Map<string, string>): Names {
+  return {
+    challenge: "http-01",
+    identifiers: (i) => [{ type: "dns", value: `c${i}-${s.runId}.${s.dnsSuffix}` }],
+    http01,
+  };
+}
+
+interface JoinToken {
+  spiffeId: string;
+  token: string;
+}
+
+async function mintTokens(
+  s: Settings,
+  dataDir: string,
+  origin: string,
+  trustDomain: string,
+  n: number,
+): Promise<JoinToken[]> {
+  const ids = Array.from({ length: n }, (_, i) => `spiffe://${trustDomain}/bench/${s.runId}/${i}`);
+  const tokens = await mintJoinTokens(dataDir, origin, ids, log);
+  return ids.map((spiffeId, i) => ({ spiffeId, token: tokens[i] }));
+}
+
+function tokenNames(tokens: JoinToken[], needed: number): Names {
+  if (tokens.length < needed)
+    throw new UsageError(`this run needs ${needed} join tokens; the tokens file has ${tokens.length}`);
+  return {
+    challenge: "attest-01",
+    identifiers: (i): Identifier[] => [{ type: "spiffe", value: tokens[i].spiffeId }],
+    joinToken: (i) => tokens[i].token,
+  };
+}
+
+/** A JSON array of {spiffeId, token}, or `stint token create --json` outputs one after another. */
+function readTokens(path: string): JoinToken[] {
+  const text = readText(path).trim();
+  let parsed: unknown;
+  try {
+    // The CLI's documents are flat objects, so "}{" only ever falls between two of them.
+    parsed = JSON.parse(text.startsWith("[") ? text : `[${text.replace(/}\s*{/g, "},{")}]`);
+  } catch {
+    throw new UsageError(
+      `${path} is not a JSON array of join tokens nor \`stint token create --json\` output`,
+    );
+  }
+  const ok = (t: unknown): t is JoinToken =>
+    typeof t === "object" &&
+    t !== null &&
+    typeof (t as JoinToken).spiffeId === "string" &&
+    typeof (t as JoinToken).token === "string";
+  if (!Array.isArray(parsed) || !parsed.every(ok))
+    throw new UsageError(`${path}: every join token needs "spiffeId" and "token"`);
+  return parsed.map(({ spiffeId, token }) => ({ spiffeId, token }));
+}
+
+/** Certificates that need names: every one in full mode; in renew mode only each worker's first. */
+const namesNeeded = (s: Settings, mode: Mode) => (mode === "full" ? s.warmup + s.count : s.concurrency);
+
+const load = (target: Target, s: Settings, mode: Mode, names: Names) =>
+  runLoad({
+    target,
+    mode,
+    names,
+    concurrency: s.concurrency,
+    count: s.count,
+    warmup: s.warmup,
+    pollMs: s.pollMs,
+    log,
+  });
+
+async function standalone(values: Record<string, unknown>, s: Settings): Promise<Record<string, unknown>> {
+  const directoryUrl = values.directory as string;
+  let origin: string;
+  try {
+    origin = new URL(directoryUrl).origin;
+  } catch {
+    throw new UsageError(`--directory ${directoryUrl} is not a URL`);
+  }
+  const ca = values["ca-file"] ? readText(values["ca-file"] as string) : undefined;
+  const serverPid = values["server-pid"] === undefined ? undefined : int(values, "server-pid", 0, 1);
+  const challenge = s.challenge ?? "http-01";
+  if (s.mode === "renew" && challenge !== "attest-01")
+    throw new UsageError("--mode renew is Stint's renew-with-certificate: it needs --challenge attest-01");
+  const target: Target = { name: new URL(directoryUrl).host, directoryUrl, ca, serverPid };
+
+  let names: Names;
+  let responder: Server | undefined;
+  if (challenge === "attest-01") {
+    const needed = namesNeeded(s, s.mode);
+    let tokens: JoinToken[];
+    if (values["tokens-file"] && !values["save-tokens"]) tokens = readTokens(values["tokens-file"] as string);
+    else {
+      const dataDir = values["data-dir"] as string | undefined;
+      if (!dataDir)
+        throw new UsageError(
+          "--challenge attest-01 needs --tokens-file, or --data-dir (the CA's) to make tokens",
+        );
+      tokens = await mintTokens(s, dataDir, origin, await stintTrustDomain(origin, ca), needed);
+      if (values["save-tokens"]) {
+        writeFileSync(values["tokens-file"] as string, `${JSON.stringify(tokens)}\n`, { mode: 0o600 });
+        log(`saved ${tokens.length} join tokens to ${values["tokens-file"]}`);
+        return { saved: tokens.length };
+      }
+    }
+    names = tokenNames(tokens, needed);
+  } else {
+    const tokens = new Map<string, string>();
+    responder = (await startHttp01(tokens, s.http01Port)).server;
+    names = dnsNames(s, tokens);
+  }
+  try {
+    const result = await load(target, s, s.mode, names);
+    return { results: [result], challengeNote: challengeNote(names.challenge, false) };
+  } finally {
+    responder?.close();
+  }
+}
+
+function challengeNote(challenge: ChallengeType, pebble: boolean): string {
+  if (pebble) return "http-01 with PEBBLE_VA_ALWAYS_VALID=1: pebble marks it valid without fetching";
+  return challenge === "attest-01"
+    ? "attest-01 with join_token: one token per certificate, made beforehand through the admin API (POST /admin/join-tokens, what `stint token create --json` does), not measured"
+    : "http-01: the server fetches the key authorization from the generator's responder on 127.0.0.1";
+}
+
+async function compare(s: Settings): Promise<Record<string, unknown>> {
+  const pebblePath = findOnPath("pebble");
+  if (!pebblePath) throw new MissingPebble();
+  const dir = mkdtempSync(join(tmpdir(), "stint-bench-acme-"));
+  const running: Started[] = [];
+  let responder: Server | undefined;
+  try {
+    const pebbleFull = await measurePebble(pebblePath, dir, s);
+
+    const challenge = s.challenge ?? "attest-01";
+    const tokens = new Map<string, string>();
+    if (challenge === "http-01") responder = (await startHttp01(tokens, 0)).server;
+    const http01Port = responder ? (responder.address() as { port: number }).port : 0;
+    log("starting stint ca serve");
+    const stint = await startStint({
+      dir,
+      trustDomain: TRUST_DOMAIN,
+      ...(responder ? { http01: { port: http01Port, dnsSuffix: s.dnsSuffix } } : {}),
+    });
+    running.push(stint);
+    const target: Target = {
+      name: "stint",
+      directoryUrl: stint.directoryUrl,
+      ca: stint.ca,
+      serverPid: stint.pid,
+    };
+    const mint = (runId: string, n: number) =>
+      mintTokens({ ...s, runId }, stint.dataDir, stint.url, stint.trustDomain, n).then((t) =>
+        tokenNames(t, n),
+      );
+    const fullNames =
+      challenge === "attest-01" ? await mint(s.runId, namesNeeded(s, "full")) : dnsNames(s, tokens);
+    const stintFull = await load(target, s, "full", fullNames);
+    // Renewal needs certificates with SPIFFE IDs, so its first certificates always come from attest-01.
+    const renewNames = await mint(`${s.runId}r`, namesNeeded(s, "renew"));
+    const stintRenew = await load(target, s, "renew", renewNames);
+    await stint.stop();
+
+    const ratio = (a?: number, b?: number) => (a && b ? Number((a / b).toFixed(2)) : undefined);
+    return {
+      servers: {
+        pebble: { path: pebblePath, env: PEBBLE_ENV, challenge: challengeNote("http-01", true) },
+        stint: { command: "node dist/cli/main.js ca serve", challenge: challengeNote(challenge, false) },
+      },
+      results: [pebbleFull, stintFull, stintRenew],
+      stintOverPebble: {
+        serverCpuMsPerCert: ratio(stintFull.serverCpuMsPerCert, pebbleFull.serverCpuMsPerCert),
+        certsPerSecond: ratio(stintFull.certsPerSecond, pebbleFull.certsPerSecond),
+      },
+    };
+  } finally {
+    for (const p of running) await p.stop();
+    responder?.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+class MissingPebble extends Error {}
+
+const PEBBLE_ATTEMPTS = 3;
+
+/**
+ * pebble's full-flow figures. pebble 2.4 (Debian 12) can deadlock on its own
+ * locks under concurrent load (letsencrypt/pebble#554 describes the pattern):
+ * a stuck pebble is restarted and measured again, and the result says so.
+ */
+async function measurePebble(pebblePath: string, dir: string, s: Settings): Promise<LoadResult> {
+  for (let attempt = 1; ; attempt++) {
+    log(`starting pebble (${pebblePath})`);
+    const pebble = await startPebble(pebblePath, dir);
+    try {
+      const target = {
+        name: "pebble",
+        directoryUrl: pebble.directoryUrl,
+        ca: pebble.ca,
+        serverPid: pebble.pid,
+      };
+      const result = await load(
+        target,
+        s,
+        "full",
+        dnsNames({ ...s, runId: `${s.runId}p${attempt}` }, new Map()),
+      );
+      return attempt > 1 ? { ...result, pebbleRestarts: attempt - 1 } : result;
+    } catch (err) {
+      if (!(err instanceof StallError) || attempt >= PEBBLE_ATTEMPTS) throw err;
+      log(
+        `${err.message}: pebble deadlocked (letsencrypt/pebble#554); restarting it, attempt ${attempt + 1} of ${PEBBLE_ATTEMPTS}`,
+      );
+    } finally {
+      await pebble.stop();
+    }
+  }
+}
+
+function readText(path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (err) {
+    throw new UsageError(`cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+}
+
+function table(results: LoadResult[]): string {
+  const head = [
+    "server",
+    "mode",
+    "challenge",
+    "certs",
+    "fail",
+    "certs/s",
+    "p50 ms",
+    "p99 ms",
+    "srv CPU ms/cert",
+    "srv RSS MiB",
+    "client CPU ms/cert",
+  ];
+  const rows = results.map((r) => [
+    r.server,
+    r.mode,
+    r.mode === "renew" ? "-" : r.challenge,
+    String(r.certificates),
+    String(r.failures),
+    r.certsPerSecond.toFixed(1),
+    r.latencyMs.p50.toFixed(1),
+    r.latencyMs.p99.toFixed(1),
+    r.serverCpuMsPerCert?.toFixed(2) ?? "-",
+    r.serverRssMiB?.toFixed(0) ?? "-",
+    r.clientCpuMsPerCert.toFixed(2),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  return [head, ...rows].map((r) => r.map((c, i) => c.padStart(widths[i])).join("  ")).join("\n");
+}
+
+async function main(): Promise<number> {
+  let values: Record<string, unknown>;
+  try {
+    values = parseArgs({ args: process.argv.slice(2), options: FLAGS, strict: true }).values;
+  } catch (err) {
+    throw new UsageError((err as Error).message.split("\n")[0]);
+  }
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const s: Settings = {
+    mode: oneOf(values, "mode", ["full", "renew"] as const) ?? "full",
+    challenge: oneOf(values, "challenge", ["http-01", "attest-01"] as const),
+    count: int(values, "count", 2000, 1),
+    concurrency: int(values, "concurrency", 16, 1),
+    warmup: int(values, "warmup", 100, 0),
+    pollMs: int(values, "poll-ms", 10, 1),
+    dnsSuffix: (values["dns-suffix"] as string | undefined) ?? "bench.test",
+    http01Port: int(values, "http01-port", 5002, 0),
+    runId: randomBytes(3).toString("hex"),
+  };
+  if (values["save-tokens"] && !values["tokens-file"])
+    throw new UsageError("--save-tokens needs --tokens-file");
+  if (!values.compare && !values.directory) throw new UsageError("give --directory URL, or --compare");
+  if (values.compare && values.directory)
+    throw new UsageError("--compare starts its own servers: drop --directory");
+  if (values.compare && values.mode !== undefined)
+    throw new UsageError("--compare runs both modes: drop --mode");
+  const loadBefore = loadavg()[0];
+  const body = values.compare ? await compare(s) : await standalone(values, s);
+  if (body.saved !== undefined) return 0;
+  const report = {
+    bench: "acme-load",
+    command: `npm run bench:acme -- ${process.argv.slice(2).join(" ")}`.trim(),
+    machine: {
+      cpus: cpus().length,
+      model: cpus()[0]?.model ?? "unknown",
+      node: process.version,
+      loadAverage1m: { before: Number(loadBefore.toFixed(2)), after: Number(loadavg()[0].toFixed(2)) },
+    },
+    settings: { count: s.count, concurrency: s.concurrency, warmup: s.warmup, pollMs: s.pollMs },
+    ...body,
+  };
+  const results = body.results as LoadResult[];
+  if (values.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  else {
+    process.stdout.write(`${table(results)}\n`);
+    const ratio = (body.stintOverPebble as { serverCpuMsPerCert?: number } | undefined)?.serverCpuMsPerCert;
+    if (ratio !== undefined) process.stdout.write(`server CPU per certificate, stint/pebble: ${ratio}\n`);
+    const restarts = results.find((r) => r.pebbleRestarts)?.pebbleRestarts;
+    if (restarts)
+      process.stdout.write(
+        `pebble deadlocked and was restarted ${restarts} time(s); its row is from the last start\n`,
+      );
+  }
+  return results.some((r) => r.failures > 0) ? 1 : 0;
+}
+
+stopServersOnSignal();
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    if (err instanceof MissingPebble) {
+      console.error(PEBBLE_MISSING);
+      process.exitCode = 2;
+    } else if (err instanceof UsageError) {
+      console.error(`bench:acme: ${err.message}\n${USAGE}`);
+      process.exitCode = 2;
+    } else {
+      console.error(`bench:acme failed: ${err instanceof Error ? err.message : String(err)}`);
+      process.exitCode = 1;
+    }
+  },
+);
