@@ -1,30 +1,25 @@
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import type { Server } from "node:http";
-import { cpus, loadavg, tmpdir } from "node:os";
-import { join } from "node:path";
+import { cpus, loadavg } from "node:os";
 import { parseArgs } from "node:util";
-import type { Identifier } from "../../agent/acme-client";
+import { compare, MissingPebble, PEBBLE_MISSING } from "./acme-load/compare";
+import type { LoadResult, Names, Target } from "./acme-load/load";
 import {
-  type ChallengeType,
-  type LoadResult,
-  type Mode,
-  type Names,
-  runLoad,
-  StallError,
-  type Target,
-} from "./acme-load/load";
-import {
-  findOnPath,
-  mintJoinTokens,
-  PEBBLE_ENV,
-  type Started,
-  startHttp01,
-  startPebble,
-  startStint,
-  stintTrustDomain,
-  stopServersOnSignal,
-} from "./acme-load/servers";
+  challengeNote,
+  dnsNames,
+  type JoinToken,
+  load,
+  log,
+  mintTokens,
+  namesNeeded,
+  readText,
+  readTokens,
+  type Settings,
+  tokenNames,
+  UsageError,
+} from "./acme-load/run";
+import { startHttp01, stintTrustDomain, stopServersOnSignal } from "./acme-load/servers";
 
 /**
  * ACME issuance under load, measured on the server: certificates per second,
@@ -76,26 +71,6 @@ const FLAGS = {
   help: { type: "boolean", short: "h" },
 } as const;
 
-/** A mistake in the command line: printed as one line with the usage, exit 2. */
-class UsageError extends Error {}
-
-const PEBBLE_MISSING = "pebble is not installed; apt-get install pebble, or run without --compare";
-const TRUST_DOMAIN = "bench.example";
-
-interface Settings {
-  mode: Mode;
-  challenge?: ChallengeType;
-  count: number;
-  concurrency: number;
-  warmup: number;
-  pollMs: number;
-  dnsSuffix: string;
-  http01Port: number;
-  runId: string;
-}
-
-const log = (line: string) => process.stderr.write(`bench:acme: ${line}\n`);
-
 function int(values: Record<string, unknown>, name: string, dflt: number, min: number): number {
   const raw = values[name];
   if (raw === undefined) return dflt;
@@ -110,79 +85,6 @@ function oneOf<T extends string>(values: Record<string, unknown>, name: string, 
   if (!allowed.includes(raw as T)) throw new UsageError(`--${name} must be one of ${allowed.join(", ")}`);
   return raw as T;
 }
-
-/** Names for certificates: DNS names for http-01, SPIFFE IDs with one join token each for attest-01. */
-function dnsNames(s: Settings, http01: Map<string, string>): Names {
-  return {
-    challenge: "http-01",
-    identifiers: (i) => [{ type: "dns", value: `c${i}-${s.runId}.${s.dnsSuffix}` }],
-    http01,
-  };
-}
-
-interface JoinToken {
-  spiffeId: string;
-  token: string;
-}
-
-async function mintTokens(
-  s: Settings,
-  dataDir: string,
-  origin: string,
-  trustDomain: string,
-  n: number,
-): Promise<JoinToken[]> {
-  const ids = Array.from({ length: n }, (_, i) => `spiffe://${trustDomain}/bench/${s.runId}/${i}`);
-  const tokens = await mintJoinTokens(dataDir, origin, ids, log);
-  return ids.map((spiffeId, i) => ({ spiffeId, token: tokens[i] }));
-}
-
-function tokenNames(tokens: JoinToken[], needed: number): Names {
-  if (tokens.length < needed)
-    throw new UsageError(`this run needs ${needed} join tokens; the tokens file has ${tokens.length}`);
-  return {
-    challenge: "attest-01",
-    identifiers: (i): Identifier[] => [{ type: "spiffe", value: tokens[i].spiffeId }],
-    joinToken: (i) => tokens[i].token,
-  };
-}
-
-/** A JSON array of {spiffeId, token}, or `stint token create --json` outputs one after another. */
-function readTokens(path: string): JoinToken[] {
-  const text = readText(path).trim();
-  let parsed: unknown;
-  try {
-    // The CLI's documents are flat objects, so "}{" only ever falls between two of them.
-    parsed = JSON.parse(text.startsWith("[") ? text : `[${text.replace(/}\s*{/g, "},{")}]`);
-  } catch {
-    throw new UsageError(
-      `${path} is not a JSON array of join tokens nor \`stint token create --json\` output`,
-    );
-  }
-  const ok = (t: unknown): t is JoinToken =>
-    typeof t === "object" &&
-    t !== null &&
-    typeof (t as JoinToken).spiffeId === "string" &&
-    typeof (t as JoinToken).token === "string";
-  if (!Array.isArray(parsed) || !parsed.every(ok))
-    throw new UsageError(`${path}: every join token needs "spiffeId" and "token"`);
-  return parsed.map(({ spiffeId, token }) => ({ spiffeId, token }));
-}
-
-/** Certificates that need names: every one in full mode; in renew mode only each worker's first. */
-const namesNeeded = (s: Settings, mode: Mode) => (mode === "full" ? s.warmup + s.count : s.concurrency);
-
-const load = (target: Target, s: Settings, mode: Mode, names: Names) =>
-  runLoad({
-    target,
-    mode,
-    names,
-    concurrency: s.concurrency,
-    count: s.count,
-    warmup: s.warmup,
-    pollMs: s.pollMs,
-    log,
-  });
 
 async function standalone(values: Record<string, unknown>, s: Settings): Promise<Record<string, unknown>> {
   const directoryUrl = values.directory as string;
@@ -229,116 +131,6 @@ async function standalone(values: Record<string, unknown>, s: Settings): Promise
     return { results: [result], challengeNote: challengeNote(names.challenge, false) };
   } finally {
     responder?.close();
-  }
-}
-
-function challengeNote(challenge: ChallengeType, pebble: boolean): string {
-  if (pebble) return "http-01 with PEBBLE_VA_ALWAYS_VALID=1: pebble marks it valid without fetching";
-  return challenge === "attest-01"
-    ? "attest-01 with join_token: one token per certificate, made beforehand through the admin API (POST /admin/join-tokens, what `stint token create --json` does), not measured"
-    : "http-01: the server fetches the key authorization from the generator's responder on 127.0.0.1";
-}
-
-async function compare(s: Settings): Promise<Record<string, unknown>> {
-  const pebblePath = findOnPath("pebble");
-  if (!pebblePath) throw new MissingPebble();
-  const dir = mkdtempSync(join(tmpdir(), "stint-bench-acme-"));
-  const running: Started[] = [];
-  let responder: Server | undefined;
-  try {
-    const pebbleFull = await measurePebble(pebblePath, dir, s);
-
-    const challenge = s.challenge ?? "attest-01";
-    const tokens = new Map<string, string>();
-    if (challenge === "http-01") responder = (await startHttp01(tokens, 0)).server;
-    const http01Port = responder ? (responder.address() as { port: number }).port : 0;
-    log("starting stint ca serve");
-    const stint = await startStint({
-      dir,
-      trustDomain: TRUST_DOMAIN,
-      ...(responder ? { http01: { port: http01Port, dnsSuffix: s.dnsSuffix } } : {}),
-    });
-    running.push(stint);
-    const target: Target = {
-      name: "stint",
-      directoryUrl: stint.directoryUrl,
-      ca: stint.ca,
-      serverPid: stint.pid,
-    };
-    const mint = (runId: string, n: number) =>
-      mintTokens({ ...s, runId }, stint.dataDir, stint.url, stint.trustDomain, n).then((t) =>
-        tokenNames(t, n),
-      );
-    const fullNames =
-      challenge === "attest-01" ? await mint(s.runId, namesNeeded(s, "full")) : dnsNames(s, tokens);
-    const stintFull = await load(target, s, "full", fullNames);
-    // Renewal needs certificates with SPIFFE IDs, so its first certificates always come from attest-01.
-    const renewNames = await mint(`${s.runId}r`, namesNeeded(s, "renew"));
-    const stintRenew = await load(target, s, "renew", renewNames);
-    await stint.stop();
-
-    const ratio = (a?: number, b?: number) => (a && b ? Number((a / b).toFixed(2)) : undefined);
-    return {
-      servers: {
-        pebble: { path: pebblePath, env: PEBBLE_ENV, challenge: challengeNote("http-01", true) },
-        stint: { command: "node dist/cli/main.js ca serve", challenge: challengeNote(challenge, false) },
-      },
-      results: [pebbleFull, stintFull, stintRenew],
-      stintOverPebble: {
-        serverCpuMsPerCert: ratio(stintFull.serverCpuMsPerCert, pebbleFull.serverCpuMsPerCert),
-        certsPerSecond: ratio(stintFull.certsPerSecond, pebbleFull.certsPerSecond),
-      },
-    };
-  } finally {
-    for (const p of running) await p.stop();
-    responder?.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-class MissingPebble extends Error {}
-
-const PEBBLE_ATTEMPTS = 3;
-
-/**
- * pebble's full-flow figures. pebble 2.4 (Debian 12) can deadlock on its own
- * locks under concurrent load (letsencrypt/pebble#554 describes the pattern):
- * a stuck pebble is restarted and measured again, and the result says so.
- */
-async function measurePebble(pebblePath: string, dir: string, s: Settings): Promise<LoadResult> {
-  for (let attempt = 1; ; attempt++) {
-    log(`starting pebble (${pebblePath})`);
-    const pebble = await startPebble(pebblePath, dir);
-    try {
-      const target = {
-        name: "pebble",
-        directoryUrl: pebble.directoryUrl,
-        ca: pebble.ca,
-        serverPid: pebble.pid,
-      };
-      const result = await load(
-        target,
-        s,
-        "full",
-        dnsNames({ ...s, runId: `${s.runId}p${attempt}` }, new Map()),
-      );
-      return attempt > 1 ? { ...result, pebbleRestarts: attempt - 1 } : result;
-    } catch (err) {
-      if (!(err instanceof StallError) || attempt >= PEBBLE_ATTEMPTS) throw err;
-      log(
-        `${err.message}: pebble deadlocked (letsencrypt/pebble#554); restarting it, attempt ${attempt + 1} of ${PEBBLE_ATTEMPTS}`,
-      );
-    } finally {
-      await pebble.stop();
-    }
-  }
-}
-
-function readText(path: string): string {
-  try {
-    return readFileSync(path, "utf8");
-  } catch (err) {
-    throw new UsageError(`cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
   }
 }
 

@@ -1,7 +1,14 @@
 import { createPrivateKey, generateKeyPairSync, type KeyObject, X509Certificate } from "node:crypto";
 import { Agent } from "node:https";
 import { performance } from "node:perf_hooks";
-import { AcmeClient, type Challenge, type Identifier, joinTokenEvidence } from "../../../agent/acme-client";
+import {
+  AcmeClient,
+  type Authorization,
+  type Challenge,
+  type Identifier,
+  joinTokenEvidence,
+  type WaitOptions,
+} from "../../../agent/acme-client";
 import { buildCsr } from "../../../agent/csr";
 import { pemDecodeAll } from "../../../formats/pem";
 import { type ProcSample, sampleProcess } from "./proc";
@@ -62,7 +69,7 @@ export interface LoadResult {
   certsPerSecond: number;
   /** Per certificate, from key generation to the downloaded chain. */
   latencyMs: { p50: number; p90: number; p99: number; max: number; mean: number };
-  /** Polls of authorizations and orders per certificate (0 for renew). */
+  /** Waits per certificate before reading an authorization or order still in progress; each is one more read. */
   pollsPerCert: number;
   /** Absent without a server pid. */
   serverCpuMsPerCert?: number;
@@ -136,6 +143,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
     polls++;
     return sleep(ms);
   };
+  const wait: WaitOptions = { timeoutMs: 120_000, maxIntervalMs: opts.pollMs };
   let next = 0; // index of the next certificate: names are per index, so never reused
   let completed = 0;
   const failures: string[] = [];
@@ -158,18 +166,33 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
       }),
     );
 
+    /**
+     * The RFC 8555 flow, step by step rather than through obtainCertificate,
+     * so that the first read of an authorization or order still in progress
+     * comes after a wait: read at once, pebble deadlocks far more often.
+     */
     const obtain = async (w: Worker, i: number): Promise<Held> => {
+      const c = w.client;
       const key = newKey();
       const ids = names.identifiers(i);
       const spiffeId = ids.find((x) => x.type === "spiffe")?.value;
       const dnsNames = ids.filter((x) => x.type === "dns").map((x) => x.value);
-      const { pem } = await w.client.obtainCertificate({
-        identifiers: ids,
-        csrDer: buildCsr({ key, spiffeId, dnsNames }),
-        authorize: (authz, challenge) => answer(w.client, names, i, authz.url, challenge, opts.pollMs),
-        maxIntervalMs: opts.pollMs,
-        timeoutMs: 120_000,
-      });
+      const csr = buildCsr({ key, spiffeId, dnsNames });
+      let order = await c.newOrder(ids);
+      if (order.status === "pending") {
+        for (const url of order.authorizations) {
+          const authz = await c.getAuthorization(url);
+          if (authz.status === "pending") await authorize(c, names, i, authz, wait, countingSleep);
+        }
+        order = await c.waitForOrder(order.url, ["ready", "processing", "valid"], wait);
+      }
+      if (order.status === "ready") order = await c.finalize(order, csr);
+      if (order.status !== "valid") {
+        await countingSleep(opts.pollMs);
+        order = await c.waitForOrder(order.url, ["valid"], wait);
+      }
+      if (!order.certificate) throw new Error(`order ${order.url} is valid but names no certificate`);
+      const pem = await c.downloadCertificate(order.certificate);
       return { key, chain: pemDecodeAll(pem, "CERTIFICATE", "the downloaded chain") };
     };
 
@@ -297,30 +320,36 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
 }
 
 /**
- * Answers one challenge. attest-01 gets a synchronous verdict; http-01 is
- * served by the responder, then polled here, so the token can be dropped
- * from the responder as soon as the authorization is valid.
+ * Answers the challenge of one pending authorization and returns once the
+ * authorization is valid. attest-01 gets its verdict in the answer; http-01
+ * is served by the responder until the authorization is valid, and read
+ * first after a wait.
  */
-async function answer(
+async function authorize(
   client: AcmeClient,
   names: Names,
   i: number,
-  authzUrl: string,
-  challenge: Challenge,
-  pollMs: number,
-): Promise<unknown> {
-  if (challenge.type === "attest-01") {
-    if (!names.joinToken) throw new Error("attest-01 needs join tokens");
-    return client.attest(challenge.url, "join_token", joinTokenEvidence(names.joinToken(i)));
-  }
-  names.http01?.set(challenge.token, client.keyAuthorization(challenge.token));
+  authz: Authorization,
+  wait: WaitOptions,
+  sleep: (ms: number) => Promise<void>,
+): Promise<void> {
+  const type = authz.identifier.type === "spiffe" ? "attest-01" : "http-01";
+  const challenge = authz.challenges.find((c) => c.type === type);
+  if (!challenge) throw new Error(`authorization ${authz.url} offers no ${type} challenge`);
+  if (type === "http-01") names.http01?.set(challenge.token, client.keyAuthorization(challenge.token));
   try {
-    const answered = await client.respondChallenge(challenge.url);
-    if (answered.status === "valid" || answered.status === "invalid") return answered;
-    await client.waitForAuthorization(authzUrl, { timeoutMs: 120_000, maxIntervalMs: pollMs });
-    return { ...answered, status: "valid" };
+    let answered: Challenge;
+    if (type === "attest-01") {
+      if (!names.joinToken) throw new Error("attest-01 needs join tokens");
+      answered = await client.attest(challenge.url, "join_token", joinTokenEvidence(names.joinToken(i)));
+    } else answered = await client.respondChallenge(challenge.url);
+    if (answered.status === "valid") return;
+    if (answered.status === "invalid")
+      throw new Error(`${type} challenge is invalid: ${answered.error?.detail ?? "no detail"}`);
+    await sleep(wait.maxIntervalMs ?? 0);
+    await client.waitForAuthorization(authz.url, wait);
   } finally {
-    names.http01?.delete(challenge.token);
+    if (type === "http-01") names.http01?.delete(challenge.token);
   }
 }
 

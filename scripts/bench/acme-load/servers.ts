@@ -177,9 +177,9 @@ export const PEBBLE_ENV = {
   // By default pebble refuses 5% of good nonces and reuses half of valid authorizations.
   PEBBLE_WFE_NONCEREJECT: "0",
   PEBBLE_AUTHZREUSE: "0",
-  // pebble 2.4 deadlocks on its own locks under this load (letsencrypt/pebble#554): here within
-  // 1,000-2,000 certificates in 2 of 5 runs with its default 2 threads, once in about 60,000 with
-  // one. One thread is also what Stint's request handling gets.
+  // pebble 2.4 deadlocks on its own locks under this load (letsencrypt/pebble#554): here twice in
+  // six short runs with its default two threads, once in about 100,000 certificates with one. One
+  // thread is also what Stint's request handling gets.
   GOMAXPROCS: "1",
 } as const;
 
