@@ -88,7 +88,7 @@ export function renewalInfo(ctx: AcmeContext): Handler {
         cert.notBefore.getTime() + ctx.authority.policy.backdateMs,
       );
       const window = renewalWindow(
-        { notBefore: new Date(issuedAt), notAfter: cert.notAfter, renewFrom: cert.revokedAt },
+        { notBefore: new Date(issuedAt), notAfter: cert.notAfter, renewFrom: ctx.authority.renewFrom(cert) },
         new Date(),
       );
       ctx.reply(

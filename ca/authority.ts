@@ -200,6 +200,14 @@ export class Authority {
     return signFeed(body, this.active.key, [this.active.record.certDer]);
   }
 
+  /**
+   * When the authority wants `cert` replaced early (ARI pulls its window forward
+   * to this instant): when it was revoked, or its issuer tainted. Null otherwise.
+   */
+  renewFrom(cert: CertificateRecord): Date | null {
+    return cert.revokedAt;
+  }
+
   /** Issues a workload certificate after checking the request against policy. */
   async issue(req: LeafRequest, actor: string, now = new Date()): Promise<IssuedCertificate> {
     return this.issueApproved(checkLeafRequest(this.opts.policy, req, now), actor, "workload", now);

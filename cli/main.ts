@@ -50,7 +50,7 @@ function overview(prefix = ""): string {
 
 /** Finds the longest command name that prefixes argv; returns it with the remaining arguments. */
 function resolve(argv: string[]): [Command | undefined, string[]] {
-  for (let words = 2; words >= 1; words--) {
+  for (let words = 3; words >= 1; words--) {
     const name = argv.slice(0, words).join(" ");
     const cmd = COMMANDS.find((c) => c.name === name);
     if (cmd) return [cmd, argv.slice(words)];
