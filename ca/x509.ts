@@ -258,3 +258,64 @@ export function describeCertificate(derBytes: Uint8Array): CertificateDescriptio
     sans,
   };
 }
+
+// ---------- CA certificate requests (offline root, issue 6) ----------
+
+/** The two parts of a name `caName` makes. */
+export interface CaNameParts {
+  commonName: string;
+  trustDomain: string;
+}
+
+/**
+ * A PKCS#10 request for a new CA key: subject "CN=<commonName>, O=<trustDomain>"
+ * (as caName makes it), signed by that key, no attributes. The signer takes
+ * only the name and key from it, so there is nothing else worth asking for.
+ */
+export async function createCaCertificateRequest(p: {
+  keys: CaKeyPair;
+  commonName: string;
+  trustDomain: string;
+}): Promise<Buffer> {
+  const name = caName(p.commonName, p.trustDomain);
+  const signer = await signingKey(p.keys.privateKey);
+  const publicKey = await webcrypto.subtle.importKey(
+    "spki",
+    p.keys.publicKey.export({ type: "spki", format: "der" }),
+    SIGNING[keyAlgorithmOf(p.keys.publicKey)].importParams,
+    true,
+    ["verify"],
+  );
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name,
+    keys: { privateKey: signer.key, publicKey },
+    signingAlgorithm: signer.algorithm,
+  });
+  return Buffer.from(csr.rawData);
+}
+
+/**
+ * The CN and O of a certificate's or request's subject when it has exactly
+ * caName's shape (one CN, then one O, nothing else); null for any other name.
+ * Throws ERR_DER when the bytes do not parse.
+ */
+export function caNameOf(derBytes: Uint8Array, kind: "certificate" | "request"): CaNameParts | null {
+  let name: x509.Name;
+  try {
+    name =
+      kind === "certificate"
+        ? new x509.X509Certificate(derBytes).subjectName
+        : new x509.Pkcs10CertificateRequest(derBytes).subjectName;
+  } catch (err) {
+    throw new StintError("ERR_DER", `not a parseable ${kind}`, { cause: err });
+  }
+  const rdns = name.toJSON();
+  const single = (rdn: Record<string, string[]> | undefined, type: string): string | null => {
+    const keys = rdn ? Object.keys(rdn) : [];
+    return keys.length === 1 && keys[0] === type && rdn![type].length === 1 ? rdn![type][0] : null;
+  };
+  const commonName = single(rdns[0], "CN");
+  const trustDomain = single(rdns[1], "O");
+  if (rdns.length !== 2 || commonName === null || trustDomain === null) return null;
+  return { commonName, trustDomain };
+}

@@ -4,6 +4,7 @@ import { isStintError } from "../common/errors";
 import { agent } from "./agent";
 import { audit } from "./audit";
 import { caAdminCert, caInit } from "./ca-init";
+import { caIntermediateCsr } from "./ca-intermediate-csr";
 import { caIssue } from "./ca-issue";
 import { caRevoke } from "./ca-revoke";
 import { caServe } from "./ca-serve";
@@ -11,6 +12,7 @@ import { caStatus } from "./ca-status";
 import { certList, certRevoke, certShow } from "./cert";
 import type { Command } from "./command";
 import { entryCreate, entryDelete, entryList } from "./entry";
+import { rootSign } from "./root-sign";
 import { tokenCreate } from "./token";
 import { verify } from "./verify";
 
@@ -21,6 +23,8 @@ const COMMANDS: readonly Command[] = [
   caRevoke,
   caStatus,
   caAdminCert,
+  caIntermediateCsr,
+  rootSign,
   entryCreate,
   entryList,
   entryDelete,

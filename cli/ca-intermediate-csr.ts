@@ -1,0 +1,104 @@
+import { lstat, unlink } from "node:fs/promises";
+import { join } from "node:path";
+import { createIntermediateRequest } from "../ca/offline-root";
+import { StintError } from "../common/errors";
+import { writeFileAtomic } from "../common/files";
+import { toPem } from "../formats/pem";
+import { type Command, parseFlags, printJson } from "./command";
+import { caFlagOptions, caHelp, loadConfigFromFlags, openCa, passphraseFrom } from "./context";
+
+/** `stint ca intermediate-csr`: step 1 of the offline-root path; the key stays on the CA host, the CSR travels. */
+
+const OWN_FLAGS = {
+  out: { type: "string", short: "o" },
+  "insecure-no-passphrase": { type: "boolean" },
+  json: { type: "boolean" },
+} as const;
+
+/** Refuses early, before a key is made, when the output file is already there. */
+async function checkAbsent(path: string): Promise<void> {
+  try {
+    await lstat(path);
+  } catch {
+    return;
+  }
+  throw new StintError(
+    "ERR_FILE",
+    `${path} already exists; refusing to overwrite it (move it away first or choose another --out)`,
+  );
+}
+
+export const caIntermediateCsr: Command = {
+  name: "ca intermediate-csr",
+  summary: "make a key and a CSR for a new intermediate, for a root kept offline",
+  help: () =>
+    caHelp(
+      "stint ca intermediate-csr [--out FILE] [--key-algorithm ALG] [--json] [options]",
+      "Generates the key of a new intermediate in <dataDir>/keys/<id>.key.pem (0600, encrypted with the\n" +
+        "CA key passphrase) and writes a PKCS#10 request for it (PEM) to --out or stdout. Nothing\n" +
+        "changes in the store and the active intermediate keeps issuing. Next steps:\n" +
+        "  1. carry the CSR to the machine holding the root key and run there:\n" +
+        "       stint root sign --root-cert root.pem --root-key root.key.pem --csr FILE --out int.pem\n" +
+        "  2. carry int.pem back and run here: stint ca import-intermediate int.pem",
+      "  -o, --out FILE             write the CSR here (default: stdout); never overwrites a file\n" +
+        "  --key-algorithm ALG        key type of the new intermediate (default: the keyAlgorithm setting)\n" +
+        "  --insecure-no-passphrase   write the key unencrypted (development only)\n" +
+        "  --json                     print { id, keyPath, csrFile } (and csrPem when there is no --out)",
+    ),
+  async run(argv) {
+    const { values } = parseFlags(argv, caFlagOptions(OWN_FLAGS));
+    const cfg = loadConfigFromFlags(values);
+    const out = values.out as string | undefined;
+    if (out !== undefined) await checkAbsent(out);
+    const passphrase = await passphraseFrom(cfg);
+    if (passphrase === null && values["insecure-no-passphrase"] !== true) {
+      throw new StintError(
+        "ERR_CONFIG",
+        "CA keys need a passphrase: set STINT_CA_PASSPHRASE or --passphrase-file (or --insecure-no-passphrase for development)",
+      );
+    }
+    // Opening the CA proves it is initialised, gives its trust domain, and checks the passphrase
+    // opens the active key, so the new key is not encrypted under a mistyped one.
+    const { store, trustDomain } = await openCa(cfg, values);
+    let req: Awaited<ReturnType<typeof createIntermediateRequest>>;
+    try {
+      req = await createIntermediateRequest({
+        dataDir: cfg.dataDir,
+        passphrase,
+        keyAlgorithm: cfg.keyAlgorithm,
+        trustDomain,
+        now: new Date(),
+      });
+    } finally {
+      await store.close();
+    }
+    const keyFile = join(cfg.dataDir, req.keyPath);
+    const pem = toPem("CERTIFICATE REQUEST", req.csrDer);
+    if (out !== undefined) {
+      try {
+        await writeFileAtomic(out, pem, 0o644, { overwrite: false });
+      } catch (err) {
+        // A key whose CSR nobody can see is only a liability.
+        await unlink(keyFile).catch(() => undefined);
+        throw err;
+      }
+    }
+    if (values.json) {
+      printJson({ id: req.id, keyPath: keyFile, csrFile: out ?? null, ...(out ? {} : { csrPem: pem }) });
+      return 0;
+    }
+    const next =
+      `Next: on the machine holding the root key, run\n` +
+      `  stint root sign --root-cert root.pem --root-key root.key.pem --csr ${out ?? "FILE"} --out int.pem\n` +
+      "then bring int.pem back here and run: stint ca import-intermediate int.pem";
+    const summary = `Made intermediate ${req.id} (${cfg.keyAlgorithm}); key in ${keyFile}, trust domain ${trustDomain}`;
+    if (out === undefined) {
+      // stdout carries only the PEM, so `> req.pem` works; the guidance goes to stderr.
+      process.stdout.write(pem);
+      process.stderr.write(`${summary}\n${next}\n`);
+    } else {
+      console.log(`${summary}\nWrote the CSR to ${out}\n${next}`);
+    }
+    return 0;
+  },
+};

@@ -1,0 +1,159 @@
+import { lstat, readFile } from "node:fs/promises";
+import { loadPrivateKey, PASSPHRASE_ENV, resolvePassphrase } from "../ca/keys";
+import { DEFAULT_SIGN_TTL_DAYS, describeIntermediate, signIntermediateRequest } from "../ca/offline-root";
+import { isStintError, StintError } from "../common/errors";
+import { fileError, writeFileAtomic } from "../common/files";
+import { pemDecode, toPem } from "../formats/pem";
+import { type Command, parseFlags, printJson } from "./command";
+
+/**
+ * `stint root sign`: step 2 of the offline-root path, run where the root key
+ * lives. It reads three files and writes one; no data directory, store or
+ * network, so it runs on an air-gapped machine.
+ */
+
+const FLAGS = {
+  "root-cert": { type: "string" },
+  "root-key": { type: "string" },
+  csr: { type: "string" },
+  out: { type: "string", short: "o" },
+  "ttl-days": { type: "string" },
+  "permitted-dns-suffix": { type: "string", multiple: true },
+  "passphrase-file": { type: "string" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+const usage = (msg: string) => new StintError("ERR_USAGE", `${msg} (see stint root sign --help)`);
+
+async function readText(path: string, what: string): Promise<string> {
+  try {
+    return await readFile(path, "latin1");
+  } catch (err) {
+    throw fileError(err, path, `read the ${what}`);
+  }
+}
+
+/** The first PEM block with `label`, with a message that says which file and what to give instead. */
+async function readPem(path: string, label: string, what: string, hint: string): Promise<Buffer> {
+  const text = await readText(path, what);
+  try {
+    return pemDecode(text, label, path);
+  } catch (err) {
+    if (!isStintError(err, "ERR_PEM")) throw err;
+    throw new StintError("ERR_PEM", `${path} holds no ${what} (no "${label}" PEM block); ${hint}`);
+  }
+}
+
+export const rootSign: Command = {
+  name: "root sign",
+  summary: "sign an intermediate CSR with a root key kept offline",
+  help: () =>
+    [
+      "usage: stint root sign --root-cert FILE --root-key FILE --csr FILE --out FILE [options]",
+      "",
+      "Runs where the root key lives (it needs no data directory, store or network). Signs a CSR",
+      "made by `stint ca intermediate-csr` as an intermediate of that root: CA:TRUE pathlen:0, limited",
+      "to the root's trust domain by a URI name constraint, valid from an hour ago for --ttl-days",
+      "(cut to the root's expiry). Only the CSR's key is taken from it; the CSR must verify, carry a",
+      "key type Stint uses and name a Stint intermediate of the root's trust domain.",
+      "Next: carry the --out file to the CA host and run `stint ca import-intermediate FILE` there.",
+      "",
+      "options:",
+      "  --root-cert FILE             the root certificate (the CA's root.pem)",
+      "  --root-key FILE              the root's private key (the CA's keys/root.key.pem)",
+      "  --csr FILE                   the request from stint ca intermediate-csr (PEM)",
+      "  -o, --out FILE               where to write the intermediate certificate (PEM); never overwrites",
+      `  --ttl-days N                 lifetime in days (default ${DEFAULT_SIGN_TTL_DAYS})`,
+      "  --permitted-dns-suffix S     also constrain DNS SANs to this suffix (repeatable; default: none,",
+      "                               DNS names unconstrained)",
+      "  --passphrase-file FILE       file holding the root key passphrase",
+      "  --json                       print id, subject, validity and fingerprint as JSON",
+      "  -h, --help                   this help",
+      "",
+      `The root key passphrase comes from ${PASSPHRASE_ENV} or --passphrase-file, never from a flag value.`,
+    ].join("\n"),
+  async run(argv) {
+    const { values } = parseFlags(argv, FLAGS);
+    const str = (name: keyof typeof FLAGS) => values[name] as string | undefined;
+    const rootCertPath = str("root-cert");
+    const rootKeyPath = str("root-key");
+    const csrPath = str("csr");
+    const out = str("out");
+    for (const [flag, value] of [
+      ["--root-cert", rootCertPath],
+      ["--root-key", rootKeyPath],
+      ["--csr", csrPath],
+      ["--out", out],
+    ] as const) {
+      if (!value) throw usage(`${flag} FILE is required`);
+    }
+    const ttlText = str("ttl-days") ?? String(DEFAULT_SIGN_TTL_DAYS);
+    if (!/^[0-9]{1,5}$/.test(ttlText))
+      throw usage(`--ttl-days must be a whole number of days (got "${ttlText}")`);
+
+    // Cheap checks first: an existing --out or a bad input file fails before the key is decrypted.
+    const outExists = await lstat(out!).then(
+      () => true,
+      () => false,
+    );
+    if (outExists) {
+      throw new StintError(
+        "ERR_FILE",
+        `${out} already exists; refusing to overwrite it (move it away first or choose another --out)`,
+      );
+    }
+    const rootCertDer = await readPem(
+      rootCertPath!,
+      "CERTIFICATE",
+      "certificate",
+      "give the CA's root.pem as --root-cert",
+    );
+    const csrDer = await readPem(
+      csrPath!,
+      "CERTIFICATE REQUEST",
+      "certificate request",
+      "give the file stint ca intermediate-csr wrote as --csr",
+    );
+    const passphrase = await resolvePassphrase({
+      env: process.env,
+      passphraseFile: str("passphrase-file") ?? null,
+    });
+    const exists = await lstat(rootKeyPath!).then(
+      () => true,
+      () => false,
+    );
+    if (!exists)
+      throw new StintError("ERR_FILE", `root key file ${rootKeyPath} does not exist; check --root-key`);
+    const { key } = await loadPrivateKey(rootKeyPath!, passphrase);
+
+    const certDer = await signIntermediateRequest({
+      rootCertDer,
+      rootKey: key,
+      csrDer,
+      ttlDays: Number(ttlText),
+      now: new Date(),
+      permittedDnsSuffixes: (values["permitted-dns-suffix"] as string[] | undefined) ?? [],
+    });
+    await writeFileAtomic(out!, toPem("CERTIFICATE", certDer), 0o644, { overwrite: false });
+
+    const d = describeIntermediate(certDer);
+    if (values.json) {
+      printJson({
+        id: d.id,
+        subject: d.subject,
+        notBefore: d.notBefore.toISOString(),
+        notAfter: d.notAfter.toISOString(),
+        fingerprint: d.fingerprint,
+        certFile: out,
+      });
+    } else {
+      console.log(`Signed intermediate ${d.id} into ${out}`);
+      console.log(`  subject      ${d.subject}`);
+      console.log(`  notAfter     ${d.notAfter.toISOString()}`);
+      console.log(`  fingerprint  ${d.fingerprint}`);
+      console.log(`Next: on the CA host, run: stint ca import-intermediate ${out}`);
+    }
+    return 0;
+  },
+};
