@@ -29,6 +29,7 @@ export function retryDelayMs(now: Date, notAfter: Date): number {
 
 export class ServerIdentity {
   private timer: NodeJS.Timeout | null = null;
+  private current: { material: TlsMaterial; install: (m: TlsMaterial) => void } | null = null;
 
   constructor(
     private readonly authority: Authority,
@@ -57,17 +58,27 @@ export class ServerIdentity {
     };
   }
 
-  /** Keeps renewing, handing each new certificate to `install`; the first is `initial`. */
+  /**
+   * Keeps renewing, handing each new certificate to `install`; the first is
+   * `initial`. A rotation renews at once, so the server's own chain moves to
+   * the new issuer (and its root) with the workloads'.
+   */
   keepFresh(initial: TlsMaterial, notBefore: Date, install: (m: TlsMaterial) => void): void {
     this.schedule(renewalTime(notBefore, initial.notAfter).getTime() - Date.now(), initial, install);
+    this.authority.onIssuersChanged(() => {
+      if (this.current) this.schedule(0, this.current.material, this.current.install);
+    });
   }
 
   stop(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    this.current = null;
   }
 
   private schedule(delayMs: number, current: TlsMaterial, install: (m: TlsMaterial) => void): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.current = { material: current, install };
     this.timer = setTimeout(
       async () => {
         const now = new Date();

@@ -20,6 +20,7 @@ import {
   validityWindow,
 } from "./policy";
 import { revocationReasonName } from "./revocation";
+import { activeIntermediate, ISSUERS_GENERATION, type RotationState, readRotationState } from "./rotation";
 import { SequenceAllocator } from "./sequence";
 import type { KeyAlgorithm } from "./spki";
 import type { CertificateRecord, IssuerRecord, Store } from "./store";
@@ -72,41 +73,47 @@ export interface ServerCertificateRequest {
   ttlMs: number;
 }
 
-interface ActiveIssuer {
+/** An intermediate whose key is loaded: the active one signs leaves; every one signs its own CRL. */
+interface KeyedIssuer {
   record: IssuerRecord;
   engine: LeafEngine;
   sequences: SequenceAllocator;
-  /** PEM of the intermediates served after each leaf. */
-  chainTailPem: string;
   crlSigner: CrlSigner;
   /** Signs the revocation feed (like CRLs: the intermediate has cRLSign); never leaves this class. */
   key: KeyObject;
+  encrypted: boolean;
+}
+
+/** What the active intermediate serves with each leaf, fixed when it becomes active or roots change. */
+interface Active {
+  issuer: KeyedIssuer;
+  /** DER of the certificates served after each leaf: the intermediate, then a cross-certificate during a root rotation. */
+  chainTail: Buffer[];
+  chainTailPem: string;
 }
 
 export class Authority {
-  /** True when the active issuer's key was stored without encryption (development only). */
-  readonly insecureKey: boolean;
   private readonly issued?: ReturnType<Registry["counter"]>;
   private readonly latency?: ReturnType<Registry["histogram"]>;
   private readonly revoked?: ReturnType<Registry["counter"]>;
-  /** CRLs of the issuers whose key is here: the active one (retired ones later). */
+  /** CRLs of the intermediates whose key is here: the active one and those it replaced. */
   private readonly crls: CrlPublisher;
-  /** Roots' CRLs, signed offline (ca init) and kept in the store. */
+  /** Roots' CRLs, signed where their keys are and kept in the store. */
   private readonly rootCrls = new Map<string, CurrentCrl>();
+  private readonly keyed = new Map<string, KeyedIssuer>();
+  private readonly changeListeners: (() => void)[] = [];
+  private active!: Active;
+  private issuers: IssuerRecord[] = [];
+  private rotation: RotationState = { taints: new Map(), revoked: new Map(), cross: new Map() };
+  private generation: string | null = null;
+  private crlLog?: Logger;
 
-  private constructor(
-    private readonly opts: AuthorityOptions,
-    private readonly active: ActiveIssuer,
-    private readonly issuers: IssuerRecord[],
-    insecureKey: boolean,
-  ) {
-    this.insecureKey = insecureKey;
+  private constructor(private readonly opts: AuthorityOptions) {
     this.crls = new CrlPublisher({
       store: opts.store,
       validityMs: opts.crlValidityMs ?? DEFAULT_CRL_VALIDITY_MS,
       backdateMs: opts.policy.backdateMs,
     });
-    this.crls.add(active.record.id, active.crlSigner);
     this.issued = opts.metrics?.counter("stint_certificates_issued_total", "Certificates issued.", [
       "profile",
     ]);
@@ -122,34 +129,117 @@ export class Authority {
   }
 
   static async open(opts: AuthorityOptions): Promise<Authority> {
-    const issuers = await opts.store.listIssuers();
+    const authority = new Authority(opts);
+    await authority.load();
+    return authority;
+  }
+
+  /** True when the active issuer's key was stored without encryption (development only). */
+  get insecureKey(): boolean {
+    return !this.active.issuer.encrypted;
+  }
+
+  /**
+   * Re-reads the issuers if a rotation step (ca/rotation.ts, maybe in another
+   * process) changed them since the last look. Returns whether anything
+   * changed; listeners hear of it after the new issuers are in force.
+   */
+  async reload(): Promise<boolean> {
+    if ((await this.opts.store.getMeta(ISSUERS_GENERATION)) === this.generation) return false;
+    await this.load();
+    for (const listener of this.changeListeners) listener();
+    return true;
+  }
+
+  /** Called after every reload() that changed the issuers (the server re-issues its own certificate). */
+  onIssuersChanged(listener: () => void): void {
+    this.changeListeners.push(listener);
+  }
+
+  private async load(): Promise<void> {
+    const { store, dataDir } = this.opts;
+    // Read first: a rotation finishing meanwhile bumps it again, so the next reload() sees that too.
+    const generation = await store.getMeta(ISSUERS_GENERATION);
+    const issuers = await store.listIssuers();
     if (issuers.length === 0) {
-      throw new StintError("ERR_NOT_INITIALIZED", `no CA in ${opts.dataDir}; run "stint ca init" first`);
+      throw new StintError("ERR_NOT_INITIALIZED", `no CA in ${dataDir}; run "stint ca init" first`);
     }
-    const record = issuers.find((i) => i.kind === "intermediate" && i.state === "active");
+    const record = activeIntermediate(issuers);
     if (!record)
       throw new StintError("ERR_NO_ACTIVE_ISSUER", 'no active intermediate; see "stint ca status"');
+    const rotation = await readRotationState(store, issuers);
+    const now = Date.now();
+    // The active one must load; others only for their CRLs, while their certificates may still be live.
+    const active = await this.keyedIssuer(record, true);
+    for (const other of issuers) {
+      if (other.kind === "intermediate" && other.id !== record.id && other.notAfter.getTime() > now) {
+        await this.keyedIssuer(other, false);
+      }
+    }
+    this.issuers = issuers;
+    this.rotation = rotation;
+    this.active = { issuer: active!, ...this.chainTail(active!.record, issuers, rotation) };
+    this.generation = generation;
+    if (this.crls.running) await this.loadRootCrls();
+  }
+
+  /** Loads (once) an intermediate's key and its CRL signer; null when the key is not here and not required. */
+  private async keyedIssuer(record: IssuerRecord, required: boolean): Promise<KeyedIssuer | null> {
+    const known = this.keyed.get(record.id);
+    if (known) {
+      known.record = record;
+      return known;
+    }
     if (!record.keyPath) {
+      if (!required) return null;
       throw new StintError(
         "ERR_NO_ACTIVE_ISSUER",
         `the key of active intermediate ${record.id} is not on this host`,
       );
     }
-    const { key, encrypted } = await loadPrivateKey(join(opts.dataDir, record.keyPath), opts.passphrase);
-    const active = {
+    let loaded: { key: KeyObject; encrypted: boolean };
+    try {
+      loaded = await loadPrivateKey(join(this.opts.dataDir, record.keyPath), this.opts.passphrase);
+    } catch (err) {
+      if (required) throw err;
+      return null;
+    }
+    const { key, encrypted } = loaded;
+    const keyed: KeyedIssuer = {
       record,
       engine: new LeafEngine({
         certDer: record.certDer,
         privateKey: key,
-        organization: opts.policy.trustDomain,
-        crlUrl: opts.crlBaseUrl ? crlUrl(opts.crlBaseUrl, record.id) : null,
+        organization: this.opts.policy.trustDomain,
+        crlUrl: this.opts.crlBaseUrl ? crlUrl(this.opts.crlBaseUrl, record.id) : null,
       }),
-      sequences: new SequenceAllocator(opts.store, record.id, opts.sequenceBlock ?? 1000),
-      chainTailPem: toPem("CERTIFICATE", record.certDer),
+      sequences: new SequenceAllocator(this.opts.store, record.id, this.opts.sequenceBlock ?? 1000),
       crlSigner: new CrlSigner({ certDer: record.certDer, privateKey: key }),
       key,
+      encrypted,
     };
-    return new Authority(opts, active, issuers, !encrypted);
+    this.keyed.set(record.id, keyed);
+    this.crls.add(record.id, keyed.crlSigner);
+    if (this.crls.running) await this.crls.refresh(record.id).catch(() => undefined);
+    return keyed;
+  }
+
+  /**
+   * The intermediate, and while the root that signed it was cross-signed by
+   * a root still in the bundle, that cross-certificate: verifiers trusting
+   * only the old root reach it through the cross-certificate, the others stop
+   * at the new root (OpenSSL, Node and verify/ all stop at the first trusted issuer).
+   */
+  private chainTail(
+    record: IssuerRecord,
+    issuers: readonly IssuerRecord[],
+    rotation: RotationState,
+  ): Omit<Active, "issuer"> {
+    const chainTail = [record.certDer];
+    const cross = record.parentId ? rotation.cross.get(record.parentId) : undefined;
+    const vouching = cross && issuers.find((i) => i.id === cross.by);
+    if (cross && vouching && vouching.state !== "retired") chainTail.push(cross.der);
+    return { chainTail, chainTailPem: chainTail.map((d) => toPem("CERTIFICATE", d)).join("") };
   }
 
   get trustDomain(): string {
@@ -161,10 +251,27 @@ export class Authority {
   }
 
   get activeIssuer(): IssuerRecord {
-    return this.active.record;
+    return this.active.issuer.record;
   }
 
-  /** Roots verifiers should trust: every root not retired. */
+  /** Every issuer as last loaded, with its state. */
+  allIssuers(): readonly IssuerRecord[] {
+    return this.issuers;
+  }
+
+  /** Intermediates put in the revocation feed by `stint ca revoke-issuer`. */
+  revokedIssuers(): string[] {
+    return [...this.rotation.revoked.keys()].sort();
+  }
+
+  /** Taints whose revocation deadline has passed and which are not revoked yet. */
+  taintsDue(now: Date): string[] {
+    return [...this.rotation.taints]
+      .filter(([id, t]) => t.deadline !== null && t.deadline <= now && !this.rotation.revoked.has(id))
+      .map(([id]) => id);
+  }
+
+  /** Roots verifiers should trust: every root not retired, prepared ones included. */
   trustedRoots(): IssuerRecord[] {
     return this.issuers.filter((i) => i.kind === "root" && i.state !== "retired");
   }
@@ -175,15 +282,20 @@ export class Authority {
    * made here and at half-life, when revocations by other processes show up.
    */
   async startCrls(log?: Logger): Promise<void> {
+    this.crlLog = log;
+    await this.crls.start(log);
+    await this.loadRootCrls();
+  }
+
+  private async loadRootCrls(): Promise<void> {
     for (const root of this.trustedRoots()) {
       const stored = await this.opts.store.getMeta(rootCrlKey(root.id));
       if (stored) this.rootCrls.set(root.id, decodeStoredCrl(stored));
       else
-        log?.warn("no CRL for this root: Node verifiers with the crl option will refuse its chains", {
+        this.crlLog?.warn("no CRL for this root: Node verifiers with the crl option will refuse its chains", {
           root: root.id,
         });
     }
-    return this.crls.start(log);
   }
 
   stopCrls(): void {
@@ -197,7 +309,7 @@ export class Authority {
 
   /** The signed envelope of a revocation feed body (docs/feed.md), by the active intermediate. */
   signFeed(body: Buffer): Buffer {
-    return signFeed(body, this.active.key, [this.active.record.certDer]);
+    return signFeed(body, this.active.issuer.key, this.active.chainTail);
   }
 
   /**
@@ -205,7 +317,9 @@ export class Authority {
    * to this instant): when it was revoked, or its issuer tainted. Null otherwise.
    */
   renewFrom(cert: CertificateRecord): Date | null {
-    return cert.revokedAt;
+    const tainted = this.rotation.taints.get(cert.issuerId)?.at ?? null;
+    if (cert.revokedAt && tainted) return cert.revokedAt < tainted ? cert.revokedAt : tainted;
+    return cert.revokedAt ?? tainted;
   }
 
   /** Issues a workload certificate after checking the request against policy. */
@@ -282,11 +396,13 @@ export class Authority {
     now: Date,
   ): Promise<IssuedCertificate> {
     const started = process.hrtime.bigint();
-    const sequence = await this.active.sequences.take();
-    const { der, serial } = this.active.engine.issue({ ...leaf, sequence });
+    // Held for the whole issuance: a rotation landing meanwhile must not mix two issuers' numbers.
+    const active = this.active;
+    const sequence = await active.issuer.sequences.take();
+    const { der, serial } = active.issuer.engine.issue({ ...leaf, sequence });
     const record: CertificateRecord = {
       serial: serialHex(serial),
-      issuerId: this.active.record.id,
+      issuerId: active.issuer.record.id,
       sequence,
       spiffeId: leaf.spiffeId,
       dnsNames: leaf.dnsNames,
@@ -320,7 +436,7 @@ export class Authority {
       issuerId: record.issuerId,
       notBefore: leaf.notBefore,
       notAfter: leaf.notAfter,
-      chainPem: toPem("CERTIFICATE", der) + this.active.chainTailPem,
+      chainPem: toPem("CERTIFICATE", der) + active.chainTailPem,
     };
   }
 }

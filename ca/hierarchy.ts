@@ -1,3 +1,4 @@
+import type { KeyObject } from "node:crypto";
 import { readdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { StintError } from "../common/errors";
@@ -108,7 +109,8 @@ function issuerRecord(
   };
 }
 
-async function keyPem(keys: KeyPair, passphrase: string | null): Promise<string> {
+/** The PEM a CA key is written as: encrypted, unless passphrase is null (development mode). */
+export async function keyPem(keys: KeyPair, passphrase: string | null): Promise<string> {
   return passphrase === null
     ? plainPrivateKeyPem(keys.privateKey)
     : encryptPrivateKeyPem(keys.privateKey, passphrase);
@@ -140,39 +142,24 @@ export async function initHierarchy(opts: InitHierarchyOptions): Promise<InitHie
   }
 
   // Build everything in memory first, so a bad parameter fails before anything is written.
-  const notBefore = new Date(opts.now.getTime() - BACKDATE_MS);
-  const rootKeys = await generateKeyPair(opts.keyAlgorithm);
-  const rootId = issuerIdFromSki(subjectKeyIdentifier(rootKeys.publicKey));
-  const rootDer = await createRootCertificate({
-    keys: rootKeys,
-    commonName: `Stint Root CA ${rootId}`,
+  const { record: root, keys: rootKeys } = await buildRoot({
     trustDomain: opts.trustDomain,
-    notBefore,
-    notAfter: new Date(opts.now.getTime() + rootTtlDays * DAY_MS),
-    serial: randomSerial(),
+    keyAlgorithm: opts.keyAlgorithm,
+    now: opts.now,
+    ttlDays: rootTtlDays,
+    keyPath: () => ROOT_KEY_FILE,
   });
-  const intKeys = await generateKeyPair(opts.keyAlgorithm);
-  const intId = issuerIdFromSki(subjectKeyIdentifier(intKeys.publicKey));
-  const intDer = await createIntermediateCertificate({
-    issuer: { certDer: rootDer, privateKey: rootKeys.privateKey },
-    subjectPublicKey: intKeys.publicKey,
-    commonName: `Stint Intermediate CA ${intId}`,
+  const { record: intermediate, keys: intKeys } = await buildIntermediate({
+    root,
+    rootKey: rootKeys.privateKey,
     trustDomain: opts.trustDomain,
-    notBefore,
-    notAfter: new Date(opts.now.getTime() + intermediateTtlDays * DAY_MS),
-    serial: randomSerial(),
-    pathLength: 0,
+    keyAlgorithm: opts.keyAlgorithm,
+    now: opts.now,
+    ttlDays: intermediateTtlDays,
     permittedDnsSuffixes: opts.permittedDnsSuffixes,
   });
-  const root = issuerRecord("root", rootId, null, rootDer, ROOT_KEY_FILE, opts.now);
-  const intermediate = issuerRecord(
-    "intermediate",
-    intId,
-    rootId,
-    intDer,
-    intermediateKeyPath(intId),
-    opts.now,
-  );
+  const rootDer = root.certDer;
+  const intDer = intermediate.certDer;
   const rootKeyPem = await keyPem(rootKeys, opts.passphrase);
   const intKeyPem = await keyPem(intKeys, opts.passphrase);
 
@@ -208,19 +195,109 @@ export async function initHierarchy(opts: InitHierarchyOptions): Promise<InitHie
     recorded = true;
     await opts.store.putIssuer(intermediate, audit(intermediate));
     // The root's own CRL, while its key is at hand: empty, valid as long as the root (see ca/crl.ts rootCrlKey).
-    const rootCrl = {
-      number: await opts.store.incrementMeta(crlNumberKey(rootId)),
-      thisUpdate: notBefore,
-      nextUpdate: new Date(opts.now.getTime() + rootTtlDays * DAY_MS),
-    };
-    const rootCrlDer = new CrlSigner({ certDer: rootDer, privateKey: rootKeys.privateKey }).sign({
-      ...rootCrl,
-      revoked: [],
-    });
-    await opts.store.setMeta(rootCrlKey(rootId), encodeStoredCrl({ der: rootCrlDer, ...rootCrl }));
+    await signRootCrl(opts.store, root, rootKeys.privateKey, [], opts.now);
   } catch (err) {
     if (!recorded) await Promise.all(written.map((p) => unlink(p).catch(() => undefined)));
     throw err;
   }
   return { root, intermediate, rootFingerprint: fingerprintSha256(rootDer) };
 }
+
+/** A CA certificate made in memory, not yet written or recorded. */
+export interface NewIssuer {
+  record: IssuerRecord;
+  keys: KeyPair;
+}
+
+/** A new self-signed root, state "active" (root rotation records it as "prepared"). */
+export async function buildRoot(p: {
+  trustDomain: string;
+  keyAlgorithm: KeyAlgorithm;
+  now: Date;
+  ttlDays: number;
+  /** Where its key file goes, relative to the data directory. */
+  keyPath: (id: string) => string;
+}): Promise<NewIssuer> {
+  checkTtl("rootTtlDays", p.ttlDays);
+  const keys = await generateKeyPair(p.keyAlgorithm);
+  const id = issuerIdFromSki(subjectKeyIdentifier(keys.publicKey));
+  const certDer = await createRootCertificate({
+    keys,
+    commonName: `Stint Root CA ${id}`,
+    trustDomain: p.trustDomain,
+    notBefore: new Date(p.now.getTime() - BACKDATE_MS),
+    notAfter: new Date(p.now.getTime() + p.ttlDays * DAY_MS),
+    serial: randomSerial(),
+  });
+  return { record: issuerRecord("root", id, null, certDer, p.keyPath(id), p.now), keys };
+}
+
+/**
+ * A new intermediate signed by `root`, state "active". Its lifetime is cut
+ * to the root's, so a rotation late in a root's life still works.
+ */
+export async function buildIntermediate(p: {
+  root: IssuerRecord;
+  rootKey: KeyObject;
+  trustDomain: string;
+  keyAlgorithm: KeyAlgorithm;
+  now: Date;
+  ttlDays: number;
+  permittedDnsSuffixes?: readonly string[];
+}): Promise<NewIssuer> {
+  checkTtl("intermediateTtlDays", p.ttlDays);
+  const keys = await generateKeyPair(p.keyAlgorithm);
+  const id = issuerIdFromSki(subjectKeyIdentifier(keys.publicKey));
+  const notBefore = new Date(Math.max(p.now.getTime() - BACKDATE_MS, p.root.notBefore.getTime()));
+  const notAfter = new Date(Math.min(p.now.getTime() + p.ttlDays * DAY_MS, p.root.notAfter.getTime()));
+  const certDer = await createIntermediateCertificate({
+    issuer: { certDer: p.root.certDer, privateKey: p.rootKey },
+    subjectPublicKey: keys.publicKey,
+    commonName: `Stint Intermediate CA ${id}`,
+    trustDomain: p.trustDomain,
+    notBefore,
+    notAfter,
+    serial: randomSerial(),
+    pathLength: 0,
+    permittedDnsSuffixes: p.permittedDnsSuffixes,
+  });
+  const record = issuerRecord("intermediate", id, p.root.id, certDer, intermediateKeyPath(id), p.now);
+  return { record, keys };
+}
+
+/** An intermediate revoked by its root: what the root's CRL lists. */
+export interface RevokedIntermediate {
+  certDer: Buffer;
+  revokedAt: Date;
+}
+
+/**
+ * Signs a root's CRL where its key is (ca init, root rotation, revoke-issuer)
+ * and keeps it in the store's metadata, where servers read it: valid as long as
+ * the root, since nothing re-signs it online.
+ */
+export async function signRootCrl(
+  store: Store,
+  root: IssuerRecord,
+  rootKey: KeyObject,
+  revoked: readonly RevokedIntermediate[],
+  now: Date,
+): Promise<void> {
+  const crl = {
+    number: await store.incrementMeta(crlNumberKey(root.id)),
+    thisUpdate: new Date(now.getTime() - BACKDATE_MS),
+    nextUpdate: root.notAfter,
+  };
+  const der = new CrlSigner({ certDer: root.certDer, privateKey: rootKey }).sign({
+    ...crl,
+    revoked: revoked.map((r) => ({
+      serial: describeCertificate(r.certDer).serialHex,
+      revokedAt: r.revokedAt,
+      reason: CA_COMPROMISE,
+    })),
+  });
+  await store.setMeta(rootCrlKey(root.id), encodeStoredCrl({ der, ...crl }));
+}
+
+/** RFC 5280 CRLReason cACompromise: what a tainted, then revoked, intermediate is. */
+const CA_COMPROMISE = 2;

@@ -95,6 +95,19 @@ export interface RevocationWindow {
   revoked: number[];
 }
 
+/** How far a fleet has moved off one issuer (rotation, taint): its live certificates and those not yet replaced. */
+export interface IssuerProgress {
+  /** Unexpired, unrevoked certificates the issuer signed. */
+  live: number;
+  /**
+   * Those of them whose SPIFFE ID has no later certificate from another issuer
+   * (certificates without a SPIFFE ID always count: nothing says what replaced them).
+   */
+  unreplaced: number;
+  /** The latest notAfter among the live ones; null when there are none. */
+  lastNotAfter: Date | null;
+}
+
 export interface CertificateCounts {
   issued: number;
   unexpired: number;
@@ -140,6 +153,9 @@ export interface Store {
   revocationWindows(now: Date): Promise<RevocationWindow[]>;
   /** How many certificates were ever revoked: a cheap change detector for the feed. */
   revokedCount(): Promise<number>;
+
+  /** Live and not-yet-replaced certificates of one issuer at `now` (rotation progress). */
+  issuerProgress(issuerId: string, now: Date): Promise<IssuerProgress>;
 
   /** Certificate totals for status displays and metrics. */
   counts(now: Date): Promise<CertificateCounts>;

@@ -217,6 +217,53 @@ export async function createIntermediateCertificate(p: IntermediateCertificatePa
   return Buffer.from(cert.rawData);
 }
 
+export interface CrossCertificateParams {
+  /** The root that vouches (the old one in a root rotation). */
+  issuer: { certDer: Uint8Array; privateKey: KeyObject };
+  /** The root vouched for: its subject and key are copied as they are. */
+  subjectCertDer: Uint8Array;
+  serial: Uint8Array;
+}
+
+/**
+ * A cross-certificate: the subject root's name and key, signed by another
+ * root, so a chain leaf → intermediate → cross-certificate reaches the old
+ * root for verifiers that trust only it, while verifiers that trust the new
+ * root stop one step earlier. CA:TRUE pathlen:1 (it sits above one
+ * intermediate), keyCertSign+cRLSign, both critical; SKI of the subject key,
+ * AKI of the issuer; validity within both roots'.
+ */
+export async function createCrossCertificate(p: CrossCertificateParams): Promise<Buffer> {
+  const issuerCert = new x509.X509Certificate(p.issuer.certDer);
+  const subjectCert = new x509.X509Certificate(p.subjectCertDer);
+  const notBefore = new Date(Math.max(subjectCert.notBefore.getTime(), issuerCert.notBefore.getTime()));
+  const notAfter = new Date(Math.min(subjectCert.notAfter.getTime(), issuerCert.notAfter.getTime()));
+  checkValidity(notBefore, notAfter);
+  const keyId = (c: x509.X509Certificate) => c.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId;
+  const subjectSki = keyId(subjectCert);
+  const issuerSki = keyId(issuerCert);
+  if (!subjectSki || !issuerSki)
+    throw new StintError("ERR_CONFIG", "both roots need a subject key identifier");
+  const signer = await signingKey(p.issuer.privateKey);
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: serialHex(p.serial),
+    subject: new x509.Name(subjectCert.subjectName.toArrayBuffer()),
+    issuer: new x509.Name(issuerCert.subjectName.toArrayBuffer()),
+    notBefore,
+    notAfter,
+    publicKey: subjectCert.publicKey,
+    signingKey: signer.key,
+    signingAlgorithm: signer.algorithm,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 1, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      new x509.SubjectKeyIdentifierExtension(subjectSki, false),
+      new x509.AuthorityKeyIdentifierExtension(issuerSki, false),
+    ],
+  });
+  return Buffer.from(cert.rawData);
+}
+
 export function parseCertificate(derBytes: Uint8Array): x509.X509Certificate {
   try {
     return new x509.X509Certificate(derBytes);

@@ -319,7 +319,15 @@ export const CA_CONFIG = declareConfig([
     type: "duration",
     default: "500ms",
     description:
-      "How often the server checks the store for revocations (also those made by `stint ca revoke` or another replica) to publish them in the feed.",
+      "How often the server checks the store for revocations (also those made by `stint ca revoke` or another replica) to publish them in the feed, and for rotation steps (`stint ca rotate`, `taint`, `root …`) to take them up.",
+    validate: positive,
+  },
+  {
+    key: "bundle.refreshHint",
+    type: "duration",
+    default: "5m",
+    description:
+      "How often verifiers and agents should refetch the trust bundle (spiffe_refresh_hint in /bundle.json); `stint ca root activate` waits this long after `root prepare` so every verifier trusts the new root first. Keep agents' bundleRefresh at or below it.",
     validate: positive,
   },
   LOG_LEVEL_SETTING,

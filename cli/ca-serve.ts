@@ -6,6 +6,7 @@ import { mountCrl } from "../acme/crl-routes";
 import { mountFeed } from "../acme/feed-routes";
 import { startCaServer } from "../acme/server";
 import { FeedService } from "../ca/feed";
+import { IssuerWatch } from "../ca/issuer-watch";
 import { fingerprintSha256 } from "../ca/keys";
 import { isPostgresUrl, openStore, STORE_FILE } from "../ca/store/open";
 import { configSummary } from "../common/config";
@@ -15,7 +16,15 @@ import { acmeDeps } from "./acme-setup";
 import { CA_CONFIG, type CaConfig } from "./ca-config";
 import { initCa } from "./ca-init";
 import { type Command, parseFlags } from "./command";
-import { caFlagOptions, caHelp, loadConfigFromFlags, openCa, publicOrigin } from "./context";
+import {
+  caFlagOptions,
+  caHelp,
+  loadConfigFromFlags,
+  openCa,
+  passphraseFrom,
+  publicOrigin,
+  rotationContext,
+} from "./context";
 import { listenParts } from "./listen";
 
 const OWN_FLAGS = { "insecure-no-passphrase": { type: "boolean" } } as const;
@@ -58,8 +67,20 @@ export const caServe: Command = {
       log,
       validityMs: cfg["feed.validity"],
       pollMs: cfg["feed.pollInterval"],
+      revokedIssuers: () => authority.revokedIssuers(),
     });
     await feed.start();
+    const passphrase = await passphraseFrom(cfg);
+    const issuerWatch = new IssuerWatch({
+      authority,
+      store,
+      log,
+      metrics,
+      pollMs: cfg["feed.pollInterval"],
+      rotation: () => rotationContext(cfg, store, trustDomain, passphrase, "server"),
+      onChange: () => feed.rebuild("issuers"),
+    });
+    await issuerWatch.start();
     const { host, port } = listenParts(cfg.listen);
     const server = await startCaServer({
       authority,
@@ -70,6 +91,7 @@ export const caServe: Command = {
       port,
       serverNames: cfg.serverNames,
       serverCertTtlMs: cfg.serverCertTtl,
+      bundleRefreshHintSeconds: Math.max(1, Math.round(cfg["bundle.refreshHint"] / 1000)),
       publicOrigin: publicOrigin(cfg) ?? undefined,
       mounts: [
         mountAcme(await acmeDeps(cfg, authority, store, log)),
@@ -95,6 +117,7 @@ export const caServe: Command = {
       process.once("SIGTERM", () => stop("SIGTERM"));
       process.once("SIGINT", () => stop("SIGINT"));
     });
+    issuerWatch.stop();
     feed.stop();
     await server.close();
     await store.close();

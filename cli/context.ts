@@ -2,6 +2,7 @@ import { mkdir } from "node:fs/promises";
 import { Authority } from "../ca/authority";
 import { resolvePassphrase } from "../ca/keys";
 import type { IssuancePolicy } from "../ca/policy";
+import type { RotationContext } from "../ca/rotation";
 import type { Store } from "../ca/store";
 import { type CaStore, openStore } from "../ca/store/open";
 import { flagOptions, renderHelp } from "../common/config";
@@ -57,6 +58,25 @@ export function policyFrom(cfg: CaConfig, trustDomain: string): IssuancePolicy {
     backdateMs: cfg["policy.backdate"],
     dnsSuffixes: cfg["policy.dnsSuffixes"],
     keyTypes: cfg["policy.keyTypes"],
+  };
+}
+
+/** What rotation steps (ca/rotation.ts) run with, for a command or the server. */
+export function rotationContext(
+  cfg: CaConfig,
+  store: Store,
+  trustDomain: string,
+  passphrase: string | null,
+  actor: string,
+): RotationContext {
+  return {
+    dataDir: cfg.dataDir,
+    store,
+    trustDomain,
+    passphrase,
+    keyAlgorithm: cfg.keyAlgorithm,
+    actor,
+    now: new Date(),
   };
 }
 

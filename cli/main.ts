@@ -7,6 +7,7 @@ import { caAdminCert, caInit } from "./ca-init";
 import { caIntermediateCsr } from "./ca-intermediate-csr";
 import { caIssue } from "./ca-issue";
 import { caRevoke } from "./ca-revoke";
+import { ROTATION_COMMANDS } from "./ca-rotate";
 import { caServe } from "./ca-serve";
 import { caStatus } from "./ca-status";
 import { certList, certRevoke, certShow } from "./cert";
@@ -23,6 +24,7 @@ const COMMANDS: readonly Command[] = [
   caRevoke,
   caStatus,
   caAdminCert,
+  ...ROTATION_COMMANDS,
   caIntermediateCsr,
   rootSign,
   entryCreate,
@@ -69,12 +71,20 @@ export async function main(argv: string[]): Promise<number> {
   }
   const [cmd, rest] = resolve(argv);
   if (!cmd) {
-    const group = COMMANDS.some((c) => c.name.startsWith(argv[0] + " ")) ? argv[0] : "";
-    if (group && (argv.length === 1 || argv[1] === "--help" || argv[1] === "-h")) {
+    // The longest group the words name ("ca root", then "ca"), for `stint ca root` alone or with --help.
+    const words = argv.filter((a) => !a.startsWith("-"));
+    const group =
+      [words.slice(0, 2).join(" "), words[0]].find(
+        (g) => g && COMMANDS.some((c) => c.name.startsWith(g + " ")),
+      ) ?? "";
+    const groupWords = group.split(" ").length;
+    if (group && (argv.length === groupWords || argv[groupWords] === "--help" || argv[groupWords] === "-h")) {
       console.log(overview(group));
       return 0;
     }
-    console.error(`stint: unknown command "${argv.slice(0, group ? 2 : 1).join(" ")}"; see stint --help`);
+    console.error(
+      `stint: unknown command "${argv.slice(0, group ? groupWords + 1 : 1).join(" ")}"; see stint ${group ? `${group} ` : ""}--help`,
+    );
     return 2;
   }
   if (rest.includes("--help") || rest.includes("-h")) {

@@ -28,6 +28,10 @@ export type ErrorCode =
   | "ERR_POLICY_KEY"
   | "ERR_BAD_CSR"
   | "ERR_NO_ACTIVE_ISSUER"
+  // rotation: a step the issuers' states do not allow yet, a key kept elsewhere
+  | "ERR_ROTATION_STATE"
+  | "ERR_KEY_OFFLINE"
+  | "ERR_KEY_MISMATCH"
   // audit
   | "ERR_AUDIT_CHAIN"
   // encodings

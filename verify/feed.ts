@@ -40,9 +40,14 @@ export function openSignedFeed(envelope: Buffer, rootsPem: string, trustDomain: 
   const cert = new X509Certificate(signer);
   const roots = pemDecodeAll(rootsPem, "CERTIFICATE", "trust bundle").map((d) => new X509Certificate(d));
   const now = Date.now();
-  const trusted = roots.some(
-    (root) => root.raw.equals(cert.raw) || (cert.checkIssued(root) && cert.verify(root.publicKey)),
-  );
+  const issuedBy = (child: X509Certificate, issuer: X509Certificate) =>
+    child.checkIssued(issuer) && child.verify(issuer.publicKey);
+  const trustedDirectly = (c: X509Certificate) =>
+    roots.some((root) => root.raw.equals(c.raw) || issuedBy(c, root));
+  // During a root rotation the signer's root may be new to this verifier: the old root's cross-certificate follows it.
+  const cross = signed.chain[1] ? new X509Certificate(signed.chain[1]) : null;
+  const trusted =
+    trustedDirectly(cert) || (cross?.ca === true && issuedBy(cert, cross) && trustedDirectly(cross));
   if (!trusted)
     throw new StintError("ERR_UNAUTHORIZED", "the feed's signer does not chain to the trusted roots");
   const problem = feedSignerProblem(signer);

@@ -6,6 +6,7 @@ import type {
   CertificateCounts,
   CertificateFilter,
   CertificateRecord,
+  IssuerProgress,
   IssuerRecord,
   IssuerState,
   RevocationWindow,
@@ -23,7 +24,7 @@ import type {
   OrderRecord,
   OrderStatus,
 } from "../store-acme";
-import { windowsFrom } from "./feed-rows";
+import { ISSUER_PROGRESS_SQL, type ProgressRow, progressFrom, windowsFrom } from "./feed-rows";
 import { PostgresAcmeState } from "./postgres-acme";
 import { PgGroupCommit, type WriteOp } from "./postgres-batch";
 import { connectError, createPool, parseTarget } from "./postgres-connect";
@@ -295,6 +296,10 @@ export class PostgresStore implements Store, AcmeStateStore {
       [],
     );
     return Number(rows[0].n);
+  }
+
+  async issuerProgress(issuerId: string, now: Date): Promise<IssuerProgress> {
+    return progressFrom((await this.run<ProgressRow>(ISSUER_PROGRESS_SQL, [issuerId, now.getTime()]))[0]);
   }
 
   /** One statement, so the three numbers come from one snapshot. */

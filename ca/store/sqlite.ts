@@ -9,6 +9,7 @@ import type {
   CertificateCounts,
   CertificateFilter,
   CertificateRecord,
+  IssuerProgress,
   IssuerRecord,
   IssuerState,
   RevocationWindow,
@@ -26,7 +27,7 @@ import type {
   OrderRecord,
   OrderStatus,
 } from "../store-acme";
-import { windowsFrom } from "./feed-rows";
+import { ISSUER_PROGRESS_SQL, type ProgressRow, progressFrom, windowsFrom } from "./feed-rows";
 import { SqliteAcmeState } from "./sqlite-acme";
 import { GroupCommit, type WriteOp } from "./sqlite-batch";
 import { migrate, STORE_FORMAT_KEY } from "./sqlite-migrations";
@@ -78,6 +79,7 @@ export class SqliteStore implements Store, AcmeStateStore {
     Database.Statement<Record<string, unknown>, CertificateRow>
   >();
   private closed = false;
+  private progressStatement: Database.Statement | null = null;
 
   private constructor(
     private readonly db: Database.Database,
@@ -309,6 +311,12 @@ export class SqliteStore implements Store, AcmeStateStore {
   async revokedCount(): Promise<number> {
     this.assertOpen();
     return this.st.countRevoked.get()!.n;
+  }
+
+  async issuerProgress(issuerId: string, now: Date): Promise<IssuerProgress> {
+    this.assertOpen();
+    this.progressStatement ??= this.db.prepare(ISSUER_PROGRESS_SQL.replace(/\$\d/g, "?"));
+    return progressFrom(this.progressStatement.get(issuerId, now.getTime()) as ProgressRow);
   }
 
   /** `revoked` counts every revoked certificate, expired or not, as `issued` counts every one. */

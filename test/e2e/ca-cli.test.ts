@@ -421,7 +421,7 @@ describe("stint --help", () => {
   it("names an unknown command or flag in one line with exit 2", () => {
     expect(stint(["ca", "launch"])).toMatchObject({
       code: 2,
-      stderr: 'stint: unknown command "ca launch"; see stint --help\n',
+      stderr: 'stint: unknown command "ca launch"; see stint ca --help\n',
     });
     const r = stint(["ca", "status", "--colour"]);
     expect(r.code).toBe(2);

@@ -232,6 +232,36 @@ export function storeContract(name: string, openFresh: () => Promise<Store>, bac
       expect(await store.listRevoked("cc22", T0)).toEqual([]);
     });
 
+    it("reports how far certificates have moved off an issuer", async () => {
+      await store.putIssuer(issuer("aa00"), event("issuer.create", "aa00"));
+      await store.putIssuer(issuer("bb11"), event("issuer.create", "bb11"));
+      expect(await store.issuerProgress("aa00", T0)).toEqual({ live: 0, unreplaced: 0, lastNotAfter: null });
+      // Six certificates of aa00 for workloads 1, 2, 0, 1, 2, 0 (sequence % 3), expiring 1…6 minutes after T0.
+      const old = Array.from({ length: 6 }, (_, i) => certificate("aa00", i + 1));
+      const bare = certificate("aa00", 7, { spiffeId: null });
+      // Workload 1 renewed on bb11 a second after T0; workload 2 renewed on aa00 itself, which does not count.
+      const moved = certificate("bb11", 1, { notBefore: later(1000) });
+      const sameIssuer = certificate("aa00", 8, {
+        spiffeId: "spiffe://example.org/workload/2",
+        notBefore: later(1000),
+      });
+      await Promise.all(
+        [...old, bare, moved, sameIssuer].map((c) =>
+          store.insertCertificate(c, event("cert.issue", c.serial)),
+        ),
+      );
+      await store.revokeCertificate(old[5].serial, 1, T0, event("cert.revoke", old[5].serial));
+      // Live: 1…5, 7 and 8 (6 is revoked). Replaced: 1 and 4 (workload 1). Not: 2, 3, 5, 7 (no SPIFFE ID), 8.
+      expect(await store.issuerProgress("aa00", T0)).toEqual({
+        live: 7,
+        unreplaced: 5,
+        lastNotAfter: later(8 * MINUTE),
+      });
+      // At T0+3min only 4, 5, 7 and 8 are live; 4 is replaced.
+      expect(await store.issuerProgress("aa00", later(3 * MINUTE))).toMatchObject({ live: 4, unreplaced: 3 });
+      expect(await store.issuerProgress("bb11", T0)).toMatchObject({ live: 1, unreplaced: 1 });
+    });
+
     it("increments metadata counters durably, never handing out a number twice", async () => {
       expect(await store.incrementMeta("crl_number:aa00")).toBe(1);
       expect(await store.incrementMeta("crl_number:aa00")).toBe(2);

@@ -1,0 +1,360 @@
+import { readFile } from "node:fs/promises";
+import {
+  activateRoot,
+  prepareRoot,
+  type RotationContext,
+  retireRoot,
+  revokeIssuer,
+  rotateIntermediate,
+  taintIssuer,
+} from "../ca/rotation";
+import type { IssuerRecord } from "../ca/store";
+import { openStore } from "../ca/store/open";
+import { formatDuration, parseDuration } from "../common/duration";
+import { StintError } from "../common/errors";
+import { fileError } from "../common/files";
+import { pemDecodeAll } from "../formats/pem";
+import type { CaConfig } from "./ca-config";
+import { type Command, type Options, parseFlags, printJson } from "./command";
+import {
+  caFlagOptions,
+  caHelp,
+  loadConfigFromFlags,
+  passphraseFrom,
+  rotationContext,
+  storedTrustDomain,
+  trustDomainConfigured,
+} from "./context";
+
+/**
+ * The rotation commands (docs/architecture.md, "Rotation"; README, "Rotation
+ * runbook"). Each is one step of ca/rotation.ts run against the store; a
+ * running `stint ca serve` takes it up at its next poll (feed.pollInterval).
+ */
+
+const DEFAULT_INTERMEDIATE_TTL_DAYS = 365;
+const DEFAULT_ROOT_TTL_DAYS = 3650;
+
+const JSON_FLAG = { json: { type: "boolean" } } as const;
+const NEW_KEY_FLAGS = {
+  ...JSON_FLAG,
+  "ttl-days": { type: "string" },
+  "insecure-no-passphrase": { type: "boolean" },
+} as const;
+
+const TAKEN_UP =
+  'A running `stint ca serve` takes this up within feed.pollInterval (default 500ms) and logs "issuers changed".';
+
+type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+function usage(command: string, message: string): StintError {
+  return new StintError("ERR_USAGE", `${message} (see stint ${command} --help)`);
+}
+
+function ttlDays(command: string, values: Values, fallback: number): number {
+  const text = values["ttl-days"] as string | undefined;
+  if (text === undefined) return fallback;
+  const days = Number(text);
+  if (!Number.isInteger(days) || days < 1 || days > 36500) {
+    throw usage(
+      command,
+      `--ttl-days must be a whole number of days between 1 and 36500 (got "${text.slice(0, 20)}")`,
+    );
+  }
+  return days;
+}
+
+/** Opens the store and runs one rotation step; new CA keys need a passphrase unless explicitly waived. */
+async function withRotation<T>(
+  values: Values,
+  opts: { writesKeys: boolean },
+  step: (ctx: RotationContext, cfg: CaConfig) => Promise<T>,
+): Promise<T> {
+  const cfg = loadConfigFromFlags(values);
+  const passphrase = await passphraseFrom(cfg);
+  if (opts.writesKeys && passphrase === null && values["insecure-no-passphrase"] !== true) {
+    throw new StintError(
+      "ERR_CONFIG",
+      "new CA keys need a passphrase: set STINT_CA_PASSPHRASE or --passphrase-file (or --insecure-no-passphrase for development)",
+    );
+  }
+  const store = await openStore(cfg.dataDir, { url: cfg["store.url"] });
+  try {
+    const trustDomain = await storedTrustDomain(store, cfg, trustDomainConfigured(values));
+    return await step(rotationContext(cfg, store, trustDomain, passphrase, "cli"), cfg);
+  } finally {
+    await store.close();
+  }
+}
+
+function issuerJson(i: IssuerRecord) {
+  return { id: i.id, kind: i.kind, state: i.state, subject: i.subject, notAfter: i.notAfter.toISOString() };
+}
+
+function report(values: Values, json: unknown, lines: string[]): number {
+  if (values.json === true) printJson(json);
+  else console.log(lines.join("\n"));
+  return 0;
+}
+
+function command(
+  name: string,
+  summary: string,
+  usageLine: string,
+  about: string,
+  flags: Options,
+  flagHelp: string,
+  run: (values: Values, positionals: string[]) => Promise<number>,
+): Command {
+  return {
+    name,
+    summary,
+    help: () => caHelp(usageLine, about, flagHelp),
+    async run(argv) {
+      const { values, positionals } = parseFlags(argv, caFlagOptions(flags), true);
+      return run(values, positionals);
+    },
+  };
+}
+
+const NEW_KEY_HELP =
+  "  --ttl-days N               lifetime of the new certificate in days\n" +
+  "  --insecure-no-passphrase   write the new key unencrypted when no passphrase is set (development only)\n" +
+  "  --json                     print the result as JSON";
+
+async function readCertificate(file: string): Promise<Buffer> {
+  let text: string;
+  try {
+    text = await readFile(file, "latin1");
+  } catch (err) {
+    throw fileError(err, file, "read the intermediate certificate");
+  }
+  const ders = pemDecodeAll(text, "CERTIFICATE", file);
+  if (ders.length !== 1) {
+    throw new StintError("ERR_PEM", `${file} holds ${ders.length} certificates; give the intermediate alone`);
+  }
+  return ders[0]!;
+}
+
+async function rotate(name: string, values: Values, importFile: string | undefined): Promise<number> {
+  const importedDer = importFile === undefined ? undefined : await readCertificate(importFile);
+  const result = await withRotation(values, { writesKeys: importedDer === undefined }, (ctx) =>
+    rotateIntermediate(ctx, {
+      ttlDays: ttlDays(name, values, DEFAULT_INTERMEDIATE_TTL_DAYS),
+      importedDer,
+    }),
+  );
+  return report(
+    values,
+    { activated: issuerJson(result.activated), retired: result.retired && issuerJson(result.retired) },
+    [
+      `intermediate ${result.activated.id} is active (${importedDer ? "imported" : "new"}, under root ${result.activated.parentId}, until ${result.activated.notAfter.toISOString()})`,
+      result.retired
+        ? `intermediate ${result.retired.id} is retired: its certificates stay valid and its CRL and feed records stay published until the last one expires`
+        : "no intermediate was active before",
+      TAKEN_UP,
+    ],
+  );
+}
+
+export const caRotate = command(
+  "ca rotate",
+  "make a new intermediate active and retire the current one",
+  "stint ca rotate [--import FILE] [--ttl-days N] [--json] [options]",
+  "Creates a new intermediate signed by the current root (whose key must be in the data directory)\n" +
+    "and makes it active; the current one becomes retired. With --import, the new intermediate is one\n" +
+    "`stint root sign` made from `stint ca intermediate-csr`'s request (the root key stays offline).\n" +
+    TAKEN_UP,
+  { ...NEW_KEY_FLAGS, import: { type: "string" } },
+  "  --import FILE              activate this intermediate (PEM) instead of creating one\n" + NEW_KEY_HELP,
+  (values) => rotate("ca rotate", values, values.import as string | undefined),
+);
+
+export const caImportIntermediate = command(
+  "ca import-intermediate",
+  "activate an intermediate signed offline by `stint root sign`",
+  "stint ca import-intermediate FILE [--json] [options]",
+  "Checks that FILE (PEM) is signed by an active root of this CA and matches the key\n" +
+    "`stint ca intermediate-csr` left in keys/, records it and makes it active; the current one\n" +
+    "becomes retired. The same as `stint ca rotate --import FILE`. " +
+    TAKEN_UP,
+  { ...JSON_FLAG, "insecure-no-passphrase": { type: "boolean" } },
+  "  --json                     print the result as JSON",
+  (values, positionals) => {
+    if (positionals.length !== 1)
+      throw usage("ca import-intermediate", "give the certificate file to import");
+    return rotate("ca import-intermediate", values, positionals[0]);
+  },
+);
+
+/** A deadline as a duration from now ("30m") or an ISO 8601 instant. */
+function parseDeadline(text: string, now: Date): Date {
+  if (/^\d{4}-\d{2}-\d{2}T/.test(text)) {
+    const at = new Date(text);
+    if (Number.isNaN(at.getTime()))
+      throw usage("ca taint", `--revoke-at "${text.slice(0, 40)}" is not a valid time`);
+    return at;
+  }
+  try {
+    return new Date(now.getTime() + parseDuration(text));
+  } catch {
+    throw usage(
+      "ca taint",
+      `--revoke-at takes a duration like 30m or an ISO time, not "${text.slice(0, 40)}"`,
+    );
+  }
+}
+
+export const caTaint = command(
+  "ca taint",
+  "mark an intermediate as suspected compromised, so agents renew off it now",
+  "stint ca taint ISSUER [--revoke-at DURATION|TIME] [--json] [options]",
+  "Moves the ACME renewal window (ARI) of every certificate from ISSUER to now: agents renew onto\n" +
+    "the active intermediate at their next renewalInfo poll, spread across the window. Rotate first\n" +
+    "(the active intermediate cannot be tainted). Watch stint_issuer_unreplaced_certificates on\n" +
+    "/metrics, then run `stint ca revoke-issuer ISSUER`; with --revoke-at the server does it itself then.\n" +
+    TAKEN_UP,
+  { ...JSON_FLAG, "revoke-at": { type: "string" } },
+  "  --revoke-at WHEN           have the server revoke the issuer then (e.g. 30m, or 2026-11-23T18:00:00Z)\n" +
+    "  --json                     print the result as JSON",
+  async (values, positionals) => {
+    if (positionals.length !== 1)
+      throw usage("ca taint", "give the issuer id to taint (see stint ca status)");
+    const now = new Date();
+    const deadline =
+      values["revoke-at"] === undefined ? null : parseDeadline(values["revoke-at"] as string, now);
+    const issuer = await withRotation(values, { writesKeys: false }, (ctx) =>
+      taintIssuer({ ...ctx, now }, positionals[0]!, deadline),
+    );
+    return report(values, { tainted: issuer.id, revokeAt: deadline?.toISOString() ?? null }, [
+      `intermediate ${issuer.id} is tainted: its certificates' renewal windows start now`,
+      deadline
+        ? `the server revokes it at ${deadline.toISOString()} (in ${formatDuration(deadline.getTime() - now.getTime())})`
+        : `revoke it once agents have moved: stint ca revoke-issuer ${issuer.id}`,
+      TAKEN_UP,
+    ]);
+  },
+);
+
+export const caRevokeIssuer = command(
+  "ca revoke-issuer",
+  "put a tainted or retired intermediate in the revocation feed and its root's CRL",
+  "stint ca revoke-issuer ISSUER [--force] [--json] [options]",
+  "Verifiers then reject every certificate ISSUER signed. Refuses while some of its live\n" +
+    "certificates have not been replaced by a newer one from another issuer, unless --force.\n" +
+    "The root's CRL is re-signed when the root's key is in the data directory; otherwise only the\n" +
+    "feed lists it. " +
+    TAKEN_UP,
+  { ...JSON_FLAG, force: { type: "boolean" } },
+  "  --force                    revoke even though some certificates were not replaced yet\n" +
+    "  --json                     print the result as JSON",
+  async (values, positionals) => {
+    if (positionals.length !== 1)
+      throw usage("ca revoke-issuer", "give the issuer id to revoke (see stint ca status)");
+    const result = await withRotation(values, { writesKeys: false }, (ctx) =>
+      revokeIssuer(ctx, positionals[0]!, { force: values.force === true }),
+    );
+    const { live, unreplaced } = result.progress;
+    return report(
+      values,
+      { revoked: result.issuer.id, live, unreplaced, rootCrlSigned: result.rootCrlSigned },
+      [
+        `intermediate ${result.issuer.id} is revoked (${live} live certificates, ${unreplaced} not replaced)`,
+        result.rootCrlSigned
+          ? `root ${result.issuer.parentId}'s CRL lists it`
+          : `root ${result.issuer.parentId}'s key is not here: only the revocation feed lists it`,
+        TAKEN_UP,
+      ],
+    );
+  },
+);
+
+export const caRootPrepare = command(
+  "ca root prepare",
+  "publish the next root in the trust bundle before it signs anything",
+  "stint ca root prepare [--ttl-days N] [--json] [options]",
+  "Creates a new root (state prepared) and adds it to /bundle.pem and /bundle.json (sequence\n" +
+    "bumped). Wait one bundle.refreshHint for agents and verifiers to fetch it, then run\n" +
+    "`stint ca root activate`. " +
+    TAKEN_UP,
+  NEW_KEY_FLAGS,
+  NEW_KEY_HELP,
+  async (values) => {
+    const root = await withRotation(values, { writesKeys: true }, (ctx) =>
+      prepareRoot(ctx, { ttlDays: ttlDays("ca root prepare", values, DEFAULT_ROOT_TTL_DAYS) }),
+    );
+    return report(values, { prepared: issuerJson(root) }, [
+      `root ${root.id} is prepared and in the trust bundle; activate it after one bundle.refreshHint`,
+      TAKEN_UP,
+    ]);
+  },
+);
+
+export const caRootActivate = command(
+  "ca root activate",
+  "issue the new intermediate under the prepared root, cross-signed by the old one",
+  "stint ca root activate [--ttl-days N] [--force] [--json] [options]",
+  "Makes the prepared root active with a new intermediate under it, and has the current root\n" +
+    "cross-sign the new root, so chains served from now on validate both for verifiers that still\n" +
+    "trust only the old root and for those that trust the new one. Refuses until one\n" +
+    "bundle.refreshHint has passed since `root prepare`, unless --force. Both roots' keys must be here.\n" +
+    TAKEN_UP,
+  { ...NEW_KEY_FLAGS, force: { type: "boolean" } },
+  "  --force                    activate before every verifier can have fetched the new root\n" +
+    NEW_KEY_HELP,
+  async (values) => {
+    const result = await withRotation(values, { writesKeys: true }, (ctx, cfg) =>
+      activateRoot(ctx, {
+        intermediateTtlDays: ttlDays("ca root activate", values, DEFAULT_INTERMEDIATE_TTL_DAYS),
+        bundleRefreshMs: cfg["bundle.refreshHint"],
+        force: values.force === true,
+      }),
+    );
+    return report(
+      values,
+      {
+        root: issuerJson(result.root),
+        intermediate: issuerJson(result.intermediate),
+        crossSignedBy: result.crossSignedBy,
+      },
+      [
+        `root ${result.root.id} is active; intermediate ${result.intermediate.id} under it is active`,
+        `chains carry the new root cross-signed by ${result.crossSignedBy} until \`stint ca root retire\``,
+        TAKEN_UP,
+      ],
+    );
+  },
+);
+
+export const caRootRetire = command(
+  "ca root retire",
+  "remove the old root from the trust bundle once nothing chains to it",
+  "stint ca root retire [ROOT] [--force] [--json] [options]",
+  "Retires ROOT (default: the active root that no longer signs the active intermediate): it leaves\n" +
+    "the bundle (sequence bumped) and chains stop carrying its cross-certificate. Refuses while live\n" +
+    "certificates of intermediates under it have not been replaced by renewal, unless --force. " +
+    TAKEN_UP,
+  { ...JSON_FLAG, force: { type: "boolean" } },
+  "  --force                    retire even though some certificates under it were not replaced yet\n" +
+    "  --json                     print the result as JSON",
+  async (values, positionals) => {
+    if (positionals.length > 1) throw usage("ca root retire", "give at most one root id");
+    const root = await withRotation(values, { writesKeys: false }, (ctx) =>
+      retireRoot(ctx, { id: positionals[0], force: values.force === true }),
+    );
+    return report(values, { retired: issuerJson({ ...root, state: "retired" }) }, [
+      `root ${root.id} is retired and out of the trust bundle`,
+      TAKEN_UP,
+    ]);
+  },
+);
+
+export const ROTATION_COMMANDS: readonly Command[] = [
+  caRotate,
+  caImportIntermediate,
+  caTaint,
+  caRevokeIssuer,
+  caRootPrepare,
+  caRootActivate,
+  caRootRetire,
+];
