@@ -143,7 +143,8 @@ function prepareValidation(
       ? attestation(ctx, account, authz, challenge, payload)
       : http01(ctx, account, authz, challenge);
   return async (clientWaits) => {
-    const current = (await ctx.store.getAuthorization(authz.id)) ?? authz;
+    // While the client waits, `authz` was read for this request a moment ago; after a delay, read it again.
+    const current = clientWaits ? authz : ((await ctx.store.getAuthorization(authz.id)) ?? authz);
     const mark = (status: ChallengeRecord["status"], error: ChallengeRecord["error"]) =>
       current.challenges.map((c) =>
         c.id === challenge.id

@@ -6,6 +6,7 @@ import type { EntryRecord } from "../ca/store-acme";
 import { StintError } from "../common/errors";
 import { parseCertId } from "../formats/ari";
 import { fromB64u } from "../formats/jose";
+import { type CertificateKey, readCertificateKey } from "../formats/x509";
 import type { AcmeContext } from "./context";
 import { csrFromPayload, sameSet } from "./orders";
 import type { Handler } from "./router";
@@ -17,16 +18,31 @@ import { isObject } from "./wire";
  * (renew-with-certificate, Stint's extension: docs/acme.md).
  */
 
-/** The stored record of a certificate presented as DER, or null when this CA did not issue exactly these bytes. */
-async function ownCertificate(ctx: AcmeContext, der: Buffer): Promise<CertificateRecord | null> {
-  let serial: string;
+/**
+ * The stored record of a certificate presented as DER, or null when this CA
+ * did not issue exactly these bytes. Equal bytes make the stored record's
+ * checks (issuer, signature, names) hold for the presented one, so nothing
+ * is verified again.
+ */
+async function ownCertificate(
+  ctx: AcmeContext,
+  der: Buffer,
+  parsed?: CertificateKey,
+): Promise<CertificateRecord | null> {
+  let facts: CertificateKey;
   try {
-    serial = new X509Certificate(der).serialNumber.toLowerCase();
+    facts = parsed ?? readCertificateKey(der);
   } catch {
     throw new StintError("ERR_MALFORMED", "certificate is not a DER X.509 certificate");
   }
-  const record = await ctx.store.getCertificate(serial.length % 2 ? `0${serial}` : serial);
+  const record = await ctx.store.getCertificate(serialHex(facts.serial));
   return record?.der.equals(der) ? record : null;
+}
+
+/** The store's serial text: the INTEGER's value in hex, without DER's sign octet. */
+function serialHex(content: Buffer): string {
+  const value = content.length > 1 && content[0] === 0 ? content.subarray(1) : content;
+  return value.toString("hex");
 }
 
 const spkiOf = (key: KeyObject) => key.export({ type: "spki", format: "der" });
@@ -119,7 +135,7 @@ export function renewCert(ctx: AcmeContext): Handler {
           "renew-cert must be signed with the certificate's key, its chain in x5c",
         );
       const now = new Date();
-      const current = await ownCertificate(ctx, vr.source.chain[0]);
+      const current = await ownCertificate(ctx, vr.source.chain[0], vr.source.leaf);
       if (!current)
         throw new StintError(
           "ERR_UNAUTHORIZED",

@@ -1,3 +1,4 @@
+import type { KeyObject } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Authority } from "../ca/authority";
 import type { CaStore } from "../ca/store/open";
@@ -39,13 +40,18 @@ export interface AcmeDeps {
   options: AcmeOptions;
 }
 
-/** Account keys are immutable per thumbprint; caching them saves a store read and a key import per request. */
-const ACCOUNT_CACHE_LIMIT = 10_000;
+/**
+ * Imported account keys by thumbprint. A thumbprint names one key forever, so
+ * an entry never goes stale; the account's status and current thumbprint are
+ * still read from the store on every request, so a deactivation or a
+ * keyChange made by another process or replica takes effect at once.
+ */
+const KEY_CACHE_LIMIT = 10_000;
 
 const BURST_SECONDS = 10;
 
 export class AcmeContext {
-  private readonly accountKeys = new Map<string, { thumbprint: string; key: AccountKey["key"] }>();
+  private readonly accountKeys = new KeyCache(KEY_CACHE_LIMIT);
   readonly limits: { addresses: RateLimiter; orders: RateLimiter; renewals: RateLimiter };
 
   constructor(
@@ -83,10 +89,16 @@ export class AcmeContext {
     );
   }
 
-  /** The account behind a kid-signed request; refuses other key sources. */
+  /**
+   * The account behind a kid-signed request; refuses other key sources. The
+   * pipeline read it (and checked it is valid) for this very request, so it is
+   * not read again.
+   */
   async account(vr: VerifiedRequest): Promise<AccountRecord> {
     if (vr.source.kind !== "kid")
       throw new StintError("ERR_MALFORMED", "this request must be signed with the account key (kid)");
+    const read = vr.source.account.record;
+    if (read?.status === "valid") return read;
     const id = this.accountId(vr.source.account.accountUrl);
     const account = id ? await this.store.getAccount(id) : null;
     if (!account) throw new StintError("ERR_ACCOUNT_DOES_NOT_EXIST", "the account in kid does not exist");
@@ -106,17 +118,14 @@ export class AcmeContext {
     if (!id) return null;
     const account = await this.store.getAccount(id);
     if (!account) return null;
-    const thumbprint = account.thumbprint;
-    let cached = this.accountKeys.get(id);
-    if (!cached || cached.thumbprint !== thumbprint) {
-      const key = importJwk(account.jwk);
-      if (jwkThumbprint(key) !== thumbprint)
+    let key = this.accountKeys.get(account.thumbprint);
+    if (key === undefined) {
+      key = importJwk(account.jwk);
+      if (jwkThumbprint(key) !== account.thumbprint)
         throw new Error(`stored key of account ${id} does not match its thumbprint`);
-      if (this.accountKeys.size >= ACCOUNT_CACHE_LIMIT) this.accountKeys.clear();
-      cached = { thumbprint, key };
-      this.accountKeys.set(id, cached);
+      this.accountKeys.set(account.thumbprint, key);
     }
-    return { accountUrl: kid, key: cached.key, status: account.status };
+    return { accountUrl: kid, key, status: account.status, record: account };
   }
 
   /** Headers every ACME response carries: a fresh nonce and the directory link (RFC 8555 6.5, 7.1). */
@@ -156,5 +165,32 @@ export class AcmeContext {
       "content-length": Buffer.byteLength(text),
     });
     res.end(text);
+  }
+}
+
+/** A bounded map from thumbprint to imported key, least recently used out first. */
+export class KeyCache {
+  private readonly keys = new Map<string, KeyObject>();
+
+  constructor(private readonly limit: number) {}
+
+  get size(): number {
+    return this.keys.size;
+  }
+
+  get(thumbprint: string): KeyObject | undefined {
+    const key = this.keys.get(thumbprint);
+    if (key !== undefined) {
+      // Map iterates in insertion order: re-inserting makes this the most recent.
+      this.keys.delete(thumbprint);
+      this.keys.set(thumbprint, key);
+    }
+    return key;
+  }
+
+  set(thumbprint: string, key: KeyObject): void {
+    this.keys.delete(thumbprint);
+    this.keys.set(thumbprint, key);
+    if (this.keys.size > this.limit) this.keys.delete(this.keys.keys().next().value as string);
   }
 }

@@ -1,6 +1,7 @@
-import { createPublicKey, verify } from "node:crypto";
+import { type KeyObject, verify } from "node:crypto";
 import { isStintError, StintError } from "../common/errors";
 import * as der from "../formats/der";
+import { importSpki } from "../formats/jose";
 import { inspectSpki, type KeyAlgorithm } from "./spki";
 
 /**
@@ -62,9 +63,9 @@ function parseCsrUnchecked(csr: Buffer): ParsedCsr {
   const sigOid = der.decodeOid(der.contents(csr, der.children(csr, sigAlg)[0]));
   if (!(sigOid in SIGNATURE_HASHES)) throw badCsr(`uses unsupported signature algorithm ${sigOid}`);
   const sig = der.contents(csr, sigBits);
-  let publicKey: ReturnType<typeof createPublicKey>;
+  let publicKey: KeyObject;
   try {
-    publicKey = createPublicKey({ key: spki, format: "der", type: "spki" });
+    publicKey = importSpki(spki);
   } catch {
     throw badCsr("carries a public key that cannot be loaded");
   }

@@ -357,3 +357,34 @@ export function computedKeyId(spki: Uint8Array): Buffer {
     .update(Buffer.from(spki.buffer, spki.byteOffset + bits.valueStart + 1, bits.end - bits.valueStart - 1))
     .digest();
 }
+
+/** What `readCertificateKey` reads: enough to find a certificate in a store and use its key. */
+export interface CertificateKey {
+  /** The serial INTEGER's content octets. */
+  serial: Buffer;
+  /** SubjectPublicKeyInfo DER, whole. */
+  spki: Buffer;
+}
+
+/**
+ * The serial and key of a DER certificate, reading only the fields before
+ * them: for a certificate the caller then compares byte for byte with one it
+ * stored, so the rest need not be parsed (about a tenth of readCertificate's
+ * cost). ERR_DER when the outer structure is not a certificate's.
+ */
+export function readCertificateKey(input: Uint8Array): CertificateKey {
+  const raw = Buffer.from(input.buffer, input.byteOffset, input.length);
+  const cert = der.expectTlv(raw, 0, der.Tag.SEQUENCE, "Certificate");
+  if (cert.end !== raw.length) fail("trailing bytes after the certificate");
+  const tbs = der.expectTlv(raw, cert.valueStart, der.Tag.SEQUENCE, "TBSCertificate", cert.end);
+  let at = tbs.valueStart;
+  const first = der.readTlv(raw, at, tbs.end);
+  if (first.tag === der.contextTag(0, true)) at = first.end;
+  const serial = der.expectTlv(raw, at, der.Tag.INTEGER, "serialNumber", tbs.end);
+  at = serial.end;
+  for (const what of ["signature", "issuer", "validity", "subject"]) {
+    at = der.expectTlv(raw, at, der.Tag.SEQUENCE, what, tbs.end).end;
+  }
+  const spki = der.expectTlv(raw, at, der.Tag.SEQUENCE, "subjectPublicKeyInfo", tbs.end);
+  return { serial: Buffer.from(der.contents(raw, serial)), spki: Buffer.from(der.whole(raw, spki)) };
+}
