@@ -52,7 +52,15 @@ export interface LoadOptions {
   warmup: number;
   /** Cap on one wait between polls, whatever Retry-After says. */
   pollMs: number;
+  /** Read the server's RSS after every this many measured certificates; 0 reads it only at the end. */
+  rssEvery: number;
   log: (line: string) => void;
+}
+
+/** The server's resident memory after `certificates` measured certificates. */
+export interface RssSample {
+  certificates: number;
+  rssMiB: number;
 }
 
 export interface LoadResult {
@@ -79,6 +87,8 @@ export interface LoadResult {
   serverCpuCores?: number;
   serverRssMiB?: number;
   serverPeakRssMiB?: number;
+  /** With rssEvery: the RSS along the run, to show whether it grows with the certificates issued. */
+  serverRssSamples?: RssSample[];
   /** The generator's own cost, to show whether it, not the server, was the limit. */
   clientCpuMsPerCert: number;
   clientEventLoopUtilization: number;
@@ -146,6 +156,8 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   const wait: WaitOptions = { timeoutMs: 120_000, maxIntervalMs: opts.pollMs };
   let next = 0; // index of the next certificate: names are per index, so never reused
   let completed = 0;
+  /** Called after each certificate of the measured run. */
+  let onCompleted: ((n: number) => void) | undefined;
   const failures: string[] = [];
   let failureCount = 0;
   const maxFailures = Math.max(10, Math.ceil(opts.count * MAX_FAILURE_SHARE));
@@ -245,6 +257,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
               const held = await once(w);
               latencies.push(performance.now() - t0);
               completed++;
+              onCompleted?.(completed);
               issuerKey ??= held.chain[1] ? keyName(held.chain[1]) : undefined;
             } catch (err) {
               if (stalled) return;
@@ -283,12 +296,22 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
     const elu0 = performance.eventLoopUtilization();
     const t0 = performance.now();
     completed = 0;
+    const rssSamples: RssSample[] = [];
+    const pid = target.serverPid;
+    if (pid !== undefined && opts.rssEvery > 0) {
+      onCompleted = (n) => {
+        if (n % opts.rssEvery !== 0) return;
+        const kib = sampleProcess(pid).rssKiB;
+        if (kib !== undefined) rssSamples.push({ certificates: n, rssMiB: round(kib / 1024, 1) });
+      };
+    }
     const progress = setInterval(() => log(`${target.name}: ${completed}/${opts.count}…`), 10_000);
     let latencies: number[];
     try {
       latencies = await drive(opts.count);
     } finally {
       clearInterval(progress);
+      onCompleted = undefined;
     }
     const wallMs = performance.now() - t0;
     const after = target.serverPid === undefined ? undefined : sampleProcess(target.serverPid);
@@ -310,6 +333,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
       latencyMs: latencySummary(latencies),
       pollsPerCert: round(polls / Math.max(1, n), 2),
       ...serverFigures(before, after, n, wallMs),
+      ...(rssSamples.length > 0 ? { serverRssSamples: rssSamples } : {}),
       clientCpuMsPerCert: round((cpu.user + cpu.system) / 1000 / Math.max(1, n), 3),
       clientEventLoopUtilization: round(elu.utilization, 2),
       ...(issuerKey ? { issuerKey } : {}),

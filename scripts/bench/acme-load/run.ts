@@ -21,6 +21,8 @@ export interface Settings {
   pollMs: number;
   dnsSuffix: string;
   http01Port: number;
+  /** Sample the server's RSS every this many measured certificates (0: only at the end). */
+  rssEvery: number;
   /** Makes names unique across runs against one long-lived server. */
   runId: string;
 }
@@ -106,6 +108,7 @@ export function load(target: Target, s: Settings, mode: Mode, names: Names): Pro
     count: s.count,
     warmup: s.warmup,
     pollMs: s.pollMs,
+    rssEvery: s.rssEvery,
     log,
   });
 }
