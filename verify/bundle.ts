@@ -1,6 +1,6 @@
 import { X509Certificate } from "node:crypto";
 import { isStintError, StintError } from "../common/errors";
-import { parsePemBlocks } from "../formats/pem";
+import { parsePemBlocks, toPem } from "../formats/pem";
 import { type CertificateFacts, readCertificate } from "../formats/x509";
 import { type Cert, criticalProblem, describe, issuerProblem, keyIdsAgree, keyOf } from "./cert";
 
@@ -9,7 +9,7 @@ export class TrustBundle {
   readonly anchors: readonly X509Certificate[];
   private readonly bySubject = new Map<string, Cert[]>();
 
-  private constructor(certs: Cert[]) {
+  private constructor(private readonly certs: Cert[]) {
     this.anchors = certs.map((c) => c.x509);
     for (const c of certs) {
       const key = c.facts.subject.toString("base64");
@@ -53,6 +53,11 @@ export class TrustBundle {
       return c;
     });
     return new TrustBundle(certs);
+  }
+
+  /** The roots as PEM text (what TLS options and feed checks take). */
+  toPem(): string {
+    return this.certs.map((c) => toPem("CERTIFICATE", c.x509.raw)).join("");
   }
 
   /** Roots whose subject is `child`'s issuer and whose key id (if both sides carry one) matches. */

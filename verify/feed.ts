@@ -114,7 +114,12 @@ export class FeedClient implements RevocationSource {
   /** The last refusal or failure, for health displays; null after a success. */
   lastError: string | null = null;
 
-  private constructor(private readonly opts: FeedClientOptions) {}
+  private constructor(private opts: FeedClientOptions) {}
+
+  /** Takes up a new bundle (the verifier passes on its own): later fetches check against these roots. */
+  updateRoots(rootsPem: string): void {
+    this.opts = { ...this.opts, rootsPem };
+  }
 
   /** Fetches the feed once (failing if that fails), then keeps it fresh. */
   static async open(opts: FeedClientOptions): Promise<FeedClient> {
@@ -252,7 +257,7 @@ export class FeedFile implements RevocationSource {
 
   private constructor(
     private readonly path: string,
-    private readonly rootsPem: string,
+    private rootsPem: string,
     private readonly trustDomain: string | null,
   ) {}
 
@@ -279,6 +284,10 @@ export class FeedFile implements RevocationSource {
 
   view(): RevocationView | null {
     return this.state ? viewOf(this.state) : null;
+  }
+
+  updateRoots(rootsPem: string): void {
+    this.rootsPem = rootsPem;
   }
 
   async reload(): Promise<void> {

@@ -24,6 +24,8 @@ import {
 export interface RevocationSource {
   /** null until a verified feed has been loaded. */
   view(): RevocationView | null;
+  /** New trusted roots (PEM) for the feed's signer and the CA connection: a root rotation. */
+  updateRoots?(rootsPem: string): void;
 }
 
 export interface RevocationView {
@@ -306,6 +308,7 @@ export function createVerifier(opts: VerifierOptions): Verifier {
     verifyKnownLeaf,
     updateBundle(input: BundleInput): void {
       bundle = TrustBundle.from(input);
+      revocation?.updateRoots?.(bundle.toPem());
       clear();
     },
     stats: () => ({ cached: byChain.size, hits, misses, signatureChecks: counters.signatures }),

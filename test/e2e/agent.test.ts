@@ -1,24 +1,29 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { createHash, createPrivateKey, createPublicKey, X509Certificate } from "node:crypto";
+import { createPrivateKey, createPublicKey, X509Certificate } from "node:crypto";
 import {
   chmodSync,
   existsSync,
   mkdirSync,
   readdirSync,
   readFileSync,
-  realpathSync,
   rmSync,
   statSync,
   writeFileSync,
 } from "node:fs";
 import { get as httpGet } from "node:http";
 import { createServer as createHttpsServer, type Server } from "node:https";
-import { createServer as createNetServer } from "node:net";
 import { join } from "node:path";
 import * as tls from "node:tls";
 import { pemDecodeAll } from "../../formats/pem";
 import { FeedFile } from "../../verify/feed";
-import { type ServerProcess, STINT, startServer, stint } from "../helpers/cli";
+import {
+  type AgentProcess,
+  currentFiles,
+  fingerprint,
+  freePort,
+  startAgent,
+  waitFor,
+} from "../helpers/agent";
+import { type ServerProcess, startServer, stint } from "../helpers/cli";
 import { bootstrapPki, openssl, tempDir } from "../helpers/openssl";
 
 /**
@@ -32,15 +37,6 @@ const SPIFFE_ID = `spiffe://${TD}/svc/web`;
 const dir = tempDir("stint-agent-e2e-");
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createNetServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 const CA_ARGS = (dataDir: string, port: number) => [
   "--insecure-no-passphrase",
   "--data-dir",
@@ -52,11 +48,6 @@ const CA_ARGS = (dataDir: string, port: number) => [
   "--listen",
   `127.0.0.1:${port}`,
 ];
-
-function fingerprint(dataDir: string): string {
-  const der = pemDecodeAll(readFileSync(join(dataDir, "root.pem"), "utf8"), "CERTIFICATE", "root")[0];
-  return `sha256:${createHash("sha256").update(der).digest("hex")}`;
-}
 
 function joinTokenFile(dataDir: string, url: string, certTtl: string): string {
   const r = stint([
@@ -76,67 +67,6 @@ function joinTokenFile(dataDir: string, url: string, certTtl: string): string {
   const path = join(dir, `token-${Math.random().toString(36).slice(2)}`);
   writeFileSync(path, JSON.parse(r.stdout).token, { mode: 0o600 });
   return path;
-}
-
-interface AgentProcess {
-  child: ChildProcess;
-  logs: () => Record<string, unknown>[];
-  stop: () => Promise<number | null>;
-}
-
-function startAgent(args: string[]): AgentProcess {
-  const child = spawn(process.execPath, [STINT, "agent", ...args], {
-    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const lines: string[] = [];
-  let partial = "";
-  child.stderr!.on("data", (chunk: Buffer) => {
-    const parts = (partial + chunk.toString()).split("\n");
-    partial = parts.pop() ?? "";
-    lines.push(...parts);
-  });
-  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-  return {
-    child,
-    logs: () => lines.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)),
-    stop: async () => {
-      if (child.exitCode === null) child.kill("SIGTERM");
-      return exited;
-    },
-  };
-}
-
-async function waitFor<T>(
-  what: string,
-  probe: () => T | undefined | null | false,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/**
- * The files of one version, as the README tells readers to take them: resolve
- * `..data` once, then read every file from that directory, so a switch between
- * two reads cannot pair one issuance's key with another's certificate.
- */
-function currentFiles(outDir: string): { cert: Buffer; key: Buffer; bundle: Buffer } {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const version = realpathSync(join(outDir, "..data"));
-      const read = (name: string) => readFileSync(join(version, name));
-      return { cert: read("cert.pem"), key: read("key.pem"), bundle: read("bundle.pem") };
-    } catch (err) {
-      // The version resolved a moment ago was replaced and deleted: start over, as the README says.
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT" || attempt >= 5) throw err;
-    }
-  }
 }
 
 /** The set on disk; throws unless it is a matching pair that chains to bundle.pem. */
