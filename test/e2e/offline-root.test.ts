@@ -232,3 +232,56 @@ describe("stint root sign, on a machine with only the root", () => {
     expect(r.stdout).toMatch(/stint ca import-intermediate FILE/);
   });
 });
+
+describe("stint ca import-intermediate, back on the CA host", () => {
+  it("refuses garbage and a certificate from another CA, changing nothing", () => {
+    const before = stint(["ca", "status", "--json"], caEnv);
+    const garbage = join(top, "garbage-int.pem");
+    writeFileSync(garbage, "not a certificate\n");
+    const r = stint(["ca", "import-intermediate", garbage], caEnv);
+    expect(r.code).toBe(1);
+    oneErrorLine(r.stderr, "ca import-intermediate");
+    // The other CA's root signs for other.org: not one of this CA's roots.
+    const foreign = stint(
+      ["ca", "import-intermediate", join(caDir, "..", "other", "intermediate.pem")],
+      caEnv,
+    );
+    expect(foreign.code).toBe(1);
+    expect(oneErrorLine(foreign.stderr, "ca import-intermediate")).toMatch(
+      /not signed by an active root of this CA/,
+    );
+    expect(stint(["ca", "status", "--json"], caEnv).stdout).toBe(before.stdout);
+  });
+
+  it("activates the intermediate signed offline and retires the one before", () => {
+    const before = JSON.parse(stint(["ca", "status", "--json"], caEnv).stdout).issuers;
+    const previous = before.find(
+      (i: { kind: string; state: string }) => i.kind === "intermediate" && i.state === "active",
+    );
+    const r = stint(["ca", "import-intermediate", intPath, "--json"], caEnv);
+    expect(r).toMatchObject({ code: 0, stderr: "" });
+    expect(JSON.parse(r.stdout)).toMatchObject({
+      activated: { id: csrId, kind: "intermediate", state: "active" },
+      retired: { id: previous.id },
+    });
+    // Certificates now come from it, and OpenSSL chains them to the root that never left the offline machine.
+    const out = join(top, "issued");
+    expect(
+      stint(["ca", "issue", "--spiffe-id", "spiffe://example.org/svc/a", "--out", out], caEnv).code,
+    ).toBe(0);
+    expect(openssl(["x509", "-in", join(out, "cert.pem"), "-noout", "-issuer"])).toContain(csrId);
+    expect(
+      openssl([
+        "verify",
+        "-CAfile",
+        join(offline, "root.pem"),
+        "-untrusted",
+        join(out, "cert.pem"),
+        join(out, "cert.pem"),
+      ]),
+    ).toMatch(/: OK$/m);
+    // The same certificate cannot be imported twice.
+    const again = stint(["ca", "import-intermediate", intPath], caEnv);
+    expect(oneErrorLine(again.stderr, "ca import-intermediate")).toMatch(/already in this CA/);
+  });
+});
