@@ -244,7 +244,8 @@ export class Agent {
     try {
       const info = await (await this.acme()).renewalInfo(held.chain[0]);
       window = { start: info.start, end: info.end };
-      recheck = new Date(now.getTime() + info.retryAfterSeconds * 1000);
+      // ±20% so agents enrolled together do not poll together.
+      recheck = new Date(now.getTime() + info.retryAfterSeconds * 1000 * (0.8 + 0.4 * Math.random()));
     } catch (err) {
       // Not fatal: without ARI the fraction of the lifetime decides, and the CA may just be down for now.
       this.opts.log.debug("renewal information unavailable", { error: (err as Error).message });

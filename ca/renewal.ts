@@ -20,6 +20,9 @@ export interface RenewalFacts {
   renewFrom?: Date | null;
 }
 
+/** The longest an agent waits between renewalInfo polls. */
+export const MAX_RETRY_AFTER_SECONDS = 5 * 60;
+
 /** How long a pulled-forward window stays open: long enough for a fleet's jittered polls, short enough to act on. */
 const URGENT_WINDOW_MS = 5 * 60_000;
 
@@ -27,8 +30,9 @@ export function renewalWindow(facts: RenewalFacts, now: Date): RenewalWindow {
   const nb = facts.notBefore.getTime();
   const na = facts.notAfter.getTime();
   const life = Math.max(1000, na - nb);
-  // Ask again a tenth of a lifetime later, within [1 s, 6 h]: hour-long certificates poll every 6 minutes.
-  const retryAfterSeconds = Math.min(6 * 3600, Math.max(1, Math.ceil(life / 10 / 1000)));
+  // Ask again a tenth of a lifetime later, within [1 s, 5 min]: a taint reaches every agent within
+  // minutes however long its certificate lives (RFC 9773's default of hours is for 90-day certificates).
+  const retryAfterSeconds = Math.min(MAX_RETRY_AFTER_SECONDS, Math.max(1, Math.ceil(life / 10 / 1000)));
   if (facts.renewFrom) {
     const start = Math.max(nb, Math.min(facts.renewFrom.getTime(), now.getTime()));
     return {
