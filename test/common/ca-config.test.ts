@@ -50,6 +50,7 @@ describe("CA config", () => {
       "attest.k8sSat.publicKeyFiles": [],
       "attest.k8sSat.jwksFile": "",
       "attest.x509pop.bundleFile": "",
+      "bundle.refreshHint": 300_000,
       "crl.validity": 3_600_000,
       "feed.validity": 600_000,
       "feed.pollInterval": 500,
