@@ -1,5 +1,6 @@
 import { verifyAuditChain } from "../ca/audit";
 import { fingerprintSha256 } from "../ca/keys";
+import { readRotationState } from "../ca/rotation";
 import type { Store } from "../ca/store";
 import { openStore } from "../ca/store/open";
 import { isStintError } from "../common/errors";
@@ -47,15 +48,22 @@ export const caStatus: Command = {
     const store = await openStore(cfg.dataDir, { url: cfg["store.url"] });
     try {
       const now = new Date();
-      const issuers = (await store.listIssuers()).map((i) => ({
+      const records = await store.listIssuers();
+      const rotation = await readRotationState(store, records);
+      const issuers = records.map((i) => ({
         id: i.id,
         kind: i.kind,
         state: i.state,
+        parentId: i.parentId,
         subject: i.subject,
         notBefore: i.notBefore.toISOString(),
         notAfter: i.notAfter.toISOString(),
         fingerprint: fingerprintSha256(i.certDer),
         keyOnHost: i.keyPath !== null,
+        taintedAt: rotation.taints.get(i.id)?.at.toISOString() ?? null,
+        revokeAt: rotation.taints.get(i.id)?.deadline?.toISOString() ?? null,
+        revokedAt: rotation.revoked.get(i.id)?.toISOString() ?? null,
+        crossSignedBy: rotation.cross.get(i.id)?.by ?? null,
       }));
       const counts = await store.counts(now);
       const audit = await checkAuditLog(store);
@@ -71,8 +79,13 @@ export const caStatus: Command = {
       else {
         console.log(`CA for ${report.trustDomain} in ${report.dataDir} (${report.backend})`);
         for (const i of issuers) {
+          const notes = [
+            i.parentId && `under ${i.parentId}`,
+            i.crossSignedBy && `cross-signed by ${i.crossSignedBy}`,
+            i.revokedAt ? `REVOKED ${i.revokedAt}` : i.revokeAt && `to be revoked at ${i.revokeAt}`,
+          ].filter(Boolean);
           console.log(
-            `  ${i.kind.padEnd(12)} ${i.id}  ${i.state.padEnd(8)}  until ${i.notAfter}  ${i.fingerprint}`,
+            `  ${i.kind.padEnd(12)} ${i.id}  ${i.state.padEnd(8)}  until ${i.notAfter}  ${i.fingerprint}${notes.length ? `  (${notes.join("; ")})` : ""}`,
           );
         }
         console.log(
