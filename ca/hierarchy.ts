@@ -86,7 +86,8 @@ function checkTtl(name: string, days: number): void {
   }
 }
 
-function issuerRecord(
+/** The store record of a CA certificate just made or imported, state "active". */
+export function issuerRecord(
   kind: IssuerRecord["kind"],
   id: string,
   parentId: string | null,

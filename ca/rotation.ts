@@ -9,6 +9,7 @@ import {
   buildRoot,
   INTERMEDIATE_CERT_FILE,
   intermediateKeyPath,
+  issuerRecord,
   KEYS_DIR,
   keyPem,
   type NewIssuer,
@@ -23,7 +24,7 @@ import {
   subjectKeyIdentifier,
 } from "./keys";
 import type { AuditEvent, IssuerProgress, IssuerRecord, Store } from "./store";
-import { createCrossCertificate, describeCertificate, randomSerial } from "./x509";
+import { createCrossCertificate, randomSerial } from "./x509";
 
 /**
  * Issuer rotation (docs/architecture.md, "Rotation"): one function per
@@ -244,19 +245,7 @@ async function importedIntermediate(
       `the key in ${keyPath} does not match the certificate to import`,
     );
   }
-  const d = describeCertificate(certDer);
-  return {
-    id,
-    kind: "intermediate",
-    parentId: root.id,
-    state: "active",
-    subject: d.subject,
-    certDer,
-    keyPath,
-    notBefore: d.notBefore,
-    notAfter: d.notAfter,
-    createdAt: ctx.now,
-  };
+  return issuerRecord("intermediate", id, root.id, certDer, keyPath, ctx.now);
 }
 
 /** Records `next` as active, then retires `current`: for a moment both are active, never neither. */
