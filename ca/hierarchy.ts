@@ -77,7 +77,8 @@ async function existingCaFiles(dataDir: string): Promise<string[]> {
   return [...keys, ...top].map((e) => join(dataDir, e));
 }
 
-function checkTtl(name: string, days: number): void {
+/** A lifetime in whole days, 1 to 36500; ERR_CONFIG otherwise. */
+export function checkTtl(name: string, days: number): void {
   if (!Number.isInteger(days) || days < 1 || days > 36500) {
     throw new StintError(
       "ERR_CONFIG",
@@ -249,21 +250,36 @@ export async function buildIntermediate(p: {
   checkTtl("intermediateTtlDays", p.ttlDays);
   const keys = await generateKeyPair(p.keyAlgorithm);
   const id = issuerIdFromSki(subjectKeyIdentifier(keys.publicKey));
-  const notBefore = new Date(Math.max(p.now.getTime() - BACKDATE_MS, p.root.notBefore.getTime()));
-  const notAfter = new Date(Math.min(p.now.getTime() + p.ttlDays * DAY_MS, p.root.notAfter.getTime()));
   const certDer = await createIntermediateCertificate({
     issuer: { certDer: p.root.certDer, privateKey: p.rootKey },
     subjectPublicKey: keys.publicKey,
-    commonName: `Stint Intermediate CA ${id}`,
+    commonName: intermediateCommonName(id),
     trustDomain: p.trustDomain,
-    notBefore,
-    notAfter,
+    ...intermediateValidity(p.root, p.now, p.ttlDays),
     serial: randomSerial(),
     pathLength: 0,
     permittedDnsSuffixes: p.permittedDnsSuffixes,
   });
   const record = issuerRecord("intermediate", id, p.root.id, certDer, intermediateKeyPath(id), p.now);
   return { record, keys };
+}
+
+/** The subject common name of the intermediate whose issuer id is `id`. */
+export const intermediateCommonName = (id: string): string => `Stint Intermediate CA ${id}`;
+
+/**
+ * An intermediate's validity: backdated like every CA certificate and cut to
+ * its root's, so a rotation or offline signature late in a root's life works.
+ */
+export function intermediateValidity(
+  root: { notBefore: Date; notAfter: Date },
+  now: Date,
+  ttlDays: number,
+): { notBefore: Date; notAfter: Date } {
+  return {
+    notBefore: new Date(Math.max(now.getTime() - BACKDATE_MS, root.notBefore.getTime())),
+    notAfter: new Date(Math.min(now.getTime() + ttlDays * DAY_MS, root.notAfter.getTime())),
+  };
 }
 
 /** An intermediate revoked by its root: what the root's CRL lists. */

@@ -3,7 +3,13 @@ import { join } from "node:path";
 import { isStintError, StintError } from "../common/errors";
 import { ensureDir, writeSecretFile } from "../common/files";
 import { parseCsr } from "./csr";
-import { intermediateKeyPath, KEYS_DIR } from "./hierarchy";
+import {
+  checkTtl,
+  intermediateCommonName,
+  intermediateKeyPath,
+  intermediateValidity,
+  KEYS_DIR,
+} from "./hierarchy";
 import {
   encryptPrivateKeyPem,
   fingerprintSha256,
@@ -30,13 +36,7 @@ import {
  * never has to reach the CA host.
  */
 
-/** Like initHierarchy: CA certificates start an hour early so slow clocks accept them at once. */
-const BACKDATE_MS = 60 * 60 * 1000;
-const DAY_MS = 86_400_000;
 export const DEFAULT_SIGN_TTL_DAYS = 365;
-
-/** The CN every Stint intermediate carries; the id is derived from its own key, so a request cannot claim another. */
-export const intermediateCommonName = (id: string): string => `Stint Intermediate CA ${id}`;
 
 /** The issuer id Stint gives a CA key: the first 8 bytes of its SKI. */
 function issuerIdOf(key: KeyObject): string {
@@ -169,23 +169,16 @@ function checkRequest(csrDer: Buffer, trustDomain: string): KeyObject {
  * root's, as `buildIntermediate` does for rotations on the CA host.
  */
 export async function signIntermediateRequest(opts: SignIntermediateOptions): Promise<Buffer> {
-  if (!Number.isInteger(opts.ttlDays) || opts.ttlDays < 1 || opts.ttlDays > 36500) {
-    throw new StintError(
-      "ERR_CONFIG",
-      `ttlDays must be a whole number of days between 1 and 36500 (got ${opts.ttlDays})`,
-    );
-  }
+  checkTtl("ttlDays", opts.ttlDays);
   const root = checkRoot(opts.rootCertDer, opts.rootKey, opts.now);
   const subjectPublicKey = checkRequest(opts.csrDer, root.trustDomain);
   const id = issuerIdOf(subjectPublicKey);
-  const now = opts.now.getTime();
   return createIntermediateCertificate({
     issuer: { certDer: opts.rootCertDer, privateKey: opts.rootKey },
     subjectPublicKey,
     commonName: intermediateCommonName(id),
     trustDomain: root.trustDomain,
-    notBefore: new Date(Math.max(now - BACKDATE_MS, root.notBefore.getTime())),
-    notAfter: new Date(Math.min(now + opts.ttlDays * DAY_MS, root.notAfter.getTime())),
+    ...intermediateValidity(root, opts.now, opts.ttlDays),
     serial: randomSerial(),
     pathLength: 0,
     permittedDnsSuffixes: opts.permittedDnsSuffixes,
