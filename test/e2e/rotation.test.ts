@@ -95,6 +95,7 @@ describe("rotation while services keep talking", () => {
   let serverDir: TlsDir;
   let clientDir: TlsDir;
   let server: Server;
+  let port: number;
   let closeVerifiers: () => void;
   let probeVerifier: Awaited<ReturnType<typeof openVerifier>>;
   const traffic = { ok: 0, failures: [] as string[], running: true, loop: Promise.resolve() };
@@ -157,7 +158,9 @@ describe("rotation while services keep talking", () => {
     }
     await waitFor("every agent's first certificate", () => AGENTS.every((a) => tryFiles(a)), 60_000).catch(
       (err: Error) => {
-        throw new Error(`${err.message}; agent logs: ${JSON.stringify(agents.map((a) => a.logs().slice(-3)))}`);
+        throw new Error(
+          `${err.message}; agent logs: ${JSON.stringify(agents.map((a) => a.logs().slice(-3)))}`,
+        );
       },
     );
 
@@ -199,15 +202,16 @@ describe("rotation while services keep talking", () => {
     });
     server = createHttpsServer(serverDir.options, (req, res) => {
       const result = checkSocket(req.socket as TLSSocket, serverVerifier);
-      res.writeHead(result.ok ? 200 : 403).end(result.ok ? "ok" : result.reason);
+      res.writeHead(result.ok ? 200 : 403).end(result.ok ? "ok" : `${result.code}: ${result.reason}`);
     });
     serverDir.attach(server);
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    const port = (server.address() as { port: number }).port;
+    port = (server.address() as { port: number }).port;
     traffic.loop = (async () => {
       while (traffic.running) {
         await call(port, clientDir).then(
-          (status) => (status === 200 ? traffic.ok++ : traffic.failures.push(`HTTP ${status}`)),
+          ({ status, body }) =>
+            status === 200 ? traffic.ok++ : traffic.failures.push(`HTTP ${status} ${body}`),
           (err: Error) => traffic.failures.push(err.message),
         );
         await new Promise((r) => setTimeout(r, 20));
@@ -276,6 +280,19 @@ describe("rotation while services keep talking", () => {
       return !r.ok && r;
     });
     expect(rejection).toMatchObject({ ok: false, code: "revoked" });
+    // And over TLS: the service refuses a client presenting the probe's certificate.
+    const probeClient = {
+      options: {
+        key: readFileSync(join(probeOut, "key.pem")),
+        cert: readFileSync(join(probeOut, "cert.pem")),
+        ca: readFileSync(join(probeOut, "bundle.pem")),
+        checkServerIdentity: () => undefined,
+      },
+    } as unknown as TlsDir;
+    expect(await call(port, probeClient)).toMatchObject({
+      status: 403,
+      body: expect.stringMatching(/^revoked: /),
+    });
     expect(traffic.failures).toEqual([]);
   }, 120_000);
 
@@ -334,14 +351,17 @@ describe("rotation while services keep talking", () => {
   }, 180_000);
 });
 
-/** One request on a fresh connection (a full mTLS handshake every time); resolves with the HTTP status. */
-function call(port: number, client: TlsDir): Promise<number> {
+/** One request on a fresh connection (a full mTLS handshake every time); resolves with the HTTP status and body. */
+function call(port: number, client: TlsDir): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = httpsRequest(
       { ...client.options, host: "127.0.0.1", port, path: "/", agent: false, timeout: 10_000 },
       (res) => {
-        res.resume();
-        res.on("end", () => resolve(res.statusCode ?? 0));
+        let body = "";
+        res.on("data", (d) => {
+          body += d;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
       },
     );
     req.on("timeout", () => req.destroy(new Error("request timed out")));
