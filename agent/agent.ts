@@ -138,7 +138,7 @@ export class Agent {
     let bundleChanged = false;
     const refreshDue =
       this.trust.updatedAt === null ||
-      now.getTime() - this.trust.updatedAt.getTime() >= this.opts.bundleRefreshMs;
+      now.getTime() - this.trust.updatedAt.getTime() >= this.bundleRefreshMs();
     if (refreshDue) {
       bundleChanged = await this.trust.refresh();
       this.status.bundleUpdatedAt = this.trust.updatedAt;
@@ -207,9 +207,14 @@ export class Agent {
           certificateNotAfter: this.status.certificateNotAfter?.toISOString() ?? null,
         });
       }
-      waitMs = Math.min(waitMs, this.opts.bundleRefreshMs);
+      waitMs = Math.min(waitMs, this.bundleRefreshMs());
       if ((await control.sleep(waitMs)) === "stop") return;
     }
+  }
+
+  /** How often to refetch the bundle: the configured interval, or sooner if the CA's refresh hint says so. */
+  private bundleRefreshMs(): number {
+    return Math.min(this.opts.bundleRefreshMs, this.trust.refreshHintMs ?? Number.POSITIVE_INFINITY);
   }
 
   /** The certificate in the output directory, if its key matches it; anything else counts as none. */
@@ -240,7 +245,7 @@ export class Agent {
   /** When to renew `held`: inside the CA's ARI window if it offers one (asked again at its Retry-After), else at the configured fraction. */
   private async renewalPlan(held: Held, now: Date): Promise<{ at: Date; recheck: Date }> {
     let window: { start: Date; end: Date } | null = null;
-    let recheck = new Date(now.getTime() + this.opts.bundleRefreshMs);
+    let recheck = new Date(now.getTime() + this.bundleRefreshMs());
     try {
       const info = await (await this.acme()).renewalInfo(held.chain[0]);
       window = { start: info.start, end: info.end };

@@ -83,6 +83,39 @@ export function fetchFromCa(
 const fetchBundle = async (caUrl: string, ca: string | null, timeoutMs: number): Promise<string> =>
   (await fetchFromCa(caUrl, "/bundle.pem", ca, timeoutMs, MAX_BUNDLE_BYTES)).toString("utf8");
 
+/**
+ * The SPIFFE bundle document (/bundle.json): its X509-SVID roots as PEM and
+ * the CA's spiffe_refresh_hint, which tells agents how soon to look again
+ * (root rotation waits one hint between publishing a root and using it).
+ */
+async function fetchBundleDocument(
+  caUrl: string,
+  ca: string,
+  timeoutMs: number,
+): Promise<{ pem: string; refreshHintMs: number | null }> {
+  const body = await fetchFromCa(caUrl, "/bundle.json", ca, timeoutMs, MAX_BUNDLE_BYTES);
+  const malformed = (why: string) =>
+    new StintError("ERR_MALFORMED", `the bundle document from ${caUrl}/bundle.json ${why}`);
+  let doc: { keys?: unknown; spiffe_refresh_hint?: unknown };
+  try {
+    doc = JSON.parse(body.toString("utf8"));
+  } catch {
+    throw malformed("is not JSON");
+  }
+  if (!Array.isArray(doc?.keys)) throw malformed("has no keys");
+  const pem = (doc.keys as { use?: unknown; x5c?: unknown }[])
+    .filter((k) => k?.use === "x509-svid")
+    .map((k) => {
+      const der = Array.isArray(k.x5c) && typeof k.x5c[0] === "string" ? k.x5c[0] : null;
+      if (der === null) throw malformed("has an x509-svid key without x5c");
+      return toPem("CERTIFICATE", Buffer.from(der, "base64"));
+    })
+    .join("");
+  const hint = doc.spiffe_refresh_hint;
+  const refreshHintMs = Number.isSafeInteger(hint) && (hint as number) > 0 ? (hint as number) * 1000 : null;
+  return { pem, refreshHintMs };
+}
+
 export function connectionError(caUrl: string, err: NodeJS.ErrnoException, verified: boolean): StintError {
   if (err instanceof StintError) return err;
   const tlsCodes = [
@@ -121,6 +154,8 @@ export class Trust {
     private saved: boolean,
     /** When the bundle was last confirmed with the CA; null until the first refresh this run. */
     public updatedAt: Date | null = null,
+    /** The CA's spiffe_refresh_hint from the last refresh; null when it gave none. */
+    public refreshHintMs: number | null = null,
   ) {}
 
   get roots(): TrustedRoots {
@@ -187,11 +222,10 @@ export class Trust {
 
   /** Fetches the bundle over TLS verified with the current roots and adopts it; returns whether it changed. */
   async refresh(timeoutMs = 10_000): Promise<boolean> {
-    const next = rootsFrom(
-      await fetchBundle(this.caUrl, this.current.pem, timeoutMs),
-      `the bundle from ${this.caUrl}`,
-    );
+    const fetched = await fetchBundleDocument(this.caUrl, this.current.pem, timeoutMs);
+    const next = rootsFrom(fetched.pem, `the bundle from ${this.caUrl}`);
     this.updatedAt = new Date();
+    this.refreshHintMs = fetched.refreshHintMs;
     const changed = next.pem !== this.current.pem;
     if (changed || !this.saved) {
       this.current = next;

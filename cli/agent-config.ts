@@ -152,7 +152,8 @@ export const AGENT_CONFIG = declareConfig([
     key: "bundleRefresh",
     type: "duration",
     default: "5m",
-    description: "How often the agent refreshes the trust bundle from the CA (over TLS it already trusts).",
+    description:
+      "How often the agent refreshes the trust bundle from the CA (over TLS it already trusts), at most: sooner when the CA's bundle refresh hint is shorter.",
     validate: positive,
   },
   {

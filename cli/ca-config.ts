@@ -327,7 +327,7 @@ export const CA_CONFIG = declareConfig([
     type: "duration",
     default: "5m",
     description:
-      "How often verifiers and agents should refetch the trust bundle (spiffe_refresh_hint in /bundle.json); `stint ca root activate` waits this long after `root prepare` so every verifier trusts the new root first. Keep agents' bundleRefresh at or below it.",
+      "How often verifiers and agents should refetch the trust bundle (spiffe_refresh_hint in /bundle.json); `stint ca root activate` waits this long after `root prepare` so every verifier trusts the new root first. Agents refresh at the smaller of this and their own bundleRefresh.",
     validate: positive,
   },
   LOG_LEVEL_SETTING,

@@ -102,6 +102,7 @@ describe("rotation while services keep talking", () => {
   const timings: Record<string, number> = {};
 
   beforeAll(async () => {
+    // Agents keep their default bundleRefresh (5 min): they follow the CA's 2 s refresh hint.
     ca = await startServer([
       "--insecure-no-passphrase",
       "--data-dir",
@@ -145,8 +146,6 @@ describe("rotation while services keep talking", () => {
           join(dir, `state-${name}`),
           "--out-dir",
           outDir(name),
-          "--bundle-refresh",
-          "1s",
           "--health-listen",
           "127.0.0.1:0",
           "--backoff-base",
