@@ -12,7 +12,9 @@ it("README's configuration table matches the declarations (run npm run docs to f
 });
 
 it("README lists every command the CLI has", () => {
-  const commands = [...stint(["--help"]).stdout.matchAll(/^ {2}stint (\S+(?: \S+){0,2}) {2}/gm)].map((m) => m[1]);
+  const commands = [...stint(["--help"]).stdout.matchAll(/^ {2}stint (\S+(?: \S+){0,2}) {2}/gm)].map(
+    (m) => m[1],
+  );
   expect(commands.length).toBeGreaterThanOrEqual(4);
   for (const c of commands) expect(readme).toContain(`\`stint ${c}`);
 });

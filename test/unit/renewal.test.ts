@@ -7,7 +7,9 @@ const na = new Date("2026-11-23T11:00:00Z");
 describe("renewal windows", () => {
   it("is the last third of the lifetime, polled every tenth but at least every five minutes", () => {
     const tenMinutes = new Date(nb.getTime() + 10 * 60_000);
-    expect(renewalWindow({ notBefore: nb, notAfter: tenMinutes }, nb)).toMatchObject({ retryAfterSeconds: 60 });
+    expect(renewalWindow({ notBefore: nb, notAfter: tenMinutes }, nb)).toMatchObject({
+      retryAfterSeconds: 60,
+    });
     // An hour-long certificate would be polled every six minutes; a taint must reach it sooner.
     expect(renewalWindow({ notBefore: nb, notAfter: na }, nb)).toEqual({
       start: new Date("2026-11-23T10:40:00Z"),
