@@ -73,6 +73,39 @@ it("initialises, issues, reports and serves with the store in PostgreSQL", async
   }
 });
 
+it("rotates, taints and revokes an intermediate with the store in PostgreSQL, and a running server takes it up", async () => {
+  const server = await startServer([], env);
+  try {
+    const active = () =>
+      JSON.parse(stint(["ca", "status", "--json"], env).stdout).issuers.find(
+        (i: { kind: string; state: string }) => i.kind === "intermediate" && i.state === "active",
+      ).id as string;
+    const first = active();
+    const rotated = JSON.parse(stint(["ca", "rotate", "--json"], env).stdout);
+    expect(rotated).toMatchObject({ retired: { id: first }, activated: { state: "active" } });
+    expect(active()).toBe(rotated.activated.id);
+    expect(stint(["ca", "taint", first], env).code).toBe(0);
+    // The leaf and admin certificate of the first intermediate were never replaced.
+    expect(stint(["ca", "revoke-issuer", first], env)).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining("have not been replaced yet"),
+    });
+    expect(JSON.parse(stint(["ca", "revoke-issuer", first, "--force", "--json"], env).stdout)).toMatchObject({
+      revoked: first,
+      rootCrlSigned: true,
+    });
+    const taken = (line: string) => line.includes('"issuers changed"') && line.includes(first);
+    const until = Date.now() + 20_000;
+    while (!server.logs().some((l) => taken(l) && l.includes('"revokedIssuers":["'))) {
+      if (Date.now() > until)
+        throw new Error(`the server did not take up the revocation:\n${server.logs().join("\n")}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    await server.stop();
+  }
+});
+
 it("names the database, not the password, when PostgreSQL cannot be reached", () => {
   const r = stint(["ca", "status"], {
     ...env,
