@@ -1,3 +1,4 @@
+import { isStintError } from "../common/errors";
 import type { Logger } from "../common/logger";
 import type { Registry } from "../common/metrics";
 import type { Authority } from "./authority";
@@ -101,31 +102,41 @@ export class IssuerWatch {
 
   /** One look: reload if a rotation step happened, run due deadline revocations, refresh the figures. */
   async tick(now = new Date()): Promise<void> {
+    let changed = await this.reloadAndReport();
+    for (const id of this.opts.authority.taintsDue(now)) {
+      try {
+        const result = await revokeIssuer({ ...this.opts.rotation(), now, actor: "server" }, id, {
+          force: true,
+        });
+        this.opts.log.warn("revoked a tainted issuer at its deadline", {
+          issuer: id,
+          unreplaced: result.progress.unreplaced,
+          rootCrlSigned: result.rootCrlSigned,
+        });
+      } catch (err) {
+        // Another replica got there first: the reload below shows its revocation.
+        if (!isStintError(err, "ERR_ALREADY_REVOKED")) throw err;
+      }
+      changed = (await this.reloadAndReport()) || changed;
+    }
+    if (changed || now.getTime() - this.factsAt >= Math.max(this.opts.pollMs, FACTS_EVERY_MS)) {
+      await this.refreshFacts(now);
+    }
+  }
+
+  private async reloadAndReport(): Promise<boolean> {
     const { authority, log } = this.opts;
-    for (const id of authority.taintsDue(now)) {
-      const result = await revokeIssuer({ ...this.opts.rotation(), now, actor: "server" }, id, {
-        force: true,
-      });
-      log.warn("revoked a tainted issuer at its deadline", {
-        issuer: id,
-        unreplaced: result.progress.unreplaced,
-        rootCrlSigned: result.rootCrlSigned,
-      });
-    }
     const before = authority.activeIssuer.id;
-    if (await authority.reload()) {
-      this.changes?.inc();
-      log.info("issuers changed", {
-        activeIssuer: authority.activeIssuer.id,
-        previousActiveIssuer: before,
-        issuers: authority.allIssuers().map((i) => `${i.kind}:${i.id}:${i.state}`),
-        revokedIssuers: authority.revokedIssuers(),
-      });
-      await this.opts.onChange();
-      await this.refreshFacts(now);
-    } else if (now.getTime() - this.factsAt >= Math.max(this.opts.pollMs, FACTS_EVERY_MS)) {
-      await this.refreshFacts(now);
-    }
+    if (!(await authority.reload())) return false;
+    this.changes?.inc();
+    log.info("issuers changed", {
+      activeIssuer: authority.activeIssuer.id,
+      previousActiveIssuer: before,
+      issuers: authority.allIssuers().map((i) => `${i.kind}:${i.id}:${i.state}`),
+      revokedIssuers: authority.revokedIssuers(),
+    });
+    await this.opts.onChange();
+    return true;
   }
 
   private async refreshFacts(now = new Date()): Promise<void> {

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { Authority } from "../../ca/authority";
 import { decodeStoredCrl, rootCrlKey } from "../../ca/crl";
 import { INTERMEDIATE_CERT_FILE, initHierarchy } from "../../ca/hierarchy";
+import { IssuerWatch } from "../../ca/issuer-watch";
 import { KEY_ALGORITHMS } from "../../ca/keys";
 import type { IssuancePolicy } from "../../ca/policy";
 import {
@@ -20,6 +21,7 @@ import {
 import type { Store } from "../../ca/store";
 import { openStore } from "../../ca/store/open";
 import { describeCertificate } from "../../ca/x509";
+import { createLogger } from "../../common/logger";
 import { pemDecodeAll, toPem } from "../../formats/pem";
 import { openssl, tempDir } from "../helpers/openssl";
 
@@ -256,5 +258,44 @@ describe("root rotation", () => {
     // Chains lose the cross-certificate once its root is out of the bundle.
     expect(pemDecodeAll((await issue(authority, "a")).chainPem, "CERTIFICATE", "chain")).toHaveLength(2);
     await expect(retireRoot(ctx(), { id: oldRoot.id, force: false })).rejects.toThrow(/already retired/);
+  });
+});
+
+describe("the server's issuer watch", () => {
+  it("revokes a tainted issuer at its deadline once, and every replica takes it up", async () => {
+    const { ctx, store, authority, dataDir } = await freshCa();
+    const first = authority.activeIssuer;
+    await rotateIntermediate(ctx(), { ttlDays: 30 });
+    // A second replica: its own authority on the same store.
+    const replica = await Authority.open({ dataDir, store, policy, passphrase: null });
+    const lines: string[] = [];
+    const log = createLogger({ component: "test", stream: { write: (l: string) => lines.push(l) } });
+    const changes: string[] = [];
+    const watches = [authority, replica].map(
+      (a, n) =>
+        new IssuerWatch({
+          authority: a,
+          store,
+          log,
+          pollMs: 1000,
+          rotation: ctx,
+          onChange: async () => {
+            changes.push(`replica ${n}`);
+          },
+        }),
+    );
+    const taintedAt = new Date();
+    await taintIssuer({ ...ctx(), now: taintedAt }, first.id, new Date(taintedAt.getTime() + 1000));
+    const beforeDeadline = new Date(taintedAt.getTime() + 999);
+    for (const w of watches) await w.tick(beforeDeadline);
+    expect(authority.revokedIssuers()).toEqual([]);
+    expect(changes).toEqual(["replica 0", "replica 1"]);
+
+    const afterDeadline = new Date(taintedAt.getTime() + 1000);
+    for (const w of watches) await w.tick(afterDeadline);
+    expect(authority.revokedIssuers()).toEqual([first.id]);
+    expect(replica.revokedIssuers()).toEqual([first.id]);
+    expect(lines.filter((l) => l.includes("revoked a tainted issuer at its deadline"))).toHaveLength(1);
+    expect((await store.listAudit(0, 1000)).filter((r) => r.action === "issuer.revoke")).toHaveLength(1);
   });
 });
