@@ -369,7 +369,7 @@ export interface CertificateKey {
 /**
  * The serial and key of a DER certificate, reading only the fields before
  * them: for a certificate the caller then compares byte for byte with one it
- * stored, so the rest need not be parsed (about a tenth of readCertificate's
+ * stored, so the rest need not be parsed (about an eighth of readCertificate's
  * cost). ERR_DER when the outer structure is not a certificate's.
  */
 export function readCertificateKey(input: Uint8Array): CertificateKey {
