@@ -5,6 +5,7 @@ import type { CaStore } from "../ca/store/open";
 import type { AccountRecord } from "../ca/store-acme";
 import { StintError } from "../common/errors";
 import type { Logger } from "../common/logger";
+import { Lru } from "../common/lru";
 import { importJwk, jwkThumbprint } from "../formats/jose";
 import type { Attestor } from "./attest/attestor";
 import { readBody } from "./body";
@@ -51,7 +52,7 @@ const KEY_CACHE_LIMIT = 10_000;
 const BURST_SECONDS = 10;
 
 export class AcmeContext {
-  private readonly accountKeys = new KeyCache(KEY_CACHE_LIMIT);
+  private readonly accountKeys = new Lru<KeyObject>(KEY_CACHE_LIMIT);
   readonly limits: { addresses: RateLimiter; orders: RateLimiter; renewals: RateLimiter };
 
   constructor(
@@ -165,32 +166,5 @@ export class AcmeContext {
       "content-length": Buffer.byteLength(text),
     });
     res.end(text);
-  }
-}
-
-/** A bounded map from thumbprint to imported key, least recently used out first. */
-export class KeyCache {
-  private readonly keys = new Map<string, KeyObject>();
-
-  constructor(private readonly limit: number) {}
-
-  get size(): number {
-    return this.keys.size;
-  }
-
-  get(thumbprint: string): KeyObject | undefined {
-    const key = this.keys.get(thumbprint);
-    if (key !== undefined) {
-      // Map iterates in insertion order: re-inserting makes this the most recent.
-      this.keys.delete(thumbprint);
-      this.keys.set(thumbprint, key);
-    }
-    return key;
-  }
-
-  set(thumbprint: string, key: KeyObject): void {
-    this.keys.delete(thumbprint);
-    this.keys.set(thumbprint, key);
-    if (this.keys.size > this.limit) this.keys.delete(this.keys.keys().next().value as string);
   }
 }

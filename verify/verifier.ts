@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import { isStintError, StintError } from "../common/errors";
+import { Lru } from "../common/lru";
 import { parsePemBlocks } from "../formats/pem";
 import { type AllowRule, compileAllow } from "./authorize";
 import {
@@ -332,35 +333,5 @@ function chainKey(ders: readonly Uint8Array[]): string {
 }
 
 const leafKey = (leaf: Uint8Array): string => createHash("sha256").update(leaf).digest("base64");
-
-/** A bounded map that forgets the least recently used key first (Map keeps insertion order). */
-class Lru<V> {
-  private readonly map = new Map<string, V>();
-  constructor(private readonly max: number) {}
-
-  get size(): number {
-    return this.map.size;
-  }
-
-  get(key: string): V | undefined {
-    const v = this.map.get(key);
-    if (v !== undefined) {
-      this.map.delete(key);
-      this.map.set(key, v);
-    }
-    return v;
-  }
-
-  set(key: string, value: V): void {
-    if (this.max === 0) return;
-    this.map.delete(key);
-    if (this.map.size >= this.max) this.map.delete(this.map.keys().next().value as string);
-    this.map.set(key, value);
-  }
-
-  clear(): void {
-    this.map.clear();
-  }
-}
 
 const seconds = (ms: number): string => `${Math.round(ms / 1000)} s`;

@@ -1,6 +1,6 @@
 import { createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
 import { rmSync } from "node:fs";
-import { KeyCache } from "../../acme/context";
+import { Lru } from "../../common/lru";
 import { importSpki } from "../../formats/jose";
 import { readCertificate, readCertificateKey } from "../../formats/x509";
 import { bootstrapPki, pemFileDer, tempDir } from "../helpers/openssl";
@@ -70,10 +70,10 @@ describe("readCertificateKey", () => {
   });
 });
 
-describe("KeyCache", () => {
+describe("Lru", () => {
   const key = generateKeyPairSync("ed25519").publicKey;
   it("keeps at most its limit, dropping the least recently used first", () => {
-    const cache = new KeyCache(2);
+    const cache = new Lru<typeof key>(2);
     cache.set("a", key);
     cache.set("b", key);
     expect(cache.get("a")).toBe(key); // a is now the most recent
