@@ -1,4 +1,5 @@
 import type { Logger } from "../common/logger";
+import { type Repetition, repeatEvery } from "../common/repeat";
 import { diffFeeds, encodeFeed, type FeedDelta, type FeedSnapshot, type IssuerSet } from "../formats/feed";
 
 /**
@@ -62,7 +63,7 @@ export class FeedService {
   private readonly deltas = new Map<number, Buffer>();
   private listeners = new Set<FeedListener>();
   private lastRevokedCount = -1;
-  private timer: NodeJS.Timeout | null = null;
+  private watch: Repetition | null = null;
   private building: Promise<void> | null = null;
 
   constructor(private readonly opts: FeedOptions) {}
@@ -70,23 +71,21 @@ export class FeedService {
   /** Builds the first snapshot and starts watching for revocations. */
   async start(): Promise<void> {
     await this.rebuild("start");
-    const tick = async () => {
-      try {
+    this.watch = repeatEvery(
+      this.opts.pollMs,
+      async () => {
         const count = await this.opts.store.revokedCount();
         const current = this.current();
         const stale = Date.now() >= current.snapshot.thisUpdate.getTime() + this.opts.validityMs / 2;
         if (count !== this.lastRevokedCount || stale) await this.rebuild(stale ? "refresh" : "revocation");
-      } catch (err) {
-        this.opts.log.error("revocation feed update failed", { error: err });
-      }
-      if (this.timer !== null) this.timer = setTimeout(tick, this.opts.pollMs).unref();
-    };
-    this.timer = setTimeout(tick, this.opts.pollMs).unref();
+      },
+      (err) => this.opts.log.error("revocation feed update failed", { error: err }),
+    );
   }
 
   stop(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    this.watch?.stop();
+    this.watch = null;
     for (const listener of this.listeners) listener.close();
     this.listeners.clear();
   }

@@ -1,6 +1,7 @@
 import { isStintError } from "../common/errors";
 import type { Logger } from "../common/logger";
 import type { Registry } from "../common/metrics";
+import { type Repetition, repeatEvery } from "../common/repeat";
 import type { Authority } from "./authority";
 import { BUNDLE_SEQUENCE, type RotationContext, revokeIssuer } from "./rotation";
 import type { IssuerProgress, Store } from "./store";
@@ -28,7 +29,7 @@ export interface IssuerWatchOptions {
 }
 
 export class IssuerWatch {
-  private timer: NodeJS.Timeout | null = null;
+  private watch: Repetition | null = null;
   /** Live and unreplaced certificates of every intermediate that is not the active one, as of the last tick. */
   private progress = new Map<string, IssuerProgress>();
   private bundleSequence = 0;
@@ -84,20 +85,16 @@ export class IssuerWatch {
 
   async start(): Promise<void> {
     await this.refreshFacts();
-    const tick = async () => {
-      try {
-        await this.tick();
-      } catch (err) {
-        this.opts.log.error("issuer reload failed; serving the previous issuers", { error: err });
-      }
-      if (this.timer !== null) this.timer = setTimeout(tick, this.opts.pollMs).unref();
-    };
-    this.timer = setTimeout(tick, this.opts.pollMs).unref();
+    this.watch = repeatEvery(
+      this.opts.pollMs,
+      () => this.tick(),
+      (err) => this.opts.log.error("issuer reload failed; serving the previous issuers", { error: err }),
+    );
   }
 
   stop(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    this.watch?.stop();
+    this.watch = null;
   }
 
   /** One look: reload if a rotation step happened, run due deadline revocations, refresh the figures. */
