@@ -114,8 +114,19 @@ function findIssuer(issuers: readonly IssuerRecord[], id: string): IssuerRecord 
   return found;
 }
 
+/** Whether an issuer's key file is in the data directory (an offline root's is not). */
+async function keyIsHere(ctx: RotationContext, issuer: IssuerRecord): Promise<boolean> {
+  if (!issuer.keyPath) return false;
+  try {
+    await access(join(ctx.dataDir, issuer.keyPath));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function issuerKey(ctx: RotationContext, issuer: IssuerRecord): Promise<KeyObject> {
-  if (!issuer.keyPath) {
+  if (!issuer.keyPath || !(await keyIsHere(ctx, issuer))) {
     throw new StintError(
       "ERR_KEY_OFFLINE",
       `the key of ${issuer.kind} ${issuer.id} is not on this host; sign where it is (stint ca intermediate-csr, stint root sign, stint ca import-intermediate)`,
@@ -383,12 +394,7 @@ async function resignRootCrl(
   rootId: string | null,
 ): Promise<boolean> {
   const root = issuers.find((i) => i.id === rootId);
-  if (!root?.keyPath) return false;
-  try {
-    await access(join(ctx.dataDir, root.keyPath));
-  } catch {
-    return false;
-  }
+  if (!root || !(await keyIsHere(ctx, root))) return false;
   const state = await readRotationState(ctx.store, issuers);
   const revoked: RevokedIntermediate[] = issuers
     .filter((i) => i.parentId === root.id && state.revoked.has(i.id))

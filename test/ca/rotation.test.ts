@@ -1,9 +1,9 @@
 import { generateKeyPairSync, X509Certificate } from "node:crypto";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Authority } from "../../ca/authority";
 import { decodeStoredCrl, rootCrlKey } from "../../ca/crl";
-import { INTERMEDIATE_CERT_FILE, initHierarchy } from "../../ca/hierarchy";
+import { INTERMEDIATE_CERT_FILE, initHierarchy, ROOT_KEY_FILE } from "../../ca/hierarchy";
 import { IssuerWatch } from "../../ca/issuer-watch";
 import { KEY_ALGORITHMS } from "../../ca/keys";
 import type { IssuancePolicy } from "../../ca/policy";
@@ -127,6 +127,20 @@ describe("intermediate rotation, taint and revocation", () => {
     expect(after.sequence).toBeLessThan(before.sequence + 1000);
     // A 30-day intermediate under the 10-year root.
     expect(activated.notAfter.getTime() - Date.now()).toBeLessThan(31 * 24 * HOUR);
+  });
+
+  it("says where to sign when the root key is kept offline, and changes nothing", async () => {
+    const { ctx, store, dataDir } = await freshCa();
+    renameSync(join(dataDir, ROOT_KEY_FILE), join(dataDir, "root-key-elsewhere.pem"));
+    const before = await store.listIssuers();
+    await expect(rotateIntermediate(ctx(), { ttlDays: 30 })).rejects.toMatchObject({
+      code: "ERR_KEY_OFFLINE",
+      message: expect.stringContaining(
+        "stint ca intermediate-csr, stint root sign, stint ca import-intermediate",
+      ),
+    });
+    expect(await store.listIssuers()).toEqual(before);
+    expect(await store.getMeta(ISSUERS_GENERATION)).toBeNull();
   });
 
   it("refuses to taint the active intermediate or a root, then pulls ARI forward for a tainted one", async () => {
