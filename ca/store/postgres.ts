@@ -13,17 +13,7 @@ import type {
   RevokedCertificate,
   Store,
 } from "../store";
-import type {
-  AccountRecord,
-  AccountStatus,
-  AcmeStateStore,
-  AuthorizationRecord,
-  AuthorizationStatus,
-  EntryRecord,
-  JoinTokenRecord,
-  OrderRecord,
-  OrderStatus,
-} from "../store-acme";
+import { AcmeStateDelegate } from "./acme-delegate";
 import { ISSUER_PROGRESS_SQL, type ProgressRow, progressFrom, windowsFrom } from "./feed-rows";
 import { PostgresAcmeState } from "./postgres-acme";
 import { PgGroupCommit, type WriteOp } from "./postgres-batch";
@@ -53,13 +43,14 @@ const MAX_LIST_LIMIT = 1000;
  * that keeps one audit chain across replicas; sequence reservations are
  * single atomic UPDATEs, so replicas never get overlapping ranges.
  */
-export class PostgresStore implements Store, AcmeStateStore {
+/** AcmeStateStore's methods are AcmeStateDelegate's, handing each call to postgres-acme.ts. */
+export class PostgresStore extends AcmeStateDelegate implements Store {
   readonly backend = "postgres";
 
   /** Private (#) so util.inspect of a store never prints the pool and the URL inside it. */
   readonly #pool: pg.Pool;
   private readonly writes: PgGroupCommit;
-  private readonly acme: PostgresAcmeState;
+  protected readonly acme: PostgresAcmeState;
   private closed = false;
 
   /** Only host:port/database is kept: the target's secrets (for scrubbing) are not needed once open. */
@@ -67,6 +58,7 @@ export class PostgresStore implements Store, AcmeStateStore {
     pool: pg.Pool,
     readonly location: string,
   ) {
+    super();
     this.#pool = pool;
     // Failures after open pass through as the driver reports them: its messages never hold the password.
     this.writes = new PgGroupCommit(() => pool.connect());
@@ -324,74 +316,6 @@ export class PostgresStore implements Store, AcmeStateStore {
       [afterSeq, limit],
     );
     return rows.map(auditFromRow);
-  }
-
-  // ACME state (ca/store-acme.ts), kept in postgres-acme.ts.
-
-  createAccount(account: AccountRecord, audit: AuditEvent) {
-    return this.acme.createAccount(account, audit);
-  }
-  getAccount(id: string) {
-    return this.acme.getAccount(id);
-  }
-  getAccountByThumbprint(thumbprint: string) {
-    return this.acme.getAccountByThumbprint(thumbprint);
-  }
-  updateAccount(id: string, patch: { status?: AccountStatus; contact?: string[] }, audit: AuditEvent) {
-    return this.acme.updateAccount(id, patch, audit);
-  }
-  changeAccountKey(
-    id: string,
-    oldThumbprint: string,
-    jwk: Record<string, unknown>,
-    thumbprint: string,
-    audit: AuditEvent,
-  ) {
-    return this.acme.changeAccountKey(id, oldThumbprint, jwk, thumbprint, audit);
-  }
-  createOrder(order: OrderRecord, authorizations: AuthorizationRecord[]) {
-    return this.acme.createOrder(order, authorizations);
-  }
-  getOrder(id: string) {
-    return this.acme.getOrder(id);
-  }
-  updateOrder(
-    id: string,
-    expect: OrderStatus,
-    patch: Partial<Pick<OrderRecord, "status" | "certificateSerial" | "error">>,
-  ) {
-    return this.acme.updateOrder(id, expect, patch);
-  }
-  accountOfCertificate(serial: string) {
-    return this.acme.accountOfCertificate(serial);
-  }
-  getAuthorization(id: string) {
-    return this.acme.getAuthorization(id);
-  }
-  updateAuthorization(
-    id: string,
-    expect: AuthorizationStatus,
-    patch: Partial<Pick<AuthorizationRecord, "status" | "challenges" | "entryId" | "selectors">>,
-  ) {
-    return this.acme.updateAuthorization(id, expect, patch);
-  }
-  createEntry(entry: EntryRecord, audit: AuditEvent) {
-    return this.acme.createEntry(entry, audit);
-  }
-  getEntry(id: string) {
-    return this.acme.getEntry(id);
-  }
-  listEntries(filter: { spiffeId?: string }) {
-    return this.acme.listEntries(filter);
-  }
-  deleteEntry(id: string, audit: AuditEvent) {
-    return this.acme.deleteEntry(id, audit);
-  }
-  createJoinToken(token: JoinTokenRecord, audit: AuditEvent) {
-    return this.acme.createJoinToken(token, audit);
-  }
-  consumeJoinToken(hash: string, now: Date) {
-    return this.acme.consumeJoinToken(hash, now);
   }
 
   /** Commits every write already queued, waits for statements in flight, then closes; later calls reject. */

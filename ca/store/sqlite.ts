@@ -16,17 +16,7 @@ import type {
   RevokedCertificate,
   Store,
 } from "../store";
-import type {
-  AccountRecord,
-  AccountStatus,
-  AcmeStateStore,
-  AuthorizationRecord,
-  AuthorizationStatus,
-  EntryRecord,
-  JoinTokenRecord,
-  OrderRecord,
-  OrderStatus,
-} from "../store-acme";
+import { AcmeStateDelegate } from "./acme-delegate";
 import { ISSUER_PROGRESS_SQL, type ProgressRow, progressFrom, windowsFrom } from "./feed-rows";
 import { SqliteAcmeState } from "./sqlite-acme";
 import { GroupCommit, type WriteOp } from "./sqlite-batch";
@@ -62,11 +52,12 @@ function createEmptyFile(path: string): void {
 }
 
 /** The embedded backend: one SQLite file in WAL mode, writes group-committed. */
-export class SqliteStore implements Store, AcmeStateStore {
+/** AcmeStateStore's methods are AcmeStateDelegate's, handing each call to sqlite-acme.ts. */
+export class SqliteStore extends AcmeStateDelegate implements Store {
   readonly backend = "sqlite";
 
   private readonly st: Statements;
-  private readonly acme: SqliteAcmeState;
+  protected readonly acme: SqliteAcmeState;
   private readonly writes: GroupCommit;
   /** Several reads that must agree with each other (another process may commit between them). */
   private readonly readSnapshot: <T>(read: () => T) => T;
@@ -85,6 +76,7 @@ export class SqliteStore implements Store, AcmeStateStore {
     private readonly db: Database.Database,
     readonly path: string,
   ) {
+    super();
     this.st = prepareStatements(db);
     // The partial index on revoked_at keeps this a scan of the revoked set, however many certificates exist.
     this.listRevokedStatement = db.prepare(
@@ -336,74 +328,6 @@ export class SqliteStore implements Store, AcmeStateStore {
   async listAudit(afterSeq: number, limit: number): Promise<AuditRecord[]> {
     this.assertOpen();
     return this.st.listAudit.all(afterSeq, limit).map(auditFromRow);
-  }
-
-  // ACME state (ca/store-acme.ts), kept in sqlite-acme.ts.
-
-  createAccount(account: AccountRecord, audit: AuditEvent) {
-    return this.acme.createAccount(account, audit);
-  }
-  getAccount(id: string) {
-    return this.acme.getAccount(id);
-  }
-  getAccountByThumbprint(thumbprint: string) {
-    return this.acme.getAccountByThumbprint(thumbprint);
-  }
-  updateAccount(id: string, patch: { status?: AccountStatus; contact?: string[] }, audit: AuditEvent) {
-    return this.acme.updateAccount(id, patch, audit);
-  }
-  changeAccountKey(
-    id: string,
-    oldThumbprint: string,
-    jwk: Record<string, unknown>,
-    thumbprint: string,
-    audit: AuditEvent,
-  ) {
-    return this.acme.changeAccountKey(id, oldThumbprint, jwk, thumbprint, audit);
-  }
-  createOrder(order: OrderRecord, authorizations: AuthorizationRecord[]) {
-    return this.acme.createOrder(order, authorizations);
-  }
-  getOrder(id: string) {
-    return this.acme.getOrder(id);
-  }
-  updateOrder(
-    id: string,
-    expect: OrderStatus,
-    patch: Partial<Pick<OrderRecord, "status" | "certificateSerial" | "error">>,
-  ) {
-    return this.acme.updateOrder(id, expect, patch);
-  }
-  accountOfCertificate(serial: string) {
-    return this.acme.accountOfCertificate(serial);
-  }
-  getAuthorization(id: string) {
-    return this.acme.getAuthorization(id);
-  }
-  updateAuthorization(
-    id: string,
-    expect: AuthorizationStatus,
-    patch: Partial<Pick<AuthorizationRecord, "status" | "challenges" | "entryId" | "selectors">>,
-  ) {
-    return this.acme.updateAuthorization(id, expect, patch);
-  }
-  createEntry(entry: EntryRecord, audit: AuditEvent) {
-    return this.acme.createEntry(entry, audit);
-  }
-  getEntry(id: string) {
-    return this.acme.getEntry(id);
-  }
-  listEntries(filter: { spiffeId?: string }) {
-    return this.acme.listEntries(filter);
-  }
-  deleteEntry(id: string, audit: AuditEvent) {
-    return this.acme.deleteEntry(id, audit);
-  }
-  createJoinToken(token: JoinTokenRecord, audit: AuditEvent) {
-    return this.acme.createJoinToken(token, audit);
-  }
-  consumeJoinToken(hash: string, now: Date) {
-    return this.acme.consumeJoinToken(hash, now);
   }
 
   /** Commits every write already queued, then closes; later calls reject. */
