@@ -15,6 +15,7 @@ import {
 import { basename, join } from "node:path";
 import { StintError } from "../common/errors";
 import { fileError, syncDir } from "../common/files";
+import { DATA_LINK as DATA, readCurrentVersion } from "../common/versioned-dir";
 
 /**
  * The agent's output directory: a whole credential set switches with one
@@ -52,14 +53,11 @@ export interface FileSpec {
   mode: number;
 }
 
-const DATA = "..data";
 const DATA_TMP = "..data_tmp";
 const LINK_TMP_PREFIX = "..tmp.";
 /** `..` + compact ISO time + `.` + the 6 characters mkdtemp adds. */
 const VERSION = /^\.\.\d{8}T\d{6}\.\d{3}Z\.[A-Za-z0-9]{6}$/;
 const NAME = /^[A-Za-z0-9._-]+$/;
-/** A reader that keeps losing the race against publishes gives up after this many attempts. */
-const READ_ATTEMPTS = 20;
 
 export class AtomicDir {
   private constructor(readonly dir: string) {}
@@ -255,32 +253,14 @@ export class AtomicDir {
  * nothing is published.
  */
 export async function readPublished(dir: string): Promise<Map<string, Buffer> | null> {
-  for (let attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
-    let version: string;
-    try {
-      version = await readlink(join(dir, DATA));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
-      throw fileError(err, join(dir, DATA), "read the current version");
+  const read = await readCurrentVersion(dir, async (versionDir) => {
+    const files = new Map<string, Buffer>();
+    for (const name of (await readdir(versionDir)).sort()) {
+      if (isPlainName(name)) files.set(name, await readFile(join(versionDir, name)));
     }
-    try {
-      const files = new Map<string, Buffer>();
-      for (const name of (await readdir(join(dir, version))).sort()) {
-        if (isPlainName(name)) files.set(name, await readFile(join(dir, version, name)));
-      }
-      // A version is deleted only after ..data has left it, and names are never reused: if ..data still
-      // points here, no deletion had begun and the listing was whole. Otherwise it may have been partial.
-      if ((await readlink(join(dir, DATA))) === version) return files;
-    } catch (err) {
-      // The version was retired by a newer publish while we read it: start over from ..data.
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT")
-        throw fileError(err, join(dir, version), "read the published files");
-    }
-  }
-  throw new StintError(
-    "ERR_FILE",
-    `cannot read ${dir}: it changed on every one of ${READ_ATTEMPTS} attempts; check that only one agent writes it`,
-  );
+    return files;
+  });
+  return read?.value ?? null;
 }
 
 function isPlainName(name: string): boolean {

@@ -1,7 +1,7 @@
 import { constants, createPrivateKey, X509Certificate } from "node:crypto";
 import { type FSWatcher, watch } from "node:fs";
-import { readFile, readlink } from "node:fs/promises";
-import { basename, join } from "node:path";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import type {
   ConnectionOptions,
   DetailedPeerCertificate,
@@ -11,7 +11,7 @@ import type {
   TlsOptions,
 } from "node:tls";
 import { StintError } from "../common/errors";
-import { fileError } from "../common/files";
+import { currentVersion, DATA_LINK, readCurrentVersion } from "../common/versioned-dir";
 import { type AllowRule, compileAllow } from "./authorize";
 import { MAX_CHAIN, type Usage } from "./chain";
 import type { RefusalCode, Verifier, VerifyRefused, VerifyResult } from "./verifier";
@@ -35,10 +35,8 @@ declare global {
 
 // ---------- the agent's directory ----------
 
-/** Names the agent publishes (agent/atomic-dir.ts); `..data` links to the current version. */
-const DATA = "..data";
+/** Names the agent publishes (agent/atomic-dir.ts), in the version `..data` links to. */
 const FILES = { cert: "cert.pem", key: "key.pem", bundle: "bundle.pem" } as const;
-const READ_ATTEMPTS = 20;
 
 export interface CredentialSet {
   /** The version directory the three files were read from. */
@@ -57,50 +55,19 @@ export interface CredentialSet {
  * version's certificate.
  */
 export async function readCredentialSet(dir: string): Promise<CredentialSet> {
-  for (let attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
-    const version = await currentVersion(dir);
-    if (version === null) {
-      throw new StintError(
-        "ERR_FILE",
-        `nothing is published in ${dir} yet (no ${DATA} link); start the agent and wait for its first certificate`,
-      );
-    }
-    try {
-      const read = (name: string) => readFile(join(dir, version, name));
-      const [cert, key, bundle] = await Promise.all([read(FILES.cert), read(FILES.key), read(FILES.bundle)]);
-      checkPair(cert, key, join(dir, version));
-      return { version, cert, key, bundle };
-    } catch (err) {
-      // The version was retired by a newer publish while we read it: start over from ..data.
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
-        throw err instanceof StintError
-          ? err
-          : fileError(err, join(dir, version), "read the published files");
-      }
-    }
-  }
-  throw new StintError(
-    "ERR_FILE",
-    `cannot read ${dir}: it changed on every one of ${READ_ATTEMPTS} attempts; check that only one agent writes it`,
-  );
-}
-
-async function currentVersion(dir: string): Promise<string | null> {
-  let version: string;
-  try {
-    version = await readlink(join(dir, DATA));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
-    throw fileError(err, join(dir, DATA), "read the current version");
-  }
-  // The agent links ..data to a sibling directory; anything else is not its layout.
-  if (basename(version) !== version || !version.startsWith("..")) {
+  const read = await readCurrentVersion(dir, async (versionDir) => {
+    const file = (name: string) => readFile(join(versionDir, name));
+    const [cert, key, bundle] = await Promise.all([file(FILES.cert), file(FILES.key), file(FILES.bundle)]);
+    checkPair(cert, key, versionDir);
+    return { cert, key, bundle };
+  });
+  if (read === null) {
     throw new StintError(
       "ERR_FILE",
-      `${join(dir, DATA)} points to "${version}", which is not an agent version`,
+      `nothing is published in ${dir} yet (no ${DATA_LINK} link); start the agent and wait for its first certificate`,
     );
   }
-  return version;
+  return { version: read.version, ...read.value };
 }
 
 function checkPair(cert: Buffer, key: Buffer, where: string): void {
