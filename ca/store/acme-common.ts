@@ -49,3 +49,17 @@ export function checkTokenAudit(token: JoinTokenRecord, audit: AuditEvent): void
     throw new RangeError(`the audit event for join token ${token.id} must not carry its hash`);
   }
 }
+
+/** Column lists of the ACME tables, in the order both backends read and write them. */
+export const ACCOUNT_COLUMNS = "id, thumbprint, jwk, status, contact, created_at";
+export const ORDER_COLUMNS =
+  "id, account_id, status, identifiers, authorization_ids, expires, certificate_serial, replaces, error, created_at";
+export const AUTHORIZATION_COLUMNS =
+  "id, account_id, identifier, status, expires, challenges, entry_id, selectors";
+export const ENTRY_COLUMNS = "id, spiffe_id, selectors, dns_names, ttl_ms, created_at";
+export const JOIN_TOKEN_COLUMNS = "id, hash, spiffe_id, expires_at, used_at, created_at";
+
+/** JSON text for a nullable JSON column. */
+export function jsonOrNull(value: unknown): string | null {
+  return value === null ? null : JSON.stringify(value);
+}

@@ -12,11 +12,17 @@ import type {
   OrderRecord,
   OrderStatus,
 } from "../store-acme";
-import { checkTokenAudit, refusedToken } from "./acme-common";
 import {
   ACCOUNT_COLUMNS,
-  type AccountRow,
   AUTHORIZATION_COLUMNS,
+  checkTokenAudit,
+  ENTRY_COLUMNS,
+  JOIN_TOKEN_COLUMNS,
+  ORDER_COLUMNS,
+  refusedToken,
+} from "./acme-common";
+import {
+  type AccountRow,
   type AuthorizationRow,
   accountFromRow,
   accountParams,
@@ -26,13 +32,10 @@ import {
   CONSUME_JOIN_TOKEN_SQL,
   type ColumnValues,
   type ConsumeRow,
-  ENTRY_COLUMNS,
   type EntryRow,
   entryFromRow,
   entryParams,
-  JOIN_TOKEN_COLUMNS,
   joinTokenParams,
-  ORDER_COLUMNS,
   type OrderRow,
   orderFromRow,
   orderParams,

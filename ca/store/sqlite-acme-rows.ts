@@ -7,7 +7,16 @@ import type {
   JoinTokenRecord,
   OrderRecord,
 } from "../store-acme";
-import { challengesFromJson, challengesJson } from "./acme-common";
+import {
+  ACCOUNT_COLUMNS,
+  AUTHORIZATION_COLUMNS,
+  challengesFromJson,
+  challengesJson,
+  ENTRY_COLUMNS,
+  JOIN_TOKEN_COLUMNS,
+  jsonOrNull,
+  ORDER_COLUMNS,
+} from "./acme-common";
 
 /**
  * How ACME state maps to SQLite rows, as in sqlite-rows.ts: dates as integer
@@ -54,18 +63,6 @@ export interface EntryRow {
   dns_names: string;
   ttl_ms: number | null;
   created_at: number;
-}
-
-export const ACCOUNT_COLUMNS = "id, thumbprint, jwk, status, contact, created_at";
-export const ORDER_COLUMNS =
-  "id, account_id, status, identifiers, authorization_ids, expires, certificate_serial, replaces, error, created_at";
-export const AUTHORIZATION_COLUMNS =
-  "id, account_id, identifier, status, expires, challenges, entry_id, selectors";
-export const ENTRY_COLUMNS = "id, spiffe_id, selectors, dns_names, ttl_ms, created_at";
-export const JOIN_TOKEN_COLUMNS = "id, hash, spiffe_id, expires_at, used_at, created_at";
-
-function jsonOrNull(value: unknown): string | null {
-  return value === null ? null : JSON.stringify(value);
 }
 
 export function accountFromRow(r: AccountRow): AccountRecord {

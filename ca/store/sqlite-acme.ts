@@ -12,10 +12,9 @@ import type {
   OrderRecord,
   OrderStatus,
 } from "../store-acme";
-import { checkTokenAudit, refusedToken } from "./acme-common";
+import { AUTHORIZATION_COLUMNS, checkTokenAudit, ORDER_COLUMNS, refusedToken } from "./acme-common";
 import {
   type AcmeStatements,
-  AUTHORIZATION_COLUMNS,
   type AuthorizationRow,
   accountFromRow,
   accountParams,
@@ -26,7 +25,6 @@ import {
   entryFromRow,
   entryParams,
   joinTokenParams,
-  ORDER_COLUMNS,
   type OrderRow,
   orderFromRow,
   orderParams,
