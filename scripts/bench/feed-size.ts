@@ -1,5 +1,6 @@
 import { decodeFeed, encodeFeed, FeedIndex, type FeedSnapshot, log2Binomial } from "../../formats/feed";
 import { golombBits, golombParameter } from "../../formats/golomb";
+import { seeded } from "./seeded";
 
 /**
  * Size and speed of the revocation feed's set coding (docs/feed.md): one
@@ -12,17 +13,6 @@ import { golombBits, golombParameter } from "../../formats/golomb";
  * Prints a JSON array on stdout.
  *   npm run bench:feed
  */
-
-function seeded(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomSet(rand: () => number, u: number, r: number): number[] {
   const picked = new Set<number>();

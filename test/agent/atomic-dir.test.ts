@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { AtomicDir, type FileSpec, readPublished } from "../../agent/atomic-dir";
 import { checkMatchingPair } from "../../agent/credentials";
 import { StintError } from "../../common/errors";
+import { seeded } from "../../scripts/bench/seeded";
 import { tempDir } from "../helpers/openssl";
 import { makePairs, type TestPair } from "./fixtures/pki";
 
@@ -36,18 +37,6 @@ async function stintError(p: Promise<unknown>): Promise<StintError> {
     return err as StintError;
   }
   throw new Error("expected a StintError");
-}
-
-/** A seeded generator, so a failing crash run can be replayed with the seed it prints. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Starts the publisher fixture and resolves once it is inside its publish loop. */
@@ -283,7 +272,7 @@ describe("AtomicDir against a real writer process", () => {
    */
   it("survives 200 kills at random points with a complete set and no strays", async () => {
     const seed = Date.now() >>> 0;
-    const rand = mulberry32(seed);
+    const rand = seeded(seed);
     const dir = join(root, "crash");
     const versions = new Set<string>();
     let recovered = 0;

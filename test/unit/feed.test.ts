@@ -12,19 +12,8 @@ import {
   log2Binomial,
 } from "../../formats/feed";
 import { golombDecode, golombEncode, golombParameter } from "../../formats/golomb";
+import { seeded } from "../../scripts/bench/seeded";
 import vectors from "../vectors/feed.json";
-
-/** mulberry32: a small seeded generator, so sizes and sets are the same on every run. */
-function seeded(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** r distinct indices of [lo, hi), sorted. */
 function randomSet(rand: () => number, lo: number, hi: number, r: number): number[] {
