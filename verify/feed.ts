@@ -45,9 +45,11 @@ export function openSignedFeed(envelope: Buffer, rootsPem: string, trustDomain: 
   const trustedDirectly = (c: X509Certificate) =>
     roots.some((root) => root.raw.equals(c.raw) || issuedBy(c, root));
   // During a root rotation the signer's root may be new to this verifier: the old root's cross-certificate follows it.
-  const cross = signed.chain[1] ? new X509Certificate(signed.chain[1]) : null;
-  const trusted =
-    trustedDirectly(cert) || (cross?.ca === true && issuedBy(cert, cross) && trustedDirectly(cross));
+  const viaCross = () => {
+    const cross = signed.chain[1] ? new X509Certificate(signed.chain[1]) : null;
+    return cross?.ca === true && issuedBy(cert, cross) && trustedDirectly(cross);
+  };
+  const trusted = trustedDirectly(cert) || viaCross();
   if (!trusted)
     throw new StintError("ERR_UNAUTHORIZED", "the feed's signer does not chain to the trusted roots");
   const problem = feedSignerProblem(signer);
