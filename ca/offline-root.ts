@@ -5,6 +5,7 @@ import { ensureDir, writeSecretFile } from "../common/files";
 import { parseCsr } from "./csr";
 import {
   checkTtl,
+  DEFAULT_INTERMEDIATE_TTL_DAYS,
   intermediateCommonName,
   intermediateKeyPath,
   intermediateValidity,
@@ -36,7 +37,8 @@ import {
  * never has to reach the CA host.
  */
 
-export const DEFAULT_SIGN_TTL_DAYS = 365;
+/** What `stint root sign` gives an intermediate unless told otherwise: what `ca init` and `ca rotate` give. */
+export const DEFAULT_SIGN_TTL_DAYS = DEFAULT_INTERMEDIATE_TTL_DAYS;
 
 /** The issuer id Stint gives a CA key: the first 8 bytes of its SKI. */
 function issuerIdOf(key: KeyObject): string {

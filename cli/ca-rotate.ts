@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import { DEFAULT_INTERMEDIATE_TTL_DAYS, DEFAULT_ROOT_TTL_DAYS } from "../ca/hierarchy";
 import {
   activateRoot,
   prepareRoot,
@@ -31,9 +32,6 @@ import {
  * runbook"). Each is one step of ca/rotation.ts run against the store; a
  * running `stint ca serve` takes it up at its next poll (feed.pollInterval).
  */
-
-const DEFAULT_INTERMEDIATE_TTL_DAYS = 365;
-const DEFAULT_ROOT_TTL_DAYS = 3650;
 
 const JSON_FLAG = { json: { type: "boolean" } } as const;
 const NEW_KEY_FLAGS = {
