@@ -1,4 +1,3 @@
-import { readFile } from "node:fs/promises";
 import { DEFAULT_INTERMEDIATE_TTL_DAYS, DEFAULT_ROOT_TTL_DAYS } from "../ca/hierarchy";
 import {
   activateRoot,
@@ -13,8 +12,6 @@ import type { IssuerRecord } from "../ca/store";
 import { openStore } from "../ca/store/open";
 import { formatDuration, parseDuration } from "../common/duration";
 import { StintError } from "../common/errors";
-import { fileError } from "../common/files";
-import { pemDecodeAll } from "../formats/pem";
 import type { CaConfig } from "./ca-config";
 import { type Command, type Options, parseFlags, printJson } from "./command";
 import {
@@ -26,6 +23,7 @@ import {
   storedTrustDomain,
   trustDomainConfigured,
 } from "./context";
+import { readPemFile } from "./pem-file";
 
 /**
  * The rotation commands (docs/architecture.md, "Rotation"; README, "Rotation
@@ -120,22 +118,16 @@ const NEW_KEY_HELP =
   "  --insecure-no-passphrase   write the new key unencrypted when no passphrase is set (development only)\n" +
   "  --json                     print the result as JSON";
 
-async function readCertificate(file: string): Promise<Buffer> {
-  let text: string;
-  try {
-    text = await readFile(file, "latin1");
-  } catch (err) {
-    throw fileError(err, file, "read the intermediate certificate");
-  }
-  const ders = pemDecodeAll(text, "CERTIFICATE", file);
-  if (ders.length !== 1) {
-    throw new StintError("ERR_PEM", `${file} holds ${ders.length} certificates; give the intermediate alone`);
-  }
-  return ders[0]!;
-}
-
 async function rotate(name: string, values: Values, importFile: string | undefined): Promise<number> {
-  const importedDer = importFile === undefined ? undefined : await readCertificate(importFile);
+  const importedDer =
+    importFile === undefined
+      ? undefined
+      : await readPemFile(
+          importFile,
+          "CERTIFICATE",
+          "intermediate certificate",
+          "give the file `stint root sign` wrote",
+        );
   const result = await withRotation(values, { writesKeys: importedDer === undefined }, (ctx) =>
     rotateIntermediate(ctx, {
       ttlDays: ttlDays(name, values, DEFAULT_INTERMEDIATE_TTL_DAYS),

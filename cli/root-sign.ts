@@ -1,10 +1,11 @@
-import { lstat, readFile } from "node:fs/promises";
+import { lstat } from "node:fs/promises";
 import { loadPrivateKey, PASSPHRASE_ENV, resolvePassphrase } from "../ca/keys";
 import { DEFAULT_SIGN_TTL_DAYS, describeIntermediate, signIntermediateRequest } from "../ca/offline-root";
-import { isStintError, StintError } from "../common/errors";
-import { fileError, writeFileAtomic } from "../common/files";
-import { pemDecode, toPem } from "../formats/pem";
+import { StintError } from "../common/errors";
+import { writeFileAtomic } from "../common/files";
+import { toPem } from "../formats/pem";
 import { type Command, parseFlags, printJson } from "./command";
+import { readPemFile } from "./pem-file";
 
 /**
  * `stint root sign`: step 2 of the offline-root path, run where the root key
@@ -25,25 +26,6 @@ const FLAGS = {
 } as const;
 
 const usage = (msg: string) => new StintError("ERR_USAGE", `${msg} (see stint root sign --help)`);
-
-async function readText(path: string, what: string): Promise<string> {
-  try {
-    return await readFile(path, "latin1");
-  } catch (err) {
-    throw fileError(err, path, `read the ${what}`);
-  }
-}
-
-/** The first PEM block with `label`, with a message that says which file and what to give instead. */
-async function readPem(path: string, label: string, what: string, hint: string): Promise<Buffer> {
-  const text = await readText(path, what);
-  try {
-    return pemDecode(text, label, path);
-  } catch (err) {
-    if (!isStintError(err, "ERR_PEM")) throw err;
-    throw new StintError("ERR_PEM", `${path} holds no ${what} (no "${label}" PEM block); ${hint}`);
-  }
-}
 
 export const rootSign: Command = {
   name: "root sign",
@@ -103,13 +85,13 @@ export const rootSign: Command = {
         `${out} already exists; refusing to overwrite it (move it away first or choose another --out)`,
       );
     }
-    const rootCertDer = await readPem(
+    const rootCertDer = await readPemFile(
       rootCertPath!,
       "CERTIFICATE",
       "certificate",
       "give the CA's root.pem as --root-cert",
     );
-    const csrDer = await readPem(
+    const csrDer = await readPemFile(
       csrPath!,
       "CERTIFICATE REQUEST",
       "certificate request",
