@@ -1,6 +1,6 @@
 import { canonicalJson } from "../audit";
 import type { AuditEvent } from "../store";
-import type { ChallengeRecord, JoinTokenRecord } from "../store-acme";
+import type { AuthorizationRecord, ChallengeRecord, JoinTokenRecord, OrderRecord } from "../store-acme";
 
 /**
  * What both backends share for ACME state: how challenges (which carry a
@@ -62,4 +62,30 @@ export const JOIN_TOKEN_COLUMNS = "id, hash, spiffe_id, expires_at, used_at, cre
 /** JSON text for a nullable JSON column. */
 export function jsonOrNull(value: unknown): string | null {
   return value === null ? null : JSON.stringify(value);
+}
+
+/** A patch as [column, stored value] pairs; keys left undefined are not touched. */
+export type ColumnValues = [column: string, value: unknown][];
+
+export function orderPatchColumns(
+  patch: Partial<Pick<OrderRecord, "status" | "certificateSerial" | "error">>,
+): ColumnValues {
+  const columns: ColumnValues = [];
+  if (patch.status !== undefined) columns.push(["status", patch.status]);
+  if (patch.certificateSerial !== undefined) columns.push(["certificate_serial", patch.certificateSerial]);
+  if (patch.error !== undefined) columns.push(["error", jsonOrNull(patch.error)]);
+  return columns;
+}
+
+/** `list` stores a list of strings as the backend keeps it (JSON text in SQLite, an array in PostgreSQL). */
+export function authorizationPatchColumns(
+  patch: Partial<Pick<AuthorizationRecord, "status" | "challenges" | "entryId" | "selectors">>,
+  list: (values: string[]) => unknown,
+): ColumnValues {
+  const columns: ColumnValues = [];
+  if (patch.status !== undefined) columns.push(["status", patch.status]);
+  if (patch.challenges !== undefined) columns.push(["challenges", challengesJson(patch.challenges)]);
+  if (patch.entryId !== undefined) columns.push(["entry_id", patch.entryId]);
+  if (patch.selectors !== undefined) columns.push(["selectors", list(patch.selectors)]);
+  return columns;
 }

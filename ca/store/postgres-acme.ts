@@ -15,10 +15,13 @@ import type {
 import {
   ACCOUNT_COLUMNS,
   AUTHORIZATION_COLUMNS,
+  authorizationPatchColumns,
+  type ColumnValues,
   checkTokenAudit,
   ENTRY_COLUMNS,
   JOIN_TOKEN_COLUMNS,
   ORDER_COLUMNS,
+  orderPatchColumns,
   refusedToken,
 } from "./acme-common";
 import {
@@ -28,9 +31,7 @@ import {
   accountParams,
   authorizationFromRow,
   authorizationParams,
-  authorizationPatchColumns,
   CONSUME_JOIN_TOKEN_SQL,
-  type ColumnValues,
   type ConsumeRow,
   type EntryRow,
   entryFromRow,
@@ -39,7 +40,6 @@ import {
   type OrderRow,
   orderFromRow,
   orderParams,
-  orderPatchColumns,
   placeholders,
 } from "./postgres-acme-rows";
 import type { WriteOp } from "./postgres-batch";
@@ -237,7 +237,7 @@ export class PostgresAcmeState implements AcmeStateStore {
     expect: AuthorizationStatus,
     patch: Partial<Pick<AuthorizationRecord, "status" | "challenges" | "entryId" | "selectors">>,
   ): Promise<AuthorizationRecord> {
-    const columns = authorizationPatchColumns(patch);
+    const columns = authorizationPatchColumns(patch, (values) => values);
     const rows = await this.compareAndSet<AuthorizationRow>(
       "authorizations",
       AUTHORIZATION_COLUMNS,

@@ -176,29 +176,7 @@ export function joinTokenParams(t: JoinTokenRecord) {
   };
 }
 
-/** A patch as [column, stored value] pairs; keys left undefined are not touched. */
 export type ColumnValues = [column: string, value: unknown][];
-
-export function orderPatchColumns(
-  patch: Partial<Pick<OrderRecord, "status" | "certificateSerial" | "error">>,
-): ColumnValues {
-  const columns: ColumnValues = [];
-  if (patch.status !== undefined) columns.push(["status", patch.status]);
-  if (patch.certificateSerial !== undefined) columns.push(["certificate_serial", patch.certificateSerial]);
-  if (patch.error !== undefined) columns.push(["error", jsonOrNull(patch.error)]);
-  return columns;
-}
-
-export function authorizationPatchColumns(
-  patch: Partial<Pick<AuthorizationRecord, "status" | "challenges" | "entryId" | "selectors">>,
-): ColumnValues {
-  const columns: ColumnValues = [];
-  if (patch.status !== undefined) columns.push(["status", patch.status]);
-  if (patch.challenges !== undefined) columns.push(["challenges", challengesJson(patch.challenges)]);
-  if (patch.entryId !== undefined) columns.push(["entry_id", patch.entryId]);
-  if (patch.selectors !== undefined) columns.push(["selectors", JSON.stringify(patch.selectors)]);
-  return columns;
-}
 
 export type AcmeStatements = ReturnType<typeof prepareAcmeStatements>;
 

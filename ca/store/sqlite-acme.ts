@@ -12,7 +12,15 @@ import type {
   OrderRecord,
   OrderStatus,
 } from "../store-acme";
-import { AUTHORIZATION_COLUMNS, checkTokenAudit, ORDER_COLUMNS, refusedToken } from "./acme-common";
+import {
+  AUTHORIZATION_COLUMNS,
+  authorizationPatchColumns,
+  type ColumnValues,
+  checkTokenAudit,
+  ORDER_COLUMNS,
+  orderPatchColumns,
+  refusedToken,
+} from "./acme-common";
 import {
   type AcmeStatements,
   type AuthorizationRow,
@@ -20,15 +28,12 @@ import {
   accountParams,
   authorizationFromRow,
   authorizationParams,
-  authorizationPatchColumns,
-  type ColumnValues,
   entryFromRow,
   entryParams,
   joinTokenParams,
   type OrderRow,
   orderFromRow,
   orderParams,
-  orderPatchColumns,
   prepareAcmeStatements,
 } from "./sqlite-acme-rows";
 import type { WriteOp } from "./sqlite-batch";
@@ -206,7 +211,7 @@ export class SqliteAcmeState implements AcmeStateStore {
     expect: AuthorizationStatus,
     patch: Partial<Pick<AuthorizationRecord, "status" | "challenges" | "entryId" | "selectors">>,
   ): Promise<AuthorizationRecord> {
-    const columns = authorizationPatchColumns(patch);
+    const columns = authorizationPatchColumns(patch, JSON.stringify);
     return this.host.write(() => {
       const row = this.compareAndSet<AuthorizationRow>(
         "authorizations",
