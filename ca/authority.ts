@@ -212,6 +212,7 @@ export class Authority {
         privateKey: key,
         organization: this.opts.policy.trustDomain,
         crlUrl: this.opts.crlBaseUrl ? crlUrl(this.opts.crlBaseUrl, record.id) : null,
+        dnsOnlyClientAuth: this.opts.policy.dnsOnlyClientAuth === true,
       }),
       sequences: new SequenceAllocator(this.opts.store, record.id, this.opts.sequenceBlock ?? 1000),
       crlSigner: new CrlSigner({ certDer: record.certDer, privateKey: key }),

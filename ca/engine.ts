@@ -24,6 +24,12 @@ export interface EngineIssuer {
   organization: string;
   /** URL of this issuer's CRL (ca/crl.ts crlUrl), put in every leaf as its CRL distribution point; null leaves it out. */
   crlUrl?: string | null;
+  /**
+   * Leaves without a SPIFFE ID (DNS names only: standard ACME clients over
+   * http-01, with no attestation) get serverAuth only unless this is set, so a
+   * name under policy.dnsSuffixes does not become a client identity.
+   */
+  dnsOnlyClientAuth?: boolean;
 }
 
 export interface LeafSpec {
@@ -116,7 +122,8 @@ export class LeafEngine {
   /** signature AlgorithmIdentifier + issuer Name */
   private readonly algAndIssuer: Buffer;
   private readonly subject: Buffer;
-  private readonly fixedExtensions: Record<"ec" | "rsa", Buffer>;
+  /** By key kind, then by whether the leaf carries a SPIFFE ID (it decides the extended key usages). */
+  private readonly fixedExtensions: Record<"ec" | "rsa", Record<"svid" | "dnsOnly", Buffer>>;
   /** Everything of the SKI extension before the 20 key-id bytes, and the SAN's extnID: issue() encodes no OIDs. */
   private readonly skiPrefix = der
     .sequence(der.oid(OID.subjectKeyId), der.octetString(der.octetString(Buffer.alloc(20))))
@@ -134,18 +141,29 @@ export class LeafEngine {
     );
     const issuerSki = keyIdentifier(parts.spki);
     const common = [
-      extension(OID.basicConstraints, true, der.sequence()),
-      extension(OID.extKeyUsage, false, der.sequence(der.oid(OID.serverAuth), der.oid(OID.clientAuth))),
       extension(OID.authorityKeyId, false, der.sequence(der.tlv(der.contextTag(0, false), issuerSki))),
     ];
     // Encoded once here like every constant extension, so a distribution point costs issue() one copy.
     if (issuer.crlUrl) {
       common.push(extension(OID.crlDistributionPoints, false, crlDistributionPointsValue(issuer.crlUrl)));
     }
+    const basicConstraints = extension(OID.basicConstraints, true, der.sequence());
+    const ekuBoth = extension(
+      OID.extKeyUsage,
+      false,
+      der.sequence(der.oid(OID.serverAuth), der.oid(OID.clientAuth)),
+    );
+    const ekuDnsOnly = issuer.dnsOnlyClientAuth
+      ? ekuBoth
+      : extension(OID.extKeyUsage, false, der.sequence(der.oid(OID.serverAuth)));
     // keyUsage: digitalSignature (bit 0); RSA leaves also keyEncipherment (bit 2) for RSA key exchange.
     const kuEc = extension(OID.keyUsage, true, Buffer.from([0x03, 0x02, 0x07, 0x80]));
     const kuRsa = extension(OID.keyUsage, true, Buffer.from([0x03, 0x02, 0x05, 0xa0]));
-    this.fixedExtensions = { ec: Buffer.concat([kuEc, ...common]), rsa: Buffer.concat([kuRsa, ...common]) };
+    const fixed = (ku: Buffer) => ({
+      svid: Buffer.concat([ku, basicConstraints, ekuBoth, ...common]),
+      dnsOnly: Buffer.concat([ku, basicConstraints, ekuDnsOnly, ...common]),
+    });
+    this.fixedExtensions = { ec: fixed(kuEc), rsa: fixed(kuRsa) };
   }
 
   issue(spec: LeafSpec): IssuedLeaf {
@@ -153,7 +171,10 @@ export class LeafEngine {
     const ski = keyIdentifier(spec.spki);
     const names = generalNames(spec);
     const validity = der.sequence(der.time(spec.notBefore), der.time(spec.notAfter));
-    const fixedExtensions = this.fixedExtensions[spec.keyAlgorithm.startsWith("rsa") ? "rsa" : "ec"];
+    const fixedExtensions =
+      this.fixedExtensions[spec.keyAlgorithm.startsWith("rsa") ? "rsa" : "ec"][
+        spec.spiffeId ? "svid" : "dnsOnly"
+      ];
 
     // Lengths inside out, then one write pass: this runs per certificate.
     const sanSeq = der.headerSize(names.length) + names.length;

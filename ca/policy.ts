@@ -22,6 +22,8 @@ export interface IssuancePolicy {
   /** DNS SANs are allowed only equal to or under one of these suffixes. */
   dnsSuffixes: readonly string[];
   keyTypes: readonly KeyAlgorithm[];
+  /** Certificates without a SPIFFE ID also get clientAuth (policy.dnsOnlyClientAuth); by default serverAuth only. */
+  dnsOnlyClientAuth?: boolean;
 }
 
 export interface LeafRequest {

@@ -299,6 +299,60 @@ export const CA_CONFIG = declareConfig([
       "PEM file of the bootstrap CA certificates x509pop evidence must chain to; empty turns x509pop off.",
   },
   {
+    key: "http.handshakeTimeout",
+    type: "duration",
+    default: "10s",
+    description:
+      "How long a client may take to finish the TLS handshake on the CA's listeners before the connection is closed.",
+    validate: positive,
+  },
+  {
+    key: "http.headersTimeout",
+    type: "duration",
+    default: "10s",
+    description:
+      "How long a client may take to send a request's headers before it gets 408 and is disconnected.",
+    validate: positive,
+  },
+  {
+    key: "http.bodyTimeout",
+    type: "duration",
+    default: "30s",
+    description:
+      "How long a client may take to send a whole request, body included, before it gets 408 and is disconnected.",
+    validate: positive,
+  },
+  {
+    key: "http.keepAliveTimeout",
+    type: "duration",
+    default: "5s",
+    description: "How long an idle keep-alive connection stays open waiting for the next request.",
+    validate: positive,
+  },
+  {
+    key: "http.maxConnectionsPerAddress",
+    type: "int",
+    default: 256,
+    description:
+      "Most connections one client address may hold open at once on each listener; further ones are closed at once. 0 turns the cap off.",
+    validate: nonNegative,
+  },
+  {
+    key: "crl.httpListen",
+    type: "string",
+    default: "",
+    description:
+      "Address (host:port) of an optional plain-HTTP listener serving only /crl/… and /bundle.pem, for CRL fetchers that refuse HTTPS (RFC 5280 expects http). When set, new certificates carry http:// CRL distribution points, and intermediates a caIssuers pointer. Empty: off.",
+    validate: (v) => (v === "" ? undefined : listenProblem(v)),
+  },
+  {
+    key: "policy.dnsOnlyClientAuth",
+    type: "bool",
+    default: false,
+    description:
+      "Also give certificates without a SPIFFE ID (DNS names only, as lego or certbot obtain over http-01) the clientAuth usage; by default they are server certificates only.",
+  },
+  {
     key: "crl.validity",
     type: "duration",
     default: "1h",

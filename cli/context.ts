@@ -58,6 +58,7 @@ export function policyFrom(cfg: CaConfig, trustDomain: string): IssuancePolicy {
     backdateMs: cfg["policy.backdate"],
     dnsSuffixes: cfg["policy.dnsSuffixes"],
     keyTypes: cfg["policy.keyTypes"],
+    dnsOnlyClientAuth: cfg["policy.dnsOnlyClientAuth"],
   };
 }
 

@@ -13,9 +13,12 @@ const dir = tempDir();
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** An issuing CA made by OpenSSL, so the engine is checked against a certificate we did not write. */
-function opensslCa(keyType: OpensslKeyType): { certDer: Buffer; keyPem: string; certPath: string } {
-  const { keyPath } = opensslCsr(dir, { keyType, name: `ca-${keyType}`, sans: ["DNS:unused"] });
-  const certPath = join(dir, `ca-${keyType}.pem`);
+function opensslCa(
+  keyType: OpensslKeyType,
+  name = `ca-${keyType}`,
+): { certDer: Buffer; keyPem: string; certPath: string } {
+  const { keyPath } = opensslCsr(dir, { keyType, name, sans: ["DNS:unused"] });
+  const certPath = join(dir, `${name}.pem`);
   openssl([
     "req",
     "-x509",
@@ -131,4 +134,58 @@ it("gives every certificate a distinct random part", () => {
     randoms.add(decodeSerial(serial)!.random.toString("hex"));
   }
   expect(randoms.size).toBe(3000);
+});
+
+describe("extended key usage by kind of certificate", () => {
+  const ca = opensslCa("ec-p256", "ca-eku");
+  const csr = parseCsr(opensslCsr(dir, { name: "eku", sans: ["DNS:x"] }).der);
+  const issueWith = (dnsOnlyClientAuth: boolean | undefined, spiffeId: string | null, name: string) => {
+    const engine = new LeafEngine({
+      certDer: ca.certDer,
+      privateKey: createPrivateKey(ca.keyPem),
+      organization: "example.org",
+      dnsOnlyClientAuth,
+    });
+    const { der } = engine.issue({
+      spki: csr.spki,
+      keyAlgorithm: "ec-p256",
+      spiffeId,
+      dnsNames: ["web.example.org"],
+      ipAddresses: [],
+      notBefore: new Date(Date.now() - 1000),
+      notAfter: new Date(Date.now() + 60_000),
+      sequence: 1,
+    });
+    const path = join(dir, `${name}.pem`);
+    writeFileSync(path, toPem("CERTIFICATE", der));
+    const usages = new x509.X509Certificate(der).getExtension(x509.ExtendedKeyUsageExtension)!.usages;
+    return { path, usages };
+  };
+  const verifyAs = (purpose: string, path: string) => {
+    try {
+      return openssl(["verify", "-CAfile", ca.certPath, "-purpose", purpose, path]).trim();
+    } catch (err) {
+      return String((err as Error).message);
+    }
+  };
+
+  it("gives a DNS-only certificate serverAuth alone, so OpenSSL refuses it as a client", () => {
+    const { path, usages } = issueWith(undefined, null, "dns-only");
+    expect(usages).toEqual(["1.3.6.1.5.5.7.3.1"]);
+    expect(verifyAs("sslserver", path)).toBe(`${path}: OK`);
+    expect(verifyAs("sslclient", path)).toMatch(/unsuitable certificate purpose/);
+  });
+
+  it("adds clientAuth to DNS-only certificates only when policy says so", () => {
+    const { path, usages } = issueWith(true, null, "dns-only-client");
+    expect(usages).toEqual(["1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2"]);
+    expect(verifyAs("sslclient", path)).toBe(`${path}: OK`);
+  });
+
+  it("always gives an X509-SVID both usages", () => {
+    expect(issueWith(false, "spiffe://example.org/web", "svid").usages).toEqual([
+      "1.3.6.1.5.5.7.3.1",
+      "1.3.6.1.5.5.7.3.2",
+    ]);
+  });
 });
