@@ -124,6 +124,12 @@ export interface AcmeStateStore {
     expect: OrderStatus,
     patch: Partial<Pick<OrderRecord, "status" | "certificateSerial" | "error">>,
   ): Promise<OrderRecord>;
+  /**
+   * The account's orders that are not invalid, oldest first, after the order
+   * `after` (an id from a previous page) and at most `limit` of them: the
+   * account's orders list (RFC 8555 7.1.2.1).
+   */
+  listAccountOrders(accountId: string, page: { after?: string; limit: number }): Promise<OrderRecord[]>;
   /** The account whose order produced this certificate (revokeCert by account), or null. */
   accountOfCertificate(serial: string): Promise<string | null>;
   getAuthorization(id: string): Promise<AuthorizationRecord | null>;

@@ -53,6 +53,9 @@ export abstract class AcmeStateDelegate implements AcmeStateStore {
   ) {
     return this.acme.updateOrder(id, expect, patch);
   }
+  listAccountOrders(accountId: string, page: { after?: string; limit: number }) {
+    return this.acme.listAccountOrders(accountId, page);
+  }
   accountOfCertificate(serial: string) {
     return this.acme.accountOfCertificate(serial);
   }

@@ -188,6 +188,17 @@ export class PostgresAcmeState implements AcmeStateStore {
     return rows.length === 0 ? null : orderFromRow(rows[0]);
   }
 
+  async listAccountOrders(accountId: string, page: { after?: string; limit: number }): Promise<OrderRecord[]> {
+    const rows = await this.host.run<OrderRow>(
+      `SELECT ${ORDER_COLUMNS} FROM orders
+       WHERE account_id = $1 AND status <> 'invalid'
+         AND ($2::text IS NULL OR (created_at, id) > (SELECT created_at, id FROM orders WHERE id = $2))
+       ORDER BY created_at, id LIMIT $3`,
+      [accountId, page.after ?? null, page.limit],
+    );
+    return rows.map(orderFromRow);
+  }
+
   async updateOrder(
     id: string,
     expect: OrderStatus,

@@ -171,6 +171,13 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 3,
+    description: "an index for each account's list of orders",
+    sql: `
+      CREATE INDEX orders_account ON orders (account_id, created_at, id);
+    `,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

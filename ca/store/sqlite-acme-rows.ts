@@ -205,6 +205,13 @@ export function prepareAcmeStatements(db: Database.Database) {
     ),
     getOrder: db.prepare<[string], OrderRow>(`SELECT ${ORDER_COLUMNS} FROM orders WHERE id = ?`),
     orderStatus: db.prepare<[string], { status: string }>("SELECT status FROM orders WHERE id = ?"),
+    // The cursor is an order id of the same account; (created_at, id) orders ties the same way on both backends.
+    listAccountOrders: db.prepare<[string, string | null, string | null, number], OrderRow>(
+      `SELECT ${ORDER_COLUMNS} FROM orders
+       WHERE account_id = ? AND status <> 'invalid'
+         AND (? IS NULL OR (created_at, id) > (SELECT created_at, id FROM orders WHERE id = ?))
+       ORDER BY created_at, id LIMIT ?`,
+    ),
     accountOfCertificate: db.prepare<[string], { account_id: string }>(
       "SELECT account_id FROM orders WHERE certificate_serial = ?",
     ),
