@@ -13,7 +13,7 @@ import {
 } from "../formats/jose";
 import type { AcmeContext } from "./context";
 import type { Handler } from "./router";
-import { accountJson, isObject } from "./wire";
+import { accountJson, isObject, PATHS } from "./wire";
 
 /** newAccount, account update and deactivation, keyChange (RFC 8555 7.3). */
 
@@ -40,7 +40,7 @@ export function newAccount(ctx: AcmeContext): Handler {
       if (payload.onlyReturnExisting === true) {
         const existing = await ctx.store.getAccountByThumbprint(thumbprint);
         if (!existing) throw new StintError("ERR_ACCOUNT_DOES_NOT_EXIST", "no account exists for this key");
-        ctx.reply(res, 200, accountJson(existing), { location: ctx.urls.account(existing.id) });
+        ctx.reply(res, 200, accountJson(existing, ctx.urls), { location: ctx.urls.account(existing.id) });
         return;
       }
       const now = new Date();
@@ -61,7 +61,9 @@ export function newAccount(ctx: AcmeContext): Handler {
       });
       if (account.status !== "valid")
         throw new StintError("ERR_UNAUTHORIZED", `the account for this key is ${account.status}`);
-      ctx.reply(res, created ? 201 : 200, accountJson(account), { location: ctx.urls.account(account.id) });
+      ctx.reply(res, created ? 201 : 200, accountJson(account, ctx.urls), {
+        location: ctx.urls.account(account.id),
+      });
     } catch (err) {
       ctx.fail(res, err);
     }
@@ -94,7 +96,33 @@ export function updateAccount(ctx: AcmeContext): Handler {
           });
         }
       }
-      ctx.reply(res, 200, accountJson(current), { location: ctx.urls.account(current.id) });
+      ctx.reply(res, 200, accountJson(current, ctx.urls), { location: ctx.urls.account(current.id) });
+    } catch (err) {
+      ctx.fail(res, err);
+    }
+  };
+}
+
+/** Orders in one page of an account's orders list; a Link rel="next" names the following page. */
+export const ORDERS_PAGE = 100;
+
+/** The account's orders list (RFC 8555 7.1.2.1): POST-as-GET, its own account only, invalid orders left out. */
+export function listAccountOrders(ctx: AcmeContext): Handler {
+  return async (req, res, url, params) => {
+    try {
+      const vr = await ctx.verify(req, url, ["kid"]);
+      const account = await ctx.account(vr);
+      if (account.id !== params.id)
+        throw new StintError("ERR_UNAUTHORIZED", "an account may only list its own orders");
+      const after = url.searchParams.get("after") ?? undefined;
+      const page = await ctx.store.listAccountOrders(account.id, { after, limit: ORDERS_PAGE + 1 });
+      const shown = page.slice(0, ORDERS_PAGE);
+      // Link is also the directory's rel="index", which every ACME reply carries.
+      const links = [`<${ctx.urls.path(PATHS.directory)}>;rel="index"`];
+      if (page.length > ORDERS_PAGE) {
+        links.push(`<${ctx.urls.accountOrders(account.id, shown[shown.length - 1].id)}>;rel="next"`);
+      }
+      ctx.reply(res, 200, { orders: shown.map((o) => ctx.urls.order(o.id)) }, { link: links });
     } catch (err) {
       ctx.fail(res, err);
     }
@@ -169,7 +197,7 @@ export function keyChange(ctx: AcmeContext): Handler {
             details: { thumbprint },
           },
         );
-        ctx.reply(res, 200, accountJson(updated), { location: ctx.urls.account(updated.id) });
+        ctx.reply(res, 200, accountJson(updated, ctx.urls), { location: ctx.urls.account(updated.id) });
       } catch (err) {
         if (!isStintError(err, "ERR_STORE_CONFLICT")) throw err;
         const holder = await ctx.store.getAccountByThumbprint(thumbprint);

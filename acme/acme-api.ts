@@ -1,5 +1,5 @@
 import type { ServerResponse } from "node:http";
-import { keyChange, newAccount, updateAccount } from "./accounts";
+import { keyChange, listAccountOrders, newAccount, updateAccount } from "./accounts";
 import { getAuthorization, respondChallenge } from "./authz";
 import { renewalInfo, renewCert, revokeCert } from "./certificates";
 import { AcmeContext, type AcmeDeps } from "./context";
@@ -35,6 +35,7 @@ export function mountAcme(deps: AcmeDeps): (router: Router, origin: string) => v
       ["GET", PATHS.newNonce, (_req, res) => nonce(ctx, res, 204)],
       ["POST", PATHS.newAccount, newAccount(ctx)],
       ["POST", PATHS.account, updateAccount(ctx)],
+      ["POST", PATHS.accountOrders, listAccountOrders(ctx)],
       ["POST", PATHS.keyChange, keyChange(ctx)],
       ["POST", PATHS.newOrder, newOrder(ctx)],
       ["POST", PATHS.order, getOrder(ctx)],

@@ -22,6 +22,7 @@ export const PATHS = {
   /** Stint extension: renew with the current certificate (docs/acme.md). */
   renewCert: `${ACME_PREFIX}/renew-cert`,
   account: `${ACME_PREFIX}/acct/:id`,
+  accountOrders: `${ACME_PREFIX}/acct/:id/orders`,
   order: `${ACME_PREFIX}/order/:id`,
   finalize: `${ACME_PREFIX}/order/:id/finalize`,
   authorization: `${ACME_PREFIX}/authz/:id`,
@@ -39,6 +40,11 @@ export class Urls {
   }
   account(id: string): string {
     return `${this.origin}${ACME_PREFIX}/acct/${id}`;
+  }
+  /** The account's orders list; `after` (an order id) names the page that follows it. */
+  accountOrders(id: string, after?: string): string {
+    const page = after === undefined ? "" : `?after=${encodeURIComponent(after)}`;
+    return `${this.account(id)}/orders${page}`;
   }
   order(id: string): string {
     return `${this.origin}${ACME_PREFIX}/order/${id}`;
@@ -71,8 +77,8 @@ export class Urls {
 }
 
 /** No "orders" list: like Boulder, Stint does not serve one (docs/acme.md). */
-export function accountJson(a: AccountRecord): Record<string, unknown> {
-  return { status: a.status, contact: a.contact };
+export function accountJson(a: AccountRecord, urls: Urls): Record<string, unknown> {
+  return { status: a.status, contact: a.contact, orders: urls.accountOrders(a.id) };
 }
 
 export function orderJson(o: OrderRecord, urls: Urls): Record<string, unknown> {

@@ -188,6 +188,22 @@ export class AcmeClient {
     return asAccount(body, account);
   }
 
+  /** Every order URL in the account's orders list (RFC 8555 7.1.2.1), following rel="next" pages. */
+  async listOrders(): Promise<string[]> {
+    const account = await this.account();
+    if (!account.orders) throw new StintError("ERR_MALFORMED", `account ${account.url} has no orders URL`);
+    const all: string[] = [];
+    for (let url: string | undefined = account.orders; url !== undefined; ) {
+      const res = await this.transport.post(url, null, this.accountSigner());
+      const body = this.transport.json(res, url) as { orders?: unknown };
+      if (!Array.isArray(body.orders) || !body.orders.every((o) => typeof o === "string"))
+        throw new StintError("ERR_MALFORMED", `${url} did not answer with a list of orders`);
+      all.push(...body.orders);
+      url = nextLink(res.headers.link);
+    }
+    return all;
+  }
+
   // ---------- orders, authorizations, challenges ----------
 
   async newOrder(identifiers: Identifier[], opts: { replaces?: string } = {}): Promise<Order> {
@@ -402,4 +418,15 @@ export class AcmeClient {
     const retryAfter = this.transport.retryAfter(res);
     return { authz: asAuthorization(this.transport.json(res, url), url), retryAfter };
   }
+}
+
+/** The rel="next" target among Link headers, if any. */
+function nextLink(link: string | string[] | undefined): string | undefined {
+  for (const value of [link ?? []].flat()) {
+    for (const part of value.split(",")) {
+      const m = /^\s*<([^>]+)>\s*;\s*rel="?next"?\s*$/.exec(part);
+      if (m) return m[1];
+    }
+  }
+  return undefined;
 }

@@ -469,6 +469,33 @@ describe("accounts and orders", () => {
     });
   });
 
+  it("lists an account's orders at the account's orders URL, in pages, to that account only", async () => {
+    const c = await account();
+    const made: string[] = [];
+    // One more than a page (ORDERS_PAGE is 100), so the list follows a rel="next" link.
+    for (let i = 0; i < 101; i++)
+      made.push((await c.newOrder([{ type: "spiffe", value: id(`list${i}`) }])).url);
+    const me = await c.account();
+    expect(me.orders).toBe(`${me.url}/orders`);
+    expect(await c.listOrders()).toEqual(made);
+
+    const otherKey = newKey();
+    const other = await AcmeClient.connect({
+      directoryUrl: `${server.url}/acme/directory`,
+      ca: rootPem,
+      accountKey: otherKey,
+    });
+    await other.newAccount();
+    expect(await other.listOrders()).toEqual([]);
+    const nosy = flattenedJws(
+      otherKey,
+      { nonce: await freshNonce(), url: me.orders, kid: other.accountUrl },
+      null,
+    );
+    const refused = await send("POST", me.orders!, JSON.stringify(nosy));
+    expect([refused.status, refused.body.type]).toEqual([403, `${ACME}unauthorized`]);
+  });
+
   it("accepts an ARI replaces naming a certificate this CA issued", async () => {
     const token = joinToken(id("replace"));
     const first = await enroll(id("replace"), "join_token", () => joinTokenEvidence(token));

@@ -279,6 +279,29 @@ export function acmeStoreContract(
       expect(await auditActions()).toEqual(["account.create"]);
     });
 
+    it("lists an account's orders oldest first in pages, leaving out invalid ones and other accounts'", async () => {
+      const [a, b] = [account("acct-list-a"), account("acct-list-b")];
+      await store.createAccount(a, event("account.create", a.id));
+      await store.createAccount(b, event("account.create", b.id));
+      // Two orders share a creation time: the id breaks the tie, the same way on both backends.
+      const mine = ["o-c", "o-a", "o-b", "o-d"].map((id, i) =>
+        order(id, a.id, [], { createdAt: later([2, 1, 1, 3][i] * MINUTE) }),
+      );
+      for (const o of mine) await store.createOrder(o, []);
+      await store.createOrder(order("o-other", b.id, [], { createdAt: later(MINUTE) }), []);
+      await store.updateOrder("o-d", "pending", { status: "invalid" });
+
+      const ids = (os: { id: string }[]) => os.map((o) => o.id);
+      expect(ids(await store.listAccountOrders(a.id, { limit: 10 }))).toEqual(["o-a", "o-b", "o-c"]);
+      const first = await store.listAccountOrders(a.id, { limit: 2 });
+      expect(ids(first)).toEqual(["o-a", "o-b"]);
+      expect(ids(await store.listAccountOrders(a.id, { after: "o-b", limit: 2 }))).toEqual(["o-c"]);
+      expect(await store.listAccountOrders(a.id, { after: "o-c", limit: 2 })).toEqual([]);
+      expect(first[0]).toEqual(mine[1]);
+      expect(ids(await store.listAccountOrders(b.id, { limit: 10 }))).toEqual(["o-other"]);
+      expect(await store.listAccountOrders("nobody", { limit: 10 })).toEqual([]);
+    });
+
     it("compare-and-sets an authorization, replacing its challenges, entry and selectors", async () => {
       const a = account("acct1");
       await store.createAccount(a, event("account.create", a.id));
