@@ -80,7 +80,8 @@ export class AcmeContext {
   async verify(req: IncomingMessage, url: URL, allow: readonly KeySource[]): Promise<VerifiedRequest> {
     const body = await readBody(req, this.deps.options.maxBodyBytes);
     return verifyJwsRequest(
-      { contentType: req.headers["content-type"], body, url: this.urls.origin + url.pathname },
+      // The query is part of the URL the client signs (RFC 8555 6.4): a next page's URL carries its cursor.
+      { contentType: req.headers["content-type"], body, url: this.urls.origin + url.pathname + url.search },
       {
         nonces: this.deps.nonces,
         lookupAccount: (kid) => this.lookupAccount(kid),
