@@ -188,7 +188,10 @@ export class PostgresAcmeState implements AcmeStateStore {
     return rows.length === 0 ? null : orderFromRow(rows[0]);
   }
 
-  async listAccountOrders(accountId: string, page: { after?: string; limit: number }): Promise<OrderRecord[]> {
+  async listAccountOrders(
+    accountId: string,
+    page: { after?: string; limit: number },
+  ): Promise<OrderRecord[]> {
     const rows = await this.host.run<OrderRow>(
       `SELECT ${ORDER_COLUMNS} FROM orders
        WHERE account_id = $1 AND status <> 'invalid'

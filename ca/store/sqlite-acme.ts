@@ -170,7 +170,10 @@ export class SqliteAcmeState implements AcmeStateStore {
     return row === undefined ? null : orderFromRow(row);
   }
 
-  async listAccountOrders(accountId: string, page: { after?: string; limit: number }): Promise<OrderRecord[]> {
+  async listAccountOrders(
+    accountId: string,
+    page: { after?: string; limit: number },
+  ): Promise<OrderRecord[]> {
     this.host.assertOpen();
     const after = page.after ?? null;
     return this.st.listAccountOrders.all(accountId, after, after, page.limit).map(orderFromRow);
