@@ -25,7 +25,10 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       chunks.push(chunk);
     });
     req.on("end", () => resolve(Buffer.concat(chunks, size)));
-    req.on("error", reject);
+    // The client went away or was cut off mid-body (a listener timeout): its fault, not an internal error.
+    req.on("error", (err) =>
+      reject(new StintError("ERR_MALFORMED", "the request body was not received in full", { cause: err })),
+    );
   });
 }
 

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import { type ErrorCode, StintError } from "../common/errors";
-import type { Logger } from "../common/logger";
+import type { LogFields, Logger } from "../common/logger";
 
 /**
  * Typed errors become RFC 7807 problem documents here, at the HTTP edge, and
@@ -51,25 +51,37 @@ export interface Problem {
   status: number;
 }
 
-export function problemFor(err: unknown): { problem: Problem; internal: boolean } {
+export interface ProblemFor {
+  problem: Problem;
+  internal: boolean;
+  /** For internal errors: the id the response shows and the log line must carry. */
+  errorId?: string;
+}
+
+export function problemFor(err: unknown): ProblemFor {
   if (err instanceof StintError && TABLE[err.code]) {
     const [status, type] = TABLE[err.code]!;
     return { problem: { type: ACME + type, detail: err.message, status }, internal: false };
   }
-  const id = randomBytes(6).toString("hex");
+  const errorId = randomBytes(6).toString("hex");
   return {
     problem: {
       type: ACME + "serverInternal",
-      detail: `internal error; the CA log has details under id ${id}`,
+      detail: `internal error; the CA log has details under id ${errorId}`,
       status: 500,
     },
     internal: true,
+    errorId,
   };
 }
 
-export function sendProblem(res: ServerResponse, err: unknown, log: Logger): void {
-  const { problem, internal } = problemFor(err);
-  if (internal) log.error("request failed", { errorId: problem.detail.slice(-12), error: err });
+/**
+ * Sends the problem for `err`; an internal error is logged here, once, under
+ * the id the response shows. `fields` must be secret-free (method, route).
+ */
+export function sendProblem(res: ServerResponse, err: unknown, log: Logger, fields?: LogFields): void {
+  const { problem, errorId } = problemFor(err);
+  if (errorId) log.error("request failed", { ...fields, errorId, error: err });
   sendJson(res, problem.status, problem, "application/problem+json");
 }
 
