@@ -1,8 +1,7 @@
 import { createHash, randomBytes, X509Certificate } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { TLSSocket } from "node:tls";
 import type { Authority } from "../ca/authority";
-import { parseEnrollableId, parseSelectors, RESERVED_PATH } from "../ca/entries";
+import { parseEnrollableId, parseSelectors } from "../ca/entries";
 import { newJoinToken } from "../ca/join-token";
 import { dnsNameAllowed, normalizeDnsName, validityWindow } from "../ca/policy";
 import { parseRevocationReason, revocationReasonName } from "../ca/revocation";
@@ -14,15 +13,15 @@ import { isStintError, StintError } from "../common/errors";
 import type { Logger } from "../common/logger";
 import { toPem } from "../formats/pem";
 import { parseSpiffeId } from "../formats/spiffe";
+import { type AdminAuthStore, adminAuthenticator } from "./admin-auth";
 import { readBody } from "./body";
 import { problemFor, sendJson, sendProblem } from "./problem";
 import type { Handler, Params, Router } from "./router";
 
 /**
  * The admin API under /admin/: registration entries, join tokens,
- * certificates and the audit log. Only the admin client certificate
- * (spiffe://<trust domain>/stint/admin, issued by this CA, recorded and not
- * revoked) gets past the check every route starts with. Request bodies are
+ * certificates and the audit log. Only the admin client certificate this CA
+ * issued last gets past the check every route starts with (acme/admin-auth.ts). Request bodies are
  * JSON objects with no unknown members; durations are strings with a unit
  * ("30m"), as in the config and the CLI.
  */
@@ -38,16 +37,13 @@ export const ADMIN_PATHS = {
   audit: `${ADMIN_PREFIX}/audit`,
 } as const;
 
-export function adminSpiffeId(trustDomain: string): string {
-  return `spiffe://${trustDomain}${RESERVED_PATH}/admin`;
-}
-
 const MAX_BODY_BYTES = 64 * 1024;
 const DEFAULT_PAGE = 100;
 const MAX_PAGE = 10_000;
 
 /** What the admin API needs from storage; the CA's store implements all of it. */
-export type AdminStore = Pick<Store, "getCertificate" | "listCertificates" | "listAudit"> &
+export type AdminStore = AdminAuthStore &
+  Pick<Store, "getCertificate" | "listCertificates" | "listAudit"> &
   Pick<AcmeStateStore, "createEntry" | "getEntry" | "listEntries" | "deleteEntry" | "createJoinToken">;
 
 export interface AdminDeps {
@@ -78,7 +74,6 @@ const malformed = (detail: string) => new StintError("ERR_MALFORMED", detail);
 
 export function mountAdmin(deps: AdminDeps): (router: Router, origin: string) => void {
   const { authority, store, log } = deps;
-  const adminId = adminSpiffeId(authority.trustDomain);
 
   const fail = (res: ServerResponse, err: unknown): void => {
     if (res.headersSent) {
@@ -90,56 +85,15 @@ export function mountAdmin(deps: AdminDeps): (router: Router, origin: string) =>
     else sendJson(res, status, { ...problemFor(err).problem, status }, "application/problem+json");
   };
 
-  /** Every admin request: a verified client certificate naming the admin identity, recorded and not revoked. */
-  const authenticate = async (req: IncomingMessage): Promise<string> => {
-    const socket = req.socket as TLSSocket;
-    const peer = socket.getPeerX509Certificate?.();
-    // The check label picks 401 (no usable certificate) or 403 (a certificate, but not the admin's).
-    const denied = (detail: string, check: "client_certificate" | "admin_identity") =>
-      new StintError("ERR_UNAUTHORIZED", detail, { check });
-    if (!peer) {
-      throw denied(
-        "the admin API needs the admin client certificate; use the stint CLI on the CA host (it presents <dataDir>/admin/cert.pem)",
-        "client_certificate",
-      );
-    }
-    if (!socket.authorized) {
-      const why = String(socket.authorizationError ?? "not verified");
-      throw denied(
-        why === "CERT_HAS_EXPIRED"
-          ? "admin certificate expired; run `stint ca admin-cert`"
-          : `client certificate not accepted (${why}): it does not chain to this CA's roots; use the admin credential from \`stint ca admin-cert\``,
-        "client_certificate",
-      );
-    }
-    const uris = (peer.subjectAltName ?? "")
-      .split(", ")
-      .filter((n) => n.startsWith("URI:"))
-      .map((n) => n.slice(4));
-    if (uris.length !== 1 || uris[0] !== adminId) {
-      const who = uris.length === 0 ? "without a SPIFFE ID" : `for ${uris.join(", ")}`;
-      throw denied(
-        `client certificate ${who} may not use the admin API; only ${adminId} may (its credential is in <dataDir>/admin)`,
-        "admin_identity",
-      );
-    }
-    const serial = evenHex(peer.serialNumber);
-    const record = await store.getCertificate(serial);
-    if (!record || record.revokedAt) {
-      throw denied(
-        `admin certificate ${serial} ${record ? "is revoked" : "is not recorded by this CA"}; run \`stint ca admin-cert\``,
-        "admin_identity",
-      );
-    }
-    return adminId;
-  };
+  const authenticate = adminAuthenticator({ authority, store, log });
 
   const route =
     (fn: (r: AdminRequest) => Promise<void>): Handler =>
     async (req, res, url, params) => {
       try {
-        const actor = await authenticate(req);
-        await fn({ req, res, url, params, actor, now: new Date() });
+        const now = new Date();
+        const actor = await authenticate(req, now);
+        await fn({ req, res, url, params, actor, now });
       } catch (err) {
         fail(res, err);
       }

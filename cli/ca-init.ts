@@ -1,9 +1,10 @@
 import { join } from "node:path";
-import { adminSpiffeId } from "../acme/admin";
+import { adminSpiffeId, recordAdminCertificate } from "../acme/admin-auth";
 import { Authority } from "../ca/authority";
 import { bundlePem } from "../ca/bundle";
 import { initHierarchy } from "../ca/hierarchy";
 import { generateKeyPair } from "../ca/keys";
+import type { Store } from "../ca/store";
 import { openStore } from "../ca/store/open";
 import { parseDuration } from "../common/duration";
 import { StintError } from "../common/errors";
@@ -41,18 +42,22 @@ export interface AdminCredential {
   dir: string;
   spiffeId: string;
   serial: string;
+  /** sha256:<hex> of the certificate's DER: the only admin certificate the admin API accepts from now on. */
+  fingerprint: string;
   notAfter: string;
 }
 
 /**
  * Issues the admin client certificate (spiffe://<td>/stint/admin) with a fresh
  * P-256 key through the normal issuance path, so it is recorded and audited,
- * and writes it to <dataDir>/admin/. It lives as long as policy.maxTtl allows
- * (or `ttlMs`): policy bounds every certificate, this one too, so an expired
- * one is renewed with `stint ca admin-cert`.
+ * names it in the store as the one the admin API accepts (replacing the one
+ * before), and writes it to <dataDir>/admin/. It lives as long as
+ * policy.maxTtl allows (or `ttlMs`): policy bounds every certificate, this one
+ * too, so an expired one is renewed with `stint ca admin-cert`.
  */
 export async function issueAdminCredential(
   authority: Authority,
+  store: Store,
   dataDir: string,
   opts: { ttlMs?: number; now?: Date } = {},
 ): Promise<AdminCredential> {
@@ -73,6 +78,8 @@ export async function issueAdminCredential(
     "cli",
     opts.now,
   );
+  // Before the files: the old credential stops working now either way, and a rerun mends a crash between.
+  const fingerprint = await recordAdminCertificate(store, issued);
   const files = adminFiles(join(dataDir, ADMIN_DIR));
   await ensureDir(files.dir, 0o700);
   // Key first: a command racing this may pair the new key with the old certificate; its handshake fails and a rerun works.
@@ -81,7 +88,13 @@ export async function issueAdminCredential(
   });
   await writeFileAtomic(files.cert, issued.chainPem, 0o644);
   await writeFileAtomic(files.bundle, bundlePem(authority.trustedRoots()), 0o644);
-  return { dir: files.dir, spiffeId, serial: issued.serial, notAfter: issued.notAfter.toISOString() };
+  return {
+    dir: files.dir,
+    spiffeId,
+    serial: issued.serial,
+    fingerprint: `sha256:${fingerprint}`,
+    notAfter: issued.notAfter.toISOString(),
+  };
 }
 
 /**
@@ -115,7 +128,7 @@ export async function initCa(cfg: CaConfig, allowInsecure: boolean, now = new Da
       policy: policyFrom(cfg, cfg.trustDomain),
       passphrase,
     });
-    const adminCertificate = await issueAdminCredential(authority, cfg.dataDir, { now });
+    const adminCertificate = await issueAdminCredential(authority, store, cfg.dataDir, { now });
     return {
       dataDir: cfg.dataDir,
       trustDomain: cfg.trustDomain,
@@ -171,9 +184,12 @@ export const caAdminCert: Command = {
       "stint ca admin-cert [--ttl D] [--json] [options]",
       "Issues a new admin client certificate (spiffe://<trust domain>/stint/admin) with a fresh key\n" +
         "and writes cert.pem, key.pem (0600) and bundle.pem into <dataDir>/admin/, replacing the old\n" +
-        "ones. The stint entry, token, cert and audit commands present it to the admin API. Like every\n" +
-        "certificate it lives at most policy.maxTtl (24h by default): run this again when they say\n" +
-        "it has expired. Needs the CA key passphrase; the issuance is audited.",
+        "ones. The stint entry, token, cert and audit commands present it to the admin API, which\n" +
+        "accepts only the admin certificate issued last, and only while its intermediate is the active\n" +
+        "one: the previous certificate stops working at once, and every intermediate rotation (ca rotate,\n" +
+        "ca import-intermediate, ca root activate) means running this again. Like every certificate it\n" +
+        "lives at most policy.maxTtl (24h by default): run this again when they say it has expired.\n" +
+        "Needs the CA key passphrase; the issuance is audited.",
       "  --ttl DURATION             lifetime (default policy.maxTtl)\n" +
         "  --json                     print directory, serial and expiry as JSON",
     ),
@@ -186,7 +202,7 @@ export const caAdminCert: Command = {
     const ttlMs = values.ttl ? parseDuration(values.ttl as string) : undefined;
     const { store, authority } = await openCa(cfg, values);
     try {
-      const out = await issueAdminCredential(authority, cfg.dataDir, { ttlMs });
+      const out = await issueAdminCredential(authority, store, cfg.dataDir, { ttlMs });
       if (values.json) printJson(out);
       else console.log(`Issued admin certificate ${out.serial} until ${out.notAfter} into ${out.dir}`);
       return 0;

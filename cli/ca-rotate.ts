@@ -41,6 +41,10 @@ const NEW_KEY_FLAGS = {
 const TAKEN_UP =
   'A running `stint ca serve` takes this up within feed.pollInterval (default 500ms) and logs "issuers changed".';
 
+/** The admin API accepts only an admin certificate from the active intermediate (acme/admin-auth.ts). */
+const RENEW_ADMIN =
+  "the admin certificate came from the intermediate just retired: run `stint ca admin-cert` before the next entry, token, cert or audit command";
+
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
 function usage(command: string, message: string): StintError {
@@ -142,6 +146,7 @@ async function rotate(name: string, values: Values, importFile: string | undefin
       result.retired
         ? `intermediate ${result.retired.id} is retired: its certificates stay valid and its CRL and feed records stay published until the last one expires`
         : "no intermediate was active before",
+      RENEW_ADMIN,
       TAKEN_UP,
     ],
   );
@@ -154,6 +159,8 @@ export const caRotate = command(
   "Creates a new intermediate signed by the current root (whose key must be in the data directory)\n" +
     "and makes it active; the current one becomes retired. With --import, the new intermediate is one\n" +
     "`stint root sign` made from `stint ca intermediate-csr`'s request (the root key stays offline).\n" +
+    "Then run `stint ca admin-cert`: the admin API accepts only an admin certificate from the active\n" +
+    "intermediate. " +
     TAKEN_UP,
   { ...NEW_KEY_FLAGS, import: { type: "string" } },
   "  --import FILE              activate this intermediate (PEM) instead of creating one\n" + NEW_KEY_HELP,
@@ -310,6 +317,7 @@ export const caRootActivate = command(
       [
         `root ${result.root.id} is active; intermediate ${result.intermediate.id} under it is active`,
         `chains carry the new root cross-signed by ${result.crossSignedBy} until \`stint ca root retire\``,
+        RENEW_ADMIN,
         TAKEN_UP,
       ],
     );
