@@ -5,12 +5,14 @@ import type { KeyAlgorithm } from "../ca/spki";
 import { StintError } from "../common/errors";
 import { ensureDir, fileError, writeSecretFile } from "../common/files";
 import type { Logger } from "../common/logger";
+import { parseSignedFeed } from "../formats/feed-envelope";
 import { pemDecodeAll } from "../formats/pem";
 import { openSignedFeed } from "../verify/feed";
 import { AcmeClient, AcmeProblem } from "./acme-client";
 import { AtomicDir } from "./atomic-dir";
 import type { EvidenceProvider } from "./attestation";
 import { checkMatchingPair, credentialFiles } from "./credentials";
+import { CRLS_FILE, CrlKeeper, crlIssuers } from "./crls";
 import { buildCsr } from "./csr";
 import type { AgentStatus } from "./health";
 import { runHook, signalProcess } from "./hooks";
@@ -38,7 +40,8 @@ export interface AgentOptions {
   backoff: { baseMs: number; capMs: number };
   bundleRefreshMs: number;
   hook: { exec: string[] | null; signal: NodeJS.Signals | null; pid: number; pidFile: string };
-  output: { combined: boolean; pkcs12Password: string | null };
+  /** `crls`: also write crls.pem, the checked CRLs of the chain's CAs (agent/crls.ts), kept fresh. */
+  output: { combined: boolean; pkcs12Password: string | null; crls: boolean };
   evidence: EvidenceProvider;
   log: Logger;
 }
@@ -54,6 +57,7 @@ interface Held {
 const ACCOUNT_KEY_FILE = "account.key";
 export const FEED_FILE = "feed.bin";
 const MAX_FEED_BYTES = 16 * 1024 * 1024;
+const MAX_CRL_BYTES = 4 * 1024 * 1024;
 const FEED_RETRY_MS = 30_000;
 
 function newKey(type: KeyAlgorithm): KeyObject {
@@ -103,6 +107,7 @@ export class Agent {
     renewalsFailed: 0,
     bundleUpdatedAt: null,
     nextRenewal: null,
+    crlsNextUpdate: null,
   };
   private client: AcmeClient | null = null;
   private clientRoots = "";
@@ -112,6 +117,11 @@ export class Agent {
   /** The last verified feed envelope, written as feed.bin beside the credentials. */
   private feed: Buffer | null = null;
   private feedAttemptAt = 0;
+  /** The verified feed's signer chain: the CA's active intermediate, whose CRL peers issued from it need. */
+  private feedChain: Buffer[] = [];
+  private readonly crls: CrlKeeper;
+  /** Whether the crls.pem already on disk (from before a restart) has been looked at. */
+  private crlsAdopted = false;
 
   private constructor(
     private readonly opts: AgentOptions,
@@ -120,6 +130,12 @@ export class Agent {
     private readonly accountKey: KeyObject,
   ) {
     this.backoff = new Backoff({ baseMs: opts.backoff.baseMs, capMs: opts.backoff.capMs });
+    this.crls = new CrlKeeper({
+      fetch: (issuerId) =>
+        fetchFromCa(opts.caUrl, `/crl/${issuerId}.crl`, this.trust.roots.pem, 10_000, MAX_CRL_BYTES),
+      maxIntervalMs: () => this.bundleRefreshMs(),
+      log: opts.log,
+    });
   }
 
   static async open(opts: AgentOptions, trust: Trust): Promise<Agent> {
@@ -161,17 +177,52 @@ export class Agent {
         );
       }
       await this.issue(() => this.enroll());
-      return { renewed: true, next: this.status.nextRenewal ?? now };
+      return { renewed: true, next: this.wakeAt(this.status.nextRenewal ?? now) };
     }
     const { at, recheck } = await this.renewalPlan(held, now);
     if (force || at.getTime() <= now.getTime()) {
       await this.issue(() => this.renew(held));
-      return { renewed: true, next: this.status.nextRenewal ?? now };
+      return { renewed: true, next: this.wakeAt(this.status.nextRenewal ?? now) };
     }
-    if (bundleChanged) await this.publish(held.chainPem, await this.currentKeyPem());
+    const crlsChanged = await this.refreshCrls(held.chain, now);
+    if (bundleChanged || crlsChanged) await this.publish(held.chainPem, await this.currentKeyPem());
+    // Servers load CRLs when told to, and refuse every peer once a loaded CRL passes its nextUpdate.
+    if (crlsChanged) await this.reload();
     this.status.state = "ok";
     this.status.nextRenewal = at;
-    return { renewed: false, next: new Date(Math.min(at.getTime(), recheck.getTime())) };
+    return { renewed: false, next: this.wakeAt(new Date(Math.min(at.getTime(), recheck.getTime()))) };
+  }
+
+  /** `at`, or sooner when a CRL is due. */
+  private wakeAt(at: Date): Date {
+    const crlDue = this.opts.output.crls ? this.crls.nextDue() : null;
+    return crlDue !== null && crlDue < at ? crlDue : at;
+  }
+
+  /**
+   * Fetches the CRLs that are due for the CAs of `chain` and of the feed's
+   * signer (agent/crls.ts). Never throws: a CRL that cannot be had must not
+   * stop a renewal, and the last good ones are kept. Returns whether they changed.
+   */
+  private async refreshCrls(chain: Buffer[], now: Date): Promise<boolean> {
+    if (!this.opts.output.crls) return false;
+    try {
+      const roots = pemDecodeAll(this.trust.roots.pem, "CERTIFICATE", "roots");
+      const issuers = crlIssuers([chain, this.feedChain], roots);
+      if (!this.crlsAdopted) {
+        this.crlsAdopted = true;
+        const onDisk = (await this.out.readCurrent())?.get(CRLS_FILE);
+        if (onDisk) this.crls.adopt(onDisk.toString("utf8"), issuers, now);
+      }
+      const changed = await this.crls.refresh(issuers, now);
+      this.status.crlsNextUpdate = this.crls.earliestNextUpdate();
+      return changed;
+    } catch (err) {
+      this.opts.log.warn("could not work out which CRLs to keep; keeping the last ones", {
+        error: (err as Error).message,
+      });
+      return false;
+    }
   }
 
   /** Repeats cycle() until `stop` resolves; `wake` lets SIGHUP force a renewal. */
@@ -336,6 +387,8 @@ export class Agent {
     const { chainPem, key } = await get();
     const keyPem = key.export({ type: "pkcs8", format: "pem" }) as string;
     this.checkChain(chainPem, keyPem);
+    // A new issuer's CRL is fetched before the switch, so the set never names a CA without its CRL.
+    await this.refreshCrls(pemDecodeAll(chainPem, "CERTIFICATE", "chain"), new Date());
     await this.publish(chainPem, keyPem);
     const leaf = new X509Certificate(pemDecodeAll(chainPem, "CERTIFICATE", "chain")[0]);
     this.status.state = "ok";
@@ -383,7 +436,10 @@ export class Agent {
       pkcs12:
         this.opts.output.pkcs12Password === null ? undefined : { password: this.opts.output.pkcs12Password },
     });
-    await this.out.publish(this.feed ? { ...files, [FEED_FILE]: { data: this.feed, mode: 0o644 } } : files);
+    if (this.feed) files[FEED_FILE] = { data: this.feed, mode: 0o644 };
+    const crls = this.opts.output.crls ? this.crls.pem() : null;
+    if (crls !== null) files[CRLS_FILE] = { data: crls, mode: 0o644 };
+    await this.out.publish(files);
   }
 
   /**
@@ -404,6 +460,7 @@ export class Agent {
       if (doc.kind !== "snapshot")
         throw new StintError("ERR_MALFORMED", "the CA sent a delta for a plain GET /feed");
       this.feed = envelope;
+      this.feedChain = parseSignedFeed(envelope).chain;
       return true;
     } catch (err) {
       this.opts.log.warn("could not sync the revocation feed; keeping the last one", {

@@ -31,6 +31,8 @@ export interface AgentStatus {
   renewalsFailed: number;
   bundleUpdatedAt: Date | null;
   nextRenewal: Date | null;
+  /** The earliest nextUpdate among the CRLs in crls.pem; null when none is written. */
+  crlsNextUpdate: Date | null;
 }
 
 /** Names users alert on, declared once (STYLE habit 9). */
@@ -54,6 +56,10 @@ export const AGENT_METRICS = {
   state: {
     name: "stint_agent_state",
     help: "The agent's state: 1 for the current one, 0 for the others.",
+  },
+  crlExpiry: {
+    name: "stint_agent_crl_expiry_seconds",
+    help: "Seconds until the first CRL in crls.pem passes its nextUpdate, after which servers checking CRLs refuse every peer; 0 when none is written.",
   },
 } as const;
 
@@ -101,6 +107,18 @@ export function agentMetrics(
   });
 }
 
+/** The CRL gauge, registered only when the agent writes crls.pem, so an agent without them raises no alarm. */
+export function crlMetrics(
+  registry: Registry,
+  status: () => AgentStatus,
+  now: () => Date = () => new Date(),
+): void {
+  registry.callback(AGENT_METRICS.crlExpiry.name, AGENT_METRICS.crlExpiry.help, "gauge", () => {
+    const at = status().crlsNextUpdate;
+    return at === null ? 0 : seconds(at.getTime() - now().getTime());
+  });
+}
+
 const iso = (d: Date | null) => (d === null ? null : d.toISOString());
 
 /** The /health document, and whether it is healthy: a certificate is held and has not expired. */
@@ -125,6 +143,7 @@ export function healthDocument(
       bundleUpdatedAt: iso(s.bundleUpdatedAt),
       bundleAgeSeconds:
         s.bundleUpdatedAt === null ? null : Math.floor(seconds(t - s.bundleUpdatedAt.getTime())),
+      crlsNextUpdate: iso(s.crlsNextUpdate),
     },
   };
 }

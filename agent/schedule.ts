@@ -113,3 +113,40 @@ export class Backoff {
     this.attempt = 0;
   }
 }
+
+export interface CrlRefreshOptions {
+  now: Date;
+  /** The held CRL's nextUpdate; null when none is held. */
+  nextUpdate: Date | null;
+  /** The longest wait, whatever the CRL's validity. */
+  maxMs: number;
+  /** True after a fetch that failed or was refused: try again sooner. */
+  failed?: boolean;
+  /** Uniform in [0, 1); Math.random by default. */
+  random?: () => number;
+}
+
+const CRL_MIN_WAIT_MS = 1000;
+const CRL_RETRY_MS = 30_000;
+
+/**
+ * When to fetch a CRL again. After a good fetch: at 40–60% of its remaining
+ * validity, so a server reloaded with it never holds one past nextUpdate and
+ * a fleet does not fetch in step (the CA re-signs at half of the validity, so a
+ * fetch that finds the same CRL comes again at a quarter, and so on). After a
+ * failure: within 30 s (±20%), and sooner while the held CRL has little time
+ * left. Always between 1 s and `maxMs` from now.
+ */
+export function crlRefreshTime(opts: CrlRefreshOptions): Date {
+  const random = opts.random ?? Math.random;
+  const now = opts.now.getTime();
+  const remaining = opts.nextUpdate === null ? null : opts.nextUpdate.getTime() - now;
+  let wait: number;
+  if (opts.failed || remaining === null || remaining <= 0) {
+    wait = CRL_RETRY_MS * (0.8 + 0.4 * random());
+    if (remaining !== null && remaining > 0) wait = Math.min(wait, remaining * (0.2 + 0.1 * random()));
+  } else {
+    wait = remaining * (0.4 + 0.2 * random());
+  }
+  return new Date(now + Math.floor(Math.max(CRL_MIN_WAIT_MS, Math.min(opts.maxMs, wait))));
+}

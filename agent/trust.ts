@@ -56,9 +56,10 @@ export function fetchFromCa(
       (res) => {
         if (res.statusCode !== 200) {
           res.resume();
+          // 404 is told apart: the CA may simply keep no such document (a CRL for an issuer whose key it lacks).
           reject(
             new StintError(
-              "ERR_CONNECTION",
+              res.statusCode === 404 ? "ERR_NOT_FOUND" : "ERR_CONNECTION",
               `GET ${url} answered HTTP ${res.statusCode}; is ${caUrl} a Stint CA?`,
             ),
           );

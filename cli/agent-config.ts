@@ -190,6 +190,13 @@ export const AGENT_CONFIG = declareConfig([
     description: "Also write combined.pem (key, then certificate chain), 0600.",
   },
   {
+    key: "crls",
+    type: "bool",
+    default: true,
+    description:
+      "Also write crls.pem: the CRLs of every CA in the certificate's chain and of the CA's active intermediate, each checked against its issuer, fetched again before its nextUpdate, with the reload hook run after each change (for nginx ssl_crl, HAProxy crl-file).",
+  },
+  {
     key: "pkcs12PasswordFile",
     type: "string",
     default: "",

@@ -7,7 +7,7 @@ import {
   k8sSatProvider,
   x509popProvider,
 } from "../agent/attestation";
-import { agentMetrics, startHealthServer } from "../agent/health";
+import { agentMetrics, crlMetrics, startHealthServer } from "../agent/health";
 import { splitCommand } from "../agent/hooks";
 import { Trust } from "../agent/trust";
 import type { KeyAlgorithm } from "../ca/spki";
@@ -35,9 +35,10 @@ export const agent: Command = {
     [
       "usage: stint agent --ca-url URL --spiffe-id ID [--ca-fingerprint sha256:…] [options]",
       "",
-      "Enrolls with the CA (attestation), writes cert.pem, key.pem and bundle.pem to the output",
-      "directory as one atomic switch, and renews before expiry: inside the CA's ARI window, else at",
-      "renew.percent of the lifetime. After each switch it runs --exec and/or sends --signal. SIGHUP",
+      "Enrolls with the CA (attestation), writes cert.pem, key.pem, bundle.pem and crls.pem to the",
+      "output directory as one atomic switch, and renews before expiry: inside the CA's ARI window, else",
+      "at renew.percent of the lifetime; the CRLs are fetched again before their nextUpdate. After each",
+      "switch (new certificate or new CRLs) it runs --exec and/or sends --signal. SIGHUP",
       "forces a renewal; SIGTERM exits cleanly. /health and /metrics are served on healthListen.",
       "",
       "options:",
@@ -85,7 +86,7 @@ export const agent: Command = {
           pid: cfg.pid,
           pidFile: cfg.pidFile,
         },
-        output: { combined: cfg.combined, pkcs12Password: await pkcs12Password(cfg) },
+        output: { combined: cfg.combined, pkcs12Password: await pkcs12Password(cfg), crls: cfg.crls },
         evidence: evidenceProvider(cfg, (values["join-token"] as string | undefined) ?? ""),
         log,
       },
@@ -141,6 +142,7 @@ async function daemon(stint: Agent, cfg: AgentConfig, log: Logger, forceFirst: b
   const registry = new Registry();
   processMetrics(registry);
   agentMetrics(registry, () => stint.status);
+  if (cfg.crls) crlMetrics(registry, () => stint.status);
   const health =
     cfg.healthListen === ""
       ? null

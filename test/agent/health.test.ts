@@ -1,5 +1,11 @@
 import { Agent, request } from "node:http";
-import { type AgentStatus, agentMetrics, type HealthServer, startHealthServer } from "../../agent/health";
+import {
+  type AgentStatus,
+  agentMetrics,
+  crlMetrics,
+  type HealthServer,
+  startHealthServer,
+} from "../../agent/health";
 import { CONTENT_TYPE, Registry } from "../../common/metrics";
 
 const NOW = new Date("2030-01-01T12:00:00.000Z");
@@ -16,6 +22,7 @@ function status(overrides: Partial<AgentStatus> = {}): AgentStatus {
     renewalsFailed: 1,
     bundleUpdatedAt: later(-90),
     nextRenewal: later(1800),
+    crlsNextUpdate: later(1200),
     ...overrides,
   };
 }
@@ -82,6 +89,7 @@ describe("GET /health", () => {
       renewalsFailed: 1,
       bundleUpdatedAt: "2030-01-01T11:58:30.000Z",
       bundleAgeSeconds: 90,
+      crlsNextUpdate: "2030-01-01T12:20:00.000Z",
     });
   });
 
@@ -187,6 +195,18 @@ describe("GET /metrics", () => {
     expect(body).toContain("\nstint_agent_certificate_expiry_seconds 0\n");
     expect(body).toContain("\nstint_agent_bundle_age_seconds +Inf\n");
     expect(body).toContain("\nstint_agent_last_renewal_timestamp_seconds 0\n");
+  });
+
+  it("shows the CRLs' expiry only where the agent writes them, 0 when it holds none", async () => {
+    expect((await get(`${server.url}/metrics`)).body).not.toContain("stint_agent_crl_expiry_seconds");
+    crlMetrics(
+      registry,
+      () => current,
+      () => NOW,
+    );
+    expect((await get(`${server.url}/metrics`)).body).toContain("\nstint_agent_crl_expiry_seconds 1200\n");
+    current = status({ crlsNextUpdate: null });
+    expect((await get(`${server.url}/metrics`)).body).toContain("\nstint_agent_crl_expiry_seconds 0\n");
   });
 });
 

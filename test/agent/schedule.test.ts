@@ -1,4 +1,4 @@
-import { Backoff, renewalTime } from "../../agent/schedule";
+import { Backoff, crlRefreshTime, renewalTime } from "../../agent/schedule";
 
 const nb = new Date("2030-01-01T00:00:00.000Z");
 const LIFE = 3_000_000; // 50 minutes: 2/3 and 10% of it are whole milliseconds
@@ -161,5 +161,43 @@ describe("Backoff", () => {
       code: "ERR_CONFIG",
       message: "backoff base and cap must be positive, got base 0 ms and cap 300000 ms",
     });
+  });
+});
+
+describe("crlRefreshTime", () => {
+  const now = new Date("2030-01-01T00:00:00.000Z");
+  const inMs = (ms: number) => new Date(now.getTime() + ms);
+  const HOUR = 3_600_000;
+  const base = { now, nextUpdate: inMs(HOUR), maxMs: 24 * HOUR };
+
+  it("after a good fetch: 40–60% of the remaining validity", () => {
+    expect(crlRefreshTime({ ...base, random: fixed(0) })).toEqual(inMs(0.4 * HOUR));
+    expect(crlRefreshTime({ ...base, random: fixed(0.5) })).toEqual(inMs(0.5 * HOUR));
+    expect(crlRefreshTime({ ...base, random: fixed(0.999999) })).toEqual(inMs(Math.floor(0.5999998 * HOUR)));
+    for (let i = 0; i < 200; i++) {
+      const t = crlRefreshTime(base).getTime() - now.getTime();
+      expect(t).toBeGreaterThanOrEqual(0.4 * HOUR);
+      expect(t).toBeLessThan(0.6 * HOUR);
+    }
+  });
+
+  it("is never later than maxMs (a root CRL valid for years is still fetched again) nor sooner than 1 s", () => {
+    const years = { ...base, nextUpdate: inMs(10 * 365 * 24 * HOUR), maxMs: 300_000, random: fixed(0.5) };
+    expect(crlRefreshTime(years)).toEqual(inMs(300_000));
+    expect(crlRefreshTime({ ...base, nextUpdate: inMs(1500), random: fixed(0) })).toEqual(inMs(1000));
+  });
+
+  it("after a failure: about 30 s, sooner while the held CRL has little left", () => {
+    expect(crlRefreshTime({ ...base, failed: true, random: fixed(0.5) })).toEqual(inMs(30_000));
+    expect(crlRefreshTime({ ...base, failed: true, random: fixed(0) })).toEqual(inMs(24_000));
+    // 60 s left: a quarter of it (with random 0.5), so a second and third try still come before nextUpdate.
+    expect(crlRefreshTime({ ...base, nextUpdate: inMs(60_000), failed: true, random: fixed(0.5) })).toEqual(
+      inMs(15_000),
+    );
+  });
+
+  it("with no CRL held, or one already past nextUpdate: the failure delay", () => {
+    expect(crlRefreshTime({ ...base, nextUpdate: null, random: fixed(0.5) })).toEqual(inMs(30_000));
+    expect(crlRefreshTime({ ...base, nextUpdate: inMs(-5000), random: fixed(0.5) })).toEqual(inMs(30_000));
   });
 });
