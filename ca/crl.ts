@@ -37,6 +37,35 @@ export function crlUrl(baseUrl: string, issuerId: string): string {
   return `${baseUrl.replace(/\/+$/, "")}/crl/${issuerId}.crl`;
 }
 
+/** The URL of a CA certificate (DER) on the plain-HTTP listener (acme/crl-http.ts), named by caIssuers. */
+export function caCertificateUrl(baseUrl: string, issuerId: string): string {
+  return `${baseUrl.replace(/\/+$/, "")}/ca/${issuerId}.cer`;
+}
+
+/**
+ * Where the CA publishes what new certificates point at (cli/context.ts
+ * publicationUrls): leaves and intermediates name <crlBaseUrl>/crl/<issuer>.crl
+ * as their CRL distribution point, intermediates <caIssuersBaseUrl>/ca/<root>.cer
+ * as caIssuers. A null origin leaves that extension out.
+ */
+export interface PublicationUrls {
+  crlBaseUrl: string | null;
+  caIssuersBaseUrl: string | null;
+}
+
+export const NO_PUBLICATION: PublicationUrls = { crlBaseUrl: null, caIssuersBaseUrl: null };
+
+/** What an intermediate under `rootId` names: the root's CRL and the root's certificate. */
+export function intermediateLinks(
+  urls: PublicationUrls,
+  rootId: string,
+): { crlUrl: string | null; caIssuersUrl: string | null } {
+  return {
+    crlUrl: urls.crlBaseUrl ? crlUrl(urls.crlBaseUrl, rootId) : null,
+    caIssuersUrl: urls.caIssuersBaseUrl ? caCertificateUrl(urls.caIssuersBaseUrl, rootId) : null,
+  };
+}
+
 /**
  * The store meta key holding a root's CRL. The server never holds a root key,
  * so the root signs its CRL where its key is: at `ca init` (an empty list,

@@ -4,7 +4,16 @@ import { join } from "node:path";
 import { StintError } from "../common/errors";
 import { ensureDir, fileError, writeFileAtomic, writeSecretFile } from "../common/files";
 import { toPem } from "../formats/pem";
-import { CrlSigner, crlNumberKey, encodeStoredCrl, rootCrlKey } from "./crl";
+import {
+  CrlSigner,
+  crlNumberKey,
+  crlUrl,
+  encodeStoredCrl,
+  intermediateLinks,
+  NO_PUBLICATION,
+  type PublicationUrls,
+  rootCrlKey,
+} from "./crl";
 import {
   encryptPrivateKeyPem,
   fingerprintSha256,
@@ -48,6 +57,8 @@ export interface InitHierarchyOptions {
   intermediateTtlDays?: number;
   /** dNSName name constraints for the intermediate; none leaves DNS SANs unconstrained. */
   permittedDnsSuffixes?: readonly string[];
+  /** Where the intermediate points for its root's CRL and certificate; none leaves both out. */
+  publication?: PublicationUrls;
 }
 
 export interface InitHierarchyResult {
@@ -150,6 +161,7 @@ export async function initHierarchy(opts: InitHierarchyOptions): Promise<InitHie
     now: opts.now,
     ttlDays: rootTtlDays,
     keyPath: () => ROOT_KEY_FILE,
+    publication: opts.publication,
   });
   const { record: intermediate, keys: intKeys } = await buildIntermediate({
     root,
@@ -159,6 +171,7 @@ export async function initHierarchy(opts: InitHierarchyOptions): Promise<InitHie
     now: opts.now,
     ttlDays: intermediateTtlDays,
     permittedDnsSuffixes: opts.permittedDnsSuffixes,
+    publication: opts.publication,
   });
   const rootDer = root.certDer;
   const intDer = intermediate.certDer;
@@ -211,7 +224,10 @@ export interface NewIssuer {
   keys: KeyPair;
 }
 
-/** A new self-signed root, state "active" (root rotation records it as "prepared"). */
+/**
+ * A new self-signed root, state "active" (root rotation records it as
+ * "prepared"). It names its own CRL where `publication` says CRLs are served.
+ */
 export async function buildRoot(p: {
   trustDomain: string;
   keyAlgorithm: KeyAlgorithm;
@@ -219,6 +235,7 @@ export async function buildRoot(p: {
   ttlDays: number;
   /** Where its key file goes, relative to the data directory. */
   keyPath: (id: string) => string;
+  publication?: PublicationUrls;
 }): Promise<NewIssuer> {
   checkTtl("rootTtlDays", p.ttlDays);
   const keys = await generateKeyPair(p.keyAlgorithm);
@@ -230,13 +247,15 @@ export async function buildRoot(p: {
     notBefore: new Date(p.now.getTime() - BACKDATE_MS),
     notAfter: new Date(p.now.getTime() + p.ttlDays * DAY_MS),
     serial: randomSerial(),
+    crlUrl: p.publication?.crlBaseUrl ? crlUrl(p.publication.crlBaseUrl, id) : null,
   });
   return { record: issuerRecord("root", id, null, certDer, p.keyPath(id), p.now), keys };
 }
 
 /**
  * A new intermediate signed by `root`, state "active". Its lifetime is cut
- * to the root's, so a rotation late in a root's life still works.
+ * to the root's, so a rotation late in a root's life still works. It names
+ * the root's CRL (and certificate) where `publication` says they are served.
  */
 export async function buildIntermediate(p: {
   root: IssuerRecord;
@@ -246,6 +265,7 @@ export async function buildIntermediate(p: {
   now: Date;
   ttlDays: number;
   permittedDnsSuffixes?: readonly string[];
+  publication?: PublicationUrls;
 }): Promise<NewIssuer> {
   checkTtl("intermediateTtlDays", p.ttlDays);
   const keys = await generateKeyPair(p.keyAlgorithm);
@@ -259,6 +279,7 @@ export async function buildIntermediate(p: {
     serial: randomSerial(),
     pathLength: 0,
     permittedDnsSuffixes: p.permittedDnsSuffixes,
+    ...intermediateLinks(p.publication ?? NO_PUBLICATION, p.root.id),
   });
   const record = issuerRecord("intermediate", id, p.root.id, certDer, intermediateKeyPath(id), p.now);
   return { record, keys };

@@ -96,6 +96,14 @@ export interface SignIntermediateOptions {
   now: Date;
   /** dNSName name constraints for the intermediate; none leaves DNS SANs unconstrained. */
   permittedDnsSuffixes?: readonly string[];
+  /**
+   * Where the root's CRL is served (the CA's /crl/<root id>.crl), put in the
+   * intermediate as its CRL distribution point; the root's key is not on the
+   * CA host, so the caller says where. Absent leaves it out.
+   */
+  crlUrl?: string | null;
+  /** Where the root's certificate is served (DER, the CA's /ca/<root id>.cer), as caIssuers. */
+  caIssuersUrl?: string | null;
 }
 
 const badCsr = (why: string) => new StintError("ERR_BAD_CSR", why);
@@ -184,6 +192,8 @@ export async function signIntermediateRequest(opts: SignIntermediateOptions): Pr
     serial: randomSerial(),
     pathLength: 0,
     permittedDnsSuffixes: opts.permittedDnsSuffixes,
+    crlUrl: opts.crlUrl,
+    caIssuersUrl: opts.caIssuersUrl,
   });
 }
 

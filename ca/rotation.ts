@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { StintError } from "../common/errors";
 import { writeFileAtomic, writeSecretFile } from "../common/files";
 import { toPem } from "../formats/pem";
+import type { PublicationUrls } from "./crl";
 import {
   buildIntermediate,
   buildRoot,
@@ -94,6 +95,8 @@ export interface RotationContext {
   keyAlgorithm: KeyAlgorithm;
   actor: string;
   now: Date;
+  /** Where new intermediates point for their root's CRL and certificate; absent leaves both out. */
+  publication?: PublicationUrls;
 }
 
 /** The intermediate new certificates come from: the newest active one. */
@@ -183,6 +186,7 @@ export async function rotateIntermediate(
       now: ctx.now,
       ttlDays: opts.ttlDays,
       permittedDnsSuffixes: opts.permittedDnsSuffixes,
+      publication: ctx.publication,
     });
     await writeNewKey(ctx, made);
     next = made.record;
@@ -425,6 +429,7 @@ export async function prepareRoot(ctx: RotationContext, opts: { ttlDays: number 
     now: ctx.now,
     ttlDays: opts.ttlDays,
     keyPath: nextRootKeyPath,
+    publication: ctx.publication,
   });
   const record: IssuerRecord = { ...made.record, state: "prepared" };
   await writeNewKey(ctx, made);
@@ -493,6 +498,7 @@ export async function activateRoot(
     now: ctx.now,
     ttlDays: opts.intermediateTtlDays,
     permittedDnsSuffixes: opts.permittedDnsSuffixes,
+    publication: ctx.publication,
   });
   await writeNewKey(ctx, made);
   await ctx.store.setMeta(

@@ -6,6 +6,7 @@ import * as x509 from "@peculiar/x509";
 import { StintError } from "../common/errors";
 import * as der from "../formats/der";
 import { trustDomainProblem } from "../formats/spiffe";
+import { crlDistributionPointsValue } from "./engine";
 import { fingerprintSha256, keyAlgorithmOf, subjectKeyIdentifier } from "./keys";
 import type { KeyAlgorithm } from "./spki";
 
@@ -23,6 +24,9 @@ type EcdsaParams = webcrypto.EcdsaParams;
 x509.cryptoProvider.set(webcrypto);
 
 const OID_NAME_CONSTRAINTS = "2.5.29.30";
+const OID_CRL_DISTRIBUTION_POINTS = "2.5.29.31";
+const OID_AUTHORITY_INFO_ACCESS = "1.3.6.1.5.5.7.1.1";
+const OID_CA_ISSUERS = "1.3.6.1.5.5.7.48.2";
 
 interface SigningParams {
   importParams: webcrypto.RsaHashedImportParams | webcrypto.EcKeyImportParams | Algorithm;
@@ -120,6 +124,18 @@ export function nameConstraintsValue(
   return der.sequence(der.tlv(der.contextTag(0, true), ...subtrees.map((base) => der.sequence(base))));
 }
 
+/**
+ * RFC 5280 4.2.2.1 AuthorityInfoAccess with one caIssuers access description:
+ * SEQUENCE { SEQUENCE { OID id-ad-caIssuers, [6] uri } }.
+ */
+export function caIssuersValue(url: string): Buffer {
+  if (!/^https?:\/\/[\x21-\x7e]+$/.test(url)) {
+    throw new StintError("ERR_CONFIG", `caIssuers URL "${url}" is not an ASCII http(s) URL`);
+  }
+  const uri = der.tlv(der.contextTag(6, false), Buffer.from(url, "ascii"));
+  return der.sequence(der.sequence(der.oid(OID_CA_ISSUERS), uri));
+}
+
 export interface CaKeyPair {
   privateKey: KeyObject;
   publicKey: KeyObject;
@@ -132,9 +148,15 @@ export interface RootCertificateParams {
   notBefore: Date;
   notAfter: Date;
   serial: Uint8Array;
+  /**
+   * The root's own CRL as its CRL distribution point: OpenSSL's full-chain
+   * check (-crl_check_all, nginx ssl_crl) wants a CRL for the trust anchor
+   * too, and -crl_download looks only where the certificate points. Absent leaves it out.
+   */
+  crlUrl?: string | null;
 }
 
-/** A self-signed root: CA:TRUE, keyCertSign+cRLSign, both critical; SKI; no path length limit. */
+/** A self-signed root: CA:TRUE, keyCertSign+cRLSign, both critical; SKI; no path length limit; maybe a CRL distribution point. */
 export async function createRootCertificate(p: RootCertificateParams): Promise<Buffer> {
   checkValidity(p.notBefore, p.notAfter);
   const name = caName(p.commonName, p.trustDomain);
@@ -153,6 +175,9 @@ export async function createRootCertificate(p: RootCertificateParams): Promise<B
       new x509.BasicConstraintsExtension(true, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
       new x509.SubjectKeyIdentifierExtension(ski.toString("hex"), false),
+      ...(p.crlUrl
+        ? [new x509.Extension(OID_CRL_DISTRIBUTION_POINTS, false, crlDistributionPointsValue(p.crlUrl))]
+        : []),
     ],
   });
   return Buffer.from(cert.rawData);
@@ -170,12 +195,16 @@ export interface IntermediateCertificateParams {
   pathLength: 0;
   /** dNSName subtrees to permit; none means DNS SANs are unconstrained. */
   permittedDnsSuffixes?: readonly string[];
+  /** The issuing root's CRL, as CRL distribution point, so full-chain checkers find it; absent leaves it out. */
+  crlUrl?: string | null;
+  /** The issuing root's certificate (DER over http), as AIA caIssuers; absent leaves it out. */
+  caIssuersUrl?: string | null;
 }
 
 /**
  * An intermediate: CA:TRUE pathlen:0 and keyCertSign+cRLSign+digitalSignature,
  * critical; SKI; AKI = the issuer's SKI; a critical URI name constraint for the
- * trust domain.
+ * trust domain; when given, a CRL distribution point and a caIssuers pointer.
  */
 export async function createIntermediateCertificate(p: IntermediateCertificateParams): Promise<Buffer> {
   checkValidity(p.notBefore, p.notAfter);
@@ -212,6 +241,12 @@ export async function createIntermediateCertificate(p: IntermediateCertificatePa
         true,
         nameConstraintsValue(p.trustDomain, p.permittedDnsSuffixes),
       ),
+      ...(p.crlUrl
+        ? [new x509.Extension(OID_CRL_DISTRIBUTION_POINTS, false, crlDistributionPointsValue(p.crlUrl))]
+        : []),
+      ...(p.caIssuersUrl
+        ? [new x509.Extension(OID_AUTHORITY_INFO_ACCESS, false, caIssuersValue(p.caIssuersUrl))]
+        : []),
     ],
   });
   return Buffer.from(cert.rawData);

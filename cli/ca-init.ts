@@ -20,6 +20,7 @@ import {
   openCa,
   passphraseFrom,
   policyFrom,
+  publicationUrls,
 } from "./context";
 
 const OWN_FLAGS = {
@@ -119,6 +120,8 @@ export async function initCa(cfg: CaConfig, allowInsecure: boolean, now = new Da
       keyAlgorithm: cfg.keyAlgorithm,
       passphrase,
       now,
+      // The intermediate names its root's CRL where the server will publish it (crl.httpListen or publicUrl).
+      publication: publicationUrls(cfg),
     });
     await store.setMeta("trust_domain", cfg.trustDomain);
     await store.setMeta("bundle_sequence", "1");

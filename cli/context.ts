@@ -1,5 +1,6 @@
 import { mkdir } from "node:fs/promises";
 import { Authority } from "../ca/authority";
+import type { PublicationUrls } from "../ca/crl";
 import { resolvePassphrase } from "../ca/keys";
 import type { IssuancePolicy } from "../ca/policy";
 import type { RotationContext } from "../ca/rotation";
@@ -46,7 +47,9 @@ type FlagValues = Record<string, string | boolean | (string | boolean)[] | undef
 
 export function loadConfigFromFlags(values: FlagValues): CaConfig {
   const file = (values.config as string | undefined) ?? process.env.STINT_CONFIG;
-  return loadCaConfig({ file: file || undefined, env: process.env, flags: values });
+  const cfg = loadCaConfig({ file: file || undefined, env: process.env, flags: values });
+  crlHttpOrigin(cfg); // refuses a crl.httpListen that certificates could not name, before anything runs
+  return cfg;
 }
 
 export function policyFrom(cfg: CaConfig, trustDomain: string): IssuancePolicy {
@@ -78,6 +81,7 @@ export function rotationContext(
     keyAlgorithm: cfg.keyAlgorithm,
     actor,
     now: new Date(),
+    publication: publicationUrls(cfg),
   };
 }
 
@@ -120,6 +124,51 @@ export function publicOrigin(cfg: Pick<CaConfig, "publicUrl" | "listen" | "serve
   return `https://${name.includes(":") ? `[${name}]` : name}:${port}`;
 }
 
+/** The host of publicUrl (already checked to be https://host[:port]), without IPv6 brackets. */
+function publicHost(publicUrl: string): string | undefined {
+  if (publicUrl === "") return undefined;
+  try {
+    return new URL(publicUrl).hostname.replace(/^\[|\]$/g, "");
+  } catch {
+    throw new StintError("ERR_CONFIG", `publicUrl "${publicUrl}" is not a URL`);
+  }
+}
+
+type OriginSettings = Pick<CaConfig, "publicUrl" | "listen" | "serverNames" | "crl.httpListen">;
+
+/**
+ * The origin of the plain-HTTP listener (crl.httpListen), as certificates name
+ * it: http://<host>:<port>, where a wildcard host stands for publicUrl's host,
+ * else the first server name. Null when the listener is off. Port 0 is refused:
+ * every certificate made from now on carries the URL, so it must be known first.
+ */
+export function crlHttpOrigin(cfg: OriginSettings): string | null {
+  const listen = cfg["crl.httpListen"];
+  if (listen === "") return null;
+  const { host, port } = listenParts(listen);
+  if (port === 0) {
+    throw new StintError(
+      "ERR_CONFIG",
+      `crl.httpListen "${listen}" needs a fixed port: certificates name it as their CRL distribution point`,
+    );
+  }
+  const wildcard = host === "0.0.0.0" || host === "::" || host === "";
+  const name = wildcard ? (publicHost(cfg.publicUrl) ?? cfg.serverNames[0] ?? host) : host;
+  return `http://${name.includes(":") ? `[${name}]` : name}${port === 80 ? "" : `:${port}`}`;
+}
+
+/**
+ * Where new certificates point (ca/crl.ts PublicationUrls): CRLs over plain
+ * HTTP when crl.httpListen is set (RFC 5280 expects http, and OpenSSL's
+ * -crl_download fetches nothing else), else over the HTTPS origin; the root's
+ * certificate (caIssuers) only over plain HTTP. `ca init`, `ca rotate`, `ca
+ * issue` and the server all derive them here, so they agree.
+ */
+export function publicationUrls(cfg: OriginSettings): PublicationUrls {
+  const http = crlHttpOrigin(cfg);
+  return { crlBaseUrl: http ?? publicOrigin(cfg), caIssuersBaseUrl: http };
+}
+
 export interface OpenedCa {
   store: CaStore;
   authority: Authority;
@@ -138,7 +187,7 @@ export async function openCa(cfg: CaConfig, values: FlagValues, metrics?: Regist
       passphrase: await passphraseFrom(cfg),
       metrics,
       // The same origin whether the server or a one-shot command (`ca issue`) signs the leaf.
-      crlBaseUrl: publicOrigin(cfg),
+      crlBaseUrl: publicationUrls(cfg).crlBaseUrl,
       crlValidityMs: cfg["crl.validity"],
     });
     return { store, authority, trustDomain };

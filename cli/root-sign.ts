@@ -20,12 +20,25 @@ const FLAGS = {
   out: { type: "string", short: "o" },
   "ttl-days": { type: "string" },
   "permitted-dns-suffix": { type: "string", multiple: true },
+  "crl-url": { type: "string" },
+  "ca-issuers-url": { type: "string" },
   "passphrase-file": { type: "string" },
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
 
 const usage = (msg: string) => new StintError("ERR_USAGE", `${msg} (see stint root sign --help)`);
+
+/** An optional URL flag: absent is null; anything but an ASCII http(s) URL is a usage error. */
+function urlFlag(flag: string, value: string | undefined): string | null {
+  if (value === undefined) return null;
+  if (!/^https?:\/\/[\x21-\x7e]+$/.test(value) || value.length > 2000) {
+    throw usage(
+      `${flag} must be an http:// URL such as http://ca.example.com/crl/ROOT_ID.crl (got "${value.slice(0, 80)}")`,
+    );
+  }
+  return value;
+}
 
 export const rootSign: Command = {
   name: "root sign",
@@ -49,6 +62,10 @@ export const rootSign: Command = {
       `  --ttl-days N                 lifetime in days (default ${DEFAULT_SIGN_TTL_DAYS})`,
       "  --permitted-dns-suffix S     also constrain DNS SANs to this suffix (repeatable; default: none,",
       "                               DNS names unconstrained)",
+      "  --crl-url URL                the root's CRL as the intermediate's CRL distribution point, so",
+      "                               full-chain checkers find it: http://<crl.httpListen>/crl/<root id>.crl",
+      "                               (or the CA's https origin); default: none",
+      "  --ca-issuers-url URL         the root's certificate as caIssuers: http://<crl.httpListen>/ca/<root id>.cer",
       "  --passphrase-file FILE       file holding the root key passphrase",
       "  --json                       print id, subject, validity and fingerprint as JSON",
       "  -h, --help                   this help",
@@ -70,6 +87,8 @@ export const rootSign: Command = {
     ] as const) {
       if (!value) throw usage(`${flag} FILE is required`);
     }
+    const crlUrl = urlFlag("--crl-url", str("crl-url"));
+    const caIssuersUrl = urlFlag("--ca-issuers-url", str("ca-issuers-url"));
     const ttlText = str("ttl-days") ?? String(DEFAULT_SIGN_TTL_DAYS);
     if (!/^[0-9]{1,5}$/.test(ttlText))
       throw usage(`--ttl-days must be a whole number of days (got "${ttlText}")`);
@@ -116,6 +135,8 @@ export const rootSign: Command = {
       ttlDays: Number(ttlText),
       now: new Date(),
       permittedDnsSuffixes: (values["permitted-dns-suffix"] as string[] | undefined) ?? [],
+      crlUrl,
+      caIssuersUrl,
     });
     await writeFileAtomic(out!, toPem("CERTIFICATE", certDer), 0o644, { overwrite: false });
 
