@@ -1,12 +1,14 @@
 import type { Logger } from "../common/logger";
 import { type Repetition, repeatEvery } from "../common/repeat";
 import { diffFeeds, encodeFeed, type FeedDelta, type FeedSnapshot, type IssuerSet } from "../formats/feed";
+import type { IssuerRecord } from "./store";
 
 /**
  * The CA's revocation feed (docs/feed.md): a signed snapshot of every
  * issuer's revoked set within the window of its unexpired certificates,
- * rebuilt whenever the revoked set changes and before the last one's
- * nextUpdate, plus deltas from recent sequence numbers. The store is polled
+ * rebuilt whenever the revoked set changes and at a third of its validity
+ * (so a verifier, or a file an agent syncs, never holds one past its
+ * nextUpdate), plus deltas from recent sequence numbers. The store is polled
  * for changes (one cheap count), so revocations made by another process — a
  * `stint ca revoke` beside the server, another replica on PostgreSQL — reach
  * the feed as quickly as those made through this one.
@@ -26,6 +28,8 @@ export interface FeedStore {
 export interface FeedSigner {
   /** The signed envelope (formats/feed.ts signFeed) of `body`. */
   signFeed(body: Buffer): Buffer;
+  /** Every issuer with its state: retired and tainted ones are listed so verifiers refuse feeds their keys sign. */
+  allIssuers(): readonly IssuerRecord[];
 }
 
 export interface FeedOptions {
@@ -33,8 +37,14 @@ export interface FeedOptions {
   store: FeedStore;
   signer: FeedSigner;
   log: Logger;
-  /** nextUpdate − thisUpdate; the feed is re-signed at half of it. */
+  /** nextUpdate − thisUpdate; the feed is re-signed at a third of it. */
   validityMs: number;
+  /**
+   * How long past its notAfter a revoked certificate stays listed, published
+   * as the feed's maxClockSkew: verifiers tolerate at most this much skew on
+   * expiry (default 5 minutes; verifiers default to 30 s).
+   */
+  maxClockSkewMs?: number;
   /** How often the store is asked whether anything was revoked. */
   pollMs: number;
   /** Revoked issuers (tainted intermediates), once rotation exists. */
@@ -44,6 +54,7 @@ export interface FeedOptions {
 /** Snapshots kept for deltas: a verifier further behind gets a snapshot. */
 const HISTORY = 64;
 const SEQUENCE_KEY = "feed_sequence";
+export const DEFAULT_FEED_CLOCK_SKEW_MS = 300_000;
 
 export interface Published {
   sequence: number;
@@ -76,7 +87,7 @@ export class FeedService {
       async () => {
         const count = await this.opts.store.revokedCount();
         const current = this.current();
-        const stale = Date.now() >= current.snapshot.thisUpdate.getTime() + this.opts.validityMs / 2;
+        const stale = Date.now() >= current.snapshot.thisUpdate.getTime() + this.opts.validityMs / 3;
         if (count !== this.lastRevokedCount || stale) await this.rebuild(stale ? "refresh" : "revocation");
       },
       (err) => this.opts.log.error("revocation feed update failed", { error: err }),
@@ -133,17 +144,22 @@ export class FeedService {
     const { store, signer } = this.opts;
     const revokedCount = await store.revokedCount();
     const now = new Date();
+    const maxClockSkew = this.opts.maxClockSkewMs ?? DEFAULT_FEED_CLOCK_SKEW_MS;
     const sequence = Number((await store.getMeta(SEQUENCE_KEY)) ?? "0") + 1;
     // Stored first: after a restart the sequence only moves forward, as verifiers require.
     await store.setMeta(SEQUENCE_KEY, String(sequence));
+    const revokedIssuers = this.opts.revokedIssuers?.() ?? [];
     const snapshot: FeedSnapshot = {
       kind: "snapshot",
       trustDomain: this.opts.trustDomain,
       sequence,
       thisUpdate: now,
       nextUpdate: new Date(now.getTime() + this.opts.validityMs),
-      issuers: await store.revocationWindows(now),
-      revokedIssuers: this.opts.revokedIssuers?.() ?? [],
+      maxClockSkew,
+      // Certificates count as unexpired until notAfter + maxClockSkew, so no verifier accepts a revoked one the feed dropped.
+      issuers: await store.revocationWindows(new Date(now.getTime() - maxClockSkew)),
+      revokedIssuers,
+      retiredIssuers: retiredSigners(signer.allIssuers(), revokedIssuers, now),
     };
     const body = encodeFeed(snapshot);
     const published: Published = { sequence, snapshot, envelope: signer.signFeed(body) };
@@ -159,4 +175,21 @@ export class FeedService {
     });
     for (const listener of this.listeners) listener.publish(published);
   }
+}
+
+/**
+ * Issuers whose keys may no longer sign feeds although their certificates
+ * stay good: retired and tainted ones (revoked ones are listed as revoked),
+ * until their own certificate expires and no verifier would accept them anyway.
+ */
+export function retiredSigners(
+  issuers: readonly IssuerRecord[],
+  revoked: readonly string[],
+  now: Date,
+): string[] {
+  return issuers
+    .filter((i) => (i.state === "retired" || i.state === "tainted") && !revoked.includes(i.id))
+    .filter((i) => i.notAfter.getTime() > now.getTime())
+    .map((i) => i.id)
+    .sort();
 }

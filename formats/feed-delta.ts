@@ -3,12 +3,12 @@ import { malformed } from "./feed-bytes";
 
 /**
  * Deltas between feed snapshots and lookups in one (docs/feed.md). A delta
- * applies in three steps: drop `removedIssuers` from both the windows and the
+ * applies in four steps: drop `removedIssuers` from both the windows and the
  * revoked issuers; for each issuer entry, keep the old revoked indices inside
  * the new window and add `added` (an issuer not present starts empty); add
- * `revokedIssuers`. Revocations are never undone, so anything a delta cannot
- * express (an index un-revoked, an issuer un-revoked) diffFeeds handles by
- * removing the issuer and sending it whole.
+ * `revokedIssuers`; take `retiredIssuers` whole. Revocations are never
+ * undone, so anything a delta cannot express (an index un-revoked, an issuer
+ * un-revoked) diffFeeds handles by removing the issuer and sending it whole.
  */
 
 const sortedById = <T extends { issuerId: string }>(items: T[]): T[] =>
@@ -58,8 +58,10 @@ export function applyDelta(base: FeedSnapshot, delta: FeedDelta): FeedSnapshot {
     sequence: delta.sequence,
     thisUpdate: delta.thisUpdate,
     nextUpdate: delta.nextUpdate,
+    maxClockSkew: delta.maxClockSkew,
     issuers: sortedById([...issuers.values()]),
     revokedIssuers: [...revokedIssuers].sort(),
+    retiredIssuers: [...delta.retiredIssuers],
   };
 }
 
@@ -107,9 +109,11 @@ export function diffFeeds(from: FeedSnapshot, to: FeedSnapshot): FeedDelta {
     sequence: to.sequence,
     thisUpdate: to.thisUpdate,
     nextUpdate: to.nextUpdate,
+    maxClockSkew: to.maxClockSkew,
     issuers: sortedById(issuers),
     removedIssuers: [...removed].sort(),
     revokedIssuers: to.revokedIssuers.filter((id) => !fromRevoked.has(id) || removed.has(id)).sort(),
+    retiredIssuers: [...to.retiredIssuers].sort(),
   };
 }
 

@@ -35,7 +35,11 @@ export {
 } from "./feed-envelope";
 export { log2Binomial } from "./golomb";
 
-export const FEED_VERSION = 1;
+/** The version encodeFeed writes; decodeFeed also reads version 1 (no skew bound, no retired issuers). */
+export const FEED_VERSION = 2;
+const FEED_VERSION_1 = 1;
+/** The largest maxClockSkew a feed may publish: one day. */
+export const MAX_FEED_CLOCK_SKEW = 86_400_000;
 /** "STFD": the first bytes of every body; never 0x30, so a body cannot pass for DER a CA key also signs. */
 export const FEED_MAGIC = Buffer.from("STFD", "ascii");
 const KIND_SNAPSHOT = 1;
@@ -58,9 +62,17 @@ export interface FeedSnapshot {
   sequence: number;
   thisUpdate: Date;
   nextUpdate: Date;
+  /**
+   * Milliseconds past a certificate's notAfter during which a revoked
+   * certificate stays listed: the largest clock skew a verifier may allow on
+   * expiry and still rely on this feed (0 in version 1 feeds).
+   */
+  maxClockSkew: number;
   issuers: IssuerSet[];
   /** Tainted intermediates: every certificate they issued is revoked. */
   revokedIssuers: string[];
+  /** Retired or tainted issuers, not revoked: their certificates stay good, but their keys may no longer sign feeds. */
+  retiredIssuers: string[];
 }
 
 export interface IssuerDelta {
@@ -79,11 +91,14 @@ export interface FeedDelta {
   sequence: number;
   thisUpdate: Date;
   nextUpdate: Date;
+  maxClockSkew: number;
   issuers: IssuerDelta[];
   /** Dropped from both the windows and the revoked issuers before `issuers` applies. */
   removedIssuers: string[];
   /** Revoked issuers added. */
   revokedIssuers: string[];
+  /** The whole list (it replaces the base's): a short list, and an issuer leaves it when revoked. */
+  retiredIssuers: string[];
 }
 
 export type FeedDocument = FeedSnapshot | FeedDelta;
@@ -150,6 +165,15 @@ function checked(doc: FeedDocument) {
   const thisMs = timeMs(doc.thisUpdate, "thisUpdate");
   const nextMs = timeMs(doc.nextUpdate, "nextUpdate");
   if (nextMs <= thisMs) throw malformed("nextUpdate is not after thisUpdate");
+  if (
+    !(
+      Number.isSafeInteger(doc.maxClockSkew) &&
+      doc.maxClockSkew >= 0 &&
+      doc.maxClockSkew <= MAX_FEED_CLOCK_SKEW
+    )
+  ) {
+    throw malformed(`maxClockSkew ${doc.maxClockSkew} is not 0..${MAX_FEED_CLOCK_SKEW} milliseconds`);
+  }
   const windows = windowsOf(doc).sort(byId);
   checkIds(
     windows.map((w) => w.issuerId),
@@ -162,6 +186,7 @@ function checked(doc: FeedDocument) {
     windows,
     removed: doc.kind === "delta" ? checkIds(doc.removedIssuers, "removed issuer") : [],
     revokedIssuers: checkIds(doc.revokedIssuers, "revoked issuer"),
+    retiredIssuers: checkIds(doc.retiredIssuers, "retired issuer"),
   };
 }
 
@@ -196,6 +221,7 @@ function headerParts(doc: FeedDocument, thisMs: number, nextMs: number): Buffer[
     ...(doc.kind === "delta" ? [uvarint(doc.fromSequence)] : []),
     uvarint(thisMs),
     uvarint(nextMs),
+    uvarint(doc.maxClockSkew),
   ];
 }
 
@@ -211,7 +237,7 @@ export function encodeFeed(doc: FeedDocument): Buffer {
     parts.push(idBytes(w.issuerId), uvarint(w.lo), uvarint(w.hi - w.lo), ...encodeSet(w));
   }
   if (doc.kind === "delta") parts.push(...idList(c.removed));
-  parts.push(...idList(c.revokedIssuers));
+  parts.push(...idList(c.revokedIssuers), ...idList(c.retiredIssuers));
   return Buffer.concat(parts);
 }
 
@@ -222,7 +248,9 @@ export function encodedSize(doc: FeedDocument): number {
   size += uvarintSize(c.windows.length);
   for (const w of c.windows) size += ID_BYTES + uvarintSize(w.lo) + uvarintSize(w.hi - w.lo) + setSize(w);
   if (doc.kind === "delta") size += uvarintSize(c.removed.length) + ID_BYTES * c.removed.length;
-  return size + uvarintSize(c.revokedIssuers.length) + ID_BYTES * c.revokedIssuers.length;
+  for (const ids of [c.revokedIssuers, c.retiredIssuers])
+    size += uvarintSize(ids.length) + ID_BYTES * ids.length;
+  return size;
 }
 
 // ---------- decoding ----------
@@ -265,7 +293,8 @@ function decodeBody(body: Uint8Array): FeedDocument {
   const r = new ByteReader(body);
   if (!r.bytes(4, "magic").equals(FEED_MAGIC)) throw malformed('body does not start with "STFD"');
   const version = r.byte("version");
-  if (version !== FEED_VERSION) throw malformed(`unsupported version ${version}`);
+  if (version !== FEED_VERSION && version !== FEED_VERSION_1)
+    throw malformed(`unsupported version ${version}`);
   const kind = r.byte("kind");
   if (kind !== KIND_SNAPSHOT && kind !== KIND_DELTA) throw malformed(`unknown kind ${kind}`);
   const tdLength = r.uvarint("trust domain length");
@@ -282,18 +311,24 @@ function decodeBody(body: Uint8Array): FeedDocument {
   const nextUpdate = r.uvarint("nextUpdate");
   if (nextUpdate <= thisUpdate) throw malformed("nextUpdate is not after thisUpdate");
   if (nextUpdate > 8.64e15) throw malformed("nextUpdate is beyond the representable dates");
+  const maxClockSkew = version === FEED_VERSION_1 ? 0 : r.uvarint("maxClockSkew");
+  if (maxClockSkew > MAX_FEED_CLOCK_SKEW)
+    throw malformed(`maxClockSkew ${maxClockSkew} is over ${MAX_FEED_CLOCK_SKEW} milliseconds`);
   const windows: Window[] = [];
   const count = r.count("issuer count", MIN_ISSUER_BYTES);
   for (let i = 0; i < count; i++) windows.push(readWindow(r, i > 0 ? windows[i - 1].issuerId : null));
   const removedIssuers = kind === KIND_DELTA ? readIds(r, "removed issuer") : [];
   const revokedIssuers = readIds(r, "revoked issuer");
+  const retiredIssuers = version === FEED_VERSION_1 ? [] : readIds(r, "retired issuer");
   r.expectEnd("body");
   const common = {
     trustDomain,
     sequence,
     thisUpdate: new Date(thisUpdate),
     nextUpdate: new Date(nextUpdate),
+    maxClockSkew,
     revokedIssuers,
+    retiredIssuers,
   };
   if (kind === KIND_SNAPSHOT) {
     const issuers = windows.map((w) => ({ issuerId: w.issuerId, lo: w.lo, hi: w.hi, revoked: w.set }));

@@ -44,8 +44,10 @@ function row(u: number, r: number) {
     sequence: 1,
     thisUpdate: new Date("2025-01-01T00:00:00Z"),
     nextUpdate: new Date("2025-01-01T01:00:00Z"),
+    maxClockSkew: 300_000,
     issuers,
     revokedIssuers: [],
+    retiredIssuers: [],
   });
   const snapshot = doc([{ issuerId: "0011223344556677", lo: 0, hi: u, revoked }]);
   const body = encodeFeed(snapshot);

@@ -27,8 +27,10 @@ const doc: FeedSnapshot = {
   sequence: 3,
   thisUpdate: NOW,
   nextUpdate: new Date(NOW.getTime() + 3_600_000),
+  maxClockSkew: 300_000,
   issuers: [{ issuerId: "00112233445566aa", lo: 1, hi: 1000, revoked: [2, 3, 500] }],
   revokedIssuers: [],
+  retiredIssuers: [],
 };
 const body = encodeFeed(doc);
 

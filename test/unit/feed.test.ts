@@ -32,8 +32,10 @@ function snapshot(issuers: IssuerSet[], over: Partial<FeedSnapshot> = {}): FeedS
     sequence: 1,
     thisUpdate: T0,
     nextUpdate: T1,
+    maxClockSkew: 300_000,
     issuers,
     revokedIssuers: [],
+    retiredIssuers: [],
     ...over,
   };
 }
@@ -154,6 +156,8 @@ describe("deltas", () => {
       issuers.push({ issuerId: id(1000 + Math.floor(rand() * 1e6)), lo: 1, hi: 50, revoked: [3, 4] });
     const revokedIssuers = [...from.revokedIssuers];
     if (rand() < 0.3) revokedIssuers.push(id(5_000_000 + Math.floor(rand() * 1e6)));
+    const retiredIssuers = from.retiredIssuers.filter(() => rand() < 0.8);
+    if (rand() < 0.3) retiredIssuers.push(id(7_000_000 + Math.floor(rand() * 1e6)));
     return snapshot(
       [...new Map(issuers.map((i) => [i.issuerId, i])).values()].sort((a, b) =>
         a.issuerId < b.issuerId ? -1 : 1,
@@ -162,7 +166,9 @@ describe("deltas", () => {
         sequence: from.sequence + 1 + Math.floor(rand() * 3),
         thisUpdate: new Date(from.thisUpdate.getTime() + 60_000),
         nextUpdate: new Date(from.nextUpdate.getTime() + 60_000),
+        maxClockSkew: Math.floor(rand() * 600_000),
         revokedIssuers: [...new Set(revokedIssuers)].sort(),
+        retiredIssuers: [...new Set(retiredIssuers)].sort(),
       },
     );
   }
@@ -232,8 +238,10 @@ describe("strict decoding", () => {
   );
   const body = encodeFeed(doc);
   const hex = (s: string) => Buffer.from(s.replace(/\s/g, ""), "hex");
-  // magic, version 1, snapshot, "a.b", sequence 1, thisUpdate 1, nextUpdate 2
+  // magic, version 1, snapshot, "a.b", sequence 1, thisUpdate 1, nextUpdate 2: the layout version 2 extends
   const head = "53544644 01 01 03 612e62 01 01 02";
+  // the same in version 2, with maxClockSkew 300000 ms
+  const head2 = "53544644 02 01 03 612e62 01 01 02 e0a712";
 
   it("refuses every truncation and any trailing byte", () => {
     for (let n = 0; n < body.length; n++) expectMalformed(() => decodeFeed(body.subarray(0, n)));
@@ -260,7 +268,7 @@ describe("strict decoding", () => {
 
   it.each([
     ["a bad magic", "53544645 01 01", 'feed: body does not start with "STFD"'],
-    ["an unknown version", "53544644 02 01", "feed: unsupported version 2"],
+    ["an unknown version", "53544644 03 01", "feed: unsupported version 3"],
     ["an unknown kind", "53544644 01 03", "feed: unknown kind 3"],
     ["an invalid trust domain", "53544644 01 01 03 412e42", 'trust domain "A.B" may contain only'],
     [
@@ -346,6 +354,26 @@ describe("strict decoding", () => {
     });
   });
 
+  it.each([
+    ["a version 2 body without its retired issuers", `${head2} 00 00`, "truncated: retired issuer count"],
+    ["a maxClockSkew over a day", "53544644 02 01 03 612e62 01 01 02 81b89929 00 00 00", "over 86400000"],
+    [
+      "unsorted retired issuers",
+      `${head2} 00 00 02 0000000000000002 0000000000000001`,
+      "not in ascending order",
+    ],
+  ])("refuses %s", (_name, bytes, message) => {
+    expectMalformed(() => decodeFeed(hex(bytes)), message);
+  });
+
+  it("reads version 1 bodies as publishing no expiry overlap and no retired issuers", () => {
+    expect(decodeFeed(hex(`${head} 00 00`))).toMatchObject({ maxClockSkew: 0, retiredIssuers: [] });
+    expect(decodeFeed(hex(`${head2} 00 00 01 0000000000000005`))).toMatchObject({
+      maxClockSkew: 300_000,
+      retiredIssuers: [id(5)],
+    });
+  });
+
   it("refuses non-bytes", () => {
     expectMalformed(() => decodeFeed("STFD" as unknown as Buffer), "feed: body is not bytes");
   });
@@ -378,6 +406,8 @@ describe("encoding refuses documents verifiers would refuse", () => {
     expect(decoded.revokedIssuers).toEqual([id(4), id(5)]);
     expectMalformed(() => encodeFeed({ ...doc, revokedIssuers: [id(4), id(4)] }), "listed twice");
     expectMalformed(() => encodeFeed({ ...doc, nextUpdate: T0 }), "nextUpdate is not after thisUpdate");
+    expectMalformed(() => encodeFeed({ ...doc, maxClockSkew: -1 }), "maxClockSkew -1 is not 0..86400000");
+    expectMalformed(() => encodeFeed({ ...doc, retiredIssuers: [id(4), id(4)] }), "retired issuer");
   });
 });
 
@@ -394,6 +424,12 @@ describe("known-answer vectors (test/vectors/feed.json)", () => {
     const doc = revive<FeedSnapshot | FeedDelta>(v.doc);
     expect(encodeFeed(doc).toString("hex")).toBe(v.body);
     expect(decodeFeed(Buffer.from(v.body, "hex"))).toEqual(doc);
+  });
+
+  it("still decodes a version 1 body, and writes it as version 2", () => {
+    const doc = revive<FeedSnapshot>(vectors.version1.doc);
+    expect(decodeFeed(Buffer.from(vectors.version1.body, "hex"))).toEqual(doc);
+    expect(encodeFeed(doc)[4]).toBe(2);
   });
 
   it("diffs and applies as recorded, and answers the recorded lookups", () => {
