@@ -213,12 +213,15 @@ describe("certificates minted with a leaked intermediate key", () => {
     ["a workload's serial", "workload"],
     ["the admin certificate's own serial", "admin"],
   ] as const)("one reusing %s is refused, and the server logs a warning", async (_what, which) => {
+    const warnings = () =>
+      server.logs().filter((l) => l.includes('"level":"warn"') && l.includes("was not issued by this CA"));
+    const before = warnings().length;
     const r = await get("/admin/entries", minted[which]);
     expect(r.status).toBe(403);
     expect(r.detail).toMatch(/is not the admin certificate this CA issued last; run `stint ca admin-cert`/);
-    await waitFor("the forgery warning", () =>
-      server.logs().some((l) => l.includes('"level":"warn"') && l.includes("was not issued by this CA")),
-    );
+    const logged = await waitFor("the forgery warning", () => warnings().length > before && warnings());
+    expect(logged.at(-1)).toContain(`"serial":"${serialOf(minted[which].cert)}"`);
+    expect(logged.join("\n")).not.toMatch(/PRIVATE KEY/);
   });
 
   it("the minted ones stay refused, and the genuine one is refused, once its issuer is retired, tainted and revoked", async () => {
