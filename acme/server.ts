@@ -5,6 +5,13 @@ import { bundlePem, spiffeBundle } from "../ca/bundle";
 import type { Store } from "../ca/store";
 import type { Logger } from "../common/logger";
 import type { Registry } from "../common/metrics";
+import {
+  applyListenerLimits,
+  closeListener,
+  DEFAULT_LIMITS,
+  type ListenerLimits,
+  limitedServerOptions,
+} from "./listener-limits";
 import { sendJson } from "./problem";
 import { Router } from "./router";
 import { ServerIdentity } from "./server-identity";
@@ -33,6 +40,8 @@ export interface CaServerOptions {
   mounts?: ReadonlyArray<(router: Router, origin: string) => void>;
   /** Public origin clients use (https://host:port); defaults to the listening address. */
   publicOrigin?: string;
+  /** Timeouts and the per-address connection cap (acme/listener-limits.ts); the config defaults if absent. */
+  limits?: ListenerLimits;
 }
 
 export interface CaServer {
@@ -84,13 +93,29 @@ export async function startCaServer(opts: CaServerOptions): Promise<CaServer> {
 
   // Client certificates are requested but not required: only the admin API insists on one.
   const clientCa = () => bundlePem(authority.trustedRoots());
+  const limits = opts.limits ?? DEFAULT_LIMITS;
   const server = createServer(
-    { key: tls.key, cert: tls.cert, ca: clientCa(), requestCert: true, rejectUnauthorized: false },
+    {
+      key: tls.key,
+      cert: tls.cert,
+      ca: clientCa(),
+      requestCert: true,
+      rejectUnauthorized: false,
+      ...limitedServerOptions(limits),
+    },
     (req, res) => {
-      res.on("finish", () => requests.inc({ route: routeLabel(req.url), code: String(res.statusCode) }));
+      res.on("finish", () => {
+        // Runs outside the router's boundary, so it must not throw either.
+        try {
+          requests.inc({ route: routeLabel(req.url), code: String(res.statusCode) });
+        } catch (err) {
+          log.error("could not count a request", { error: err });
+        }
+      });
       router.handle(req, res);
     },
   );
+  applyListenerLimits(server, limits, { log, metrics, listener: "https" });
   identity.keepFresh(tls, started, (next) => {
     tls = next;
     server.setSecureContext({ key: next.key, cert: next.cert, ca: clientCa() });
@@ -111,12 +136,10 @@ export async function startCaServer(opts: CaServerOptions): Promise<CaServer> {
   return {
     url,
     server,
-    close: () =>
-      new Promise<void>((resolve) => {
-        identity.stop();
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      }),
+    close: () => {
+      identity.stop();
+      return closeListener(server, limits);
+    },
   };
 }
 

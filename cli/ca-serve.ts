@@ -4,13 +4,14 @@ import { mountAcme } from "../acme/acme-api";
 import { mountAdmin } from "../acme/admin";
 import { mountCrl } from "../acme/crl-routes";
 import { mountFeed } from "../acme/feed-routes";
+import type { ListenerLimits } from "../acme/listener-limits";
 import { startCaServer } from "../acme/server";
 import { FeedService } from "../ca/feed";
 import { IssuerWatch } from "../ca/issuer-watch";
 import { fingerprintSha256 } from "../ca/keys";
 import { isPostgresUrl, openStore, STORE_FILE } from "../ca/store/open";
 import { configSummary } from "../common/config";
-import { createLogger } from "../common/logger";
+import { createLogger, type Logger } from "../common/logger";
 import { processMetrics, Registry } from "../common/metrics";
 import { acmeDeps } from "./acme-setup";
 import { CA_CONFIG, type CaConfig } from "./ca-config";
@@ -45,6 +46,7 @@ export const caServe: Command = {
     const { values } = parseFlags(argv, caFlagOptions(OWN_FLAGS));
     const cfg = loadConfigFromFlags(values);
     const log = createLogger({ level: cfg["log.level"], component: "ca" });
+    exitOnUncaught(log);
 
     if (await needsInit(cfg)) {
       const created = await initCa(cfg, values["insecure-no-passphrase"] === true);
@@ -93,6 +95,7 @@ export const caServe: Command = {
       serverCertTtlMs: cfg.serverCertTtl,
       bundleRefreshHintSeconds: Math.max(1, Math.round(cfg["bundle.refreshHint"] / 1000)),
       publicOrigin: publicOrigin(cfg) ?? undefined,
+      limits: listenerLimits(cfg),
       mounts: [
         mountAcme(await acmeDeps(cfg, authority, store, log)),
         mountAdmin({ authority, store, log }),
@@ -125,6 +128,34 @@ export const caServe: Command = {
     return 0;
   },
 };
+
+/** The listener limits from the config; the plain-HTTP CRL listener uses the same ones. */
+function listenerLimits(cfg: CaConfig): ListenerLimits {
+  return {
+    handshakeTimeoutMs: cfg["http.handshakeTimeout"],
+    headersTimeoutMs: cfg["http.headersTimeout"],
+    bodyTimeoutMs: cfg["http.bodyTimeout"],
+    keepAliveTimeoutMs: cfg["http.keepAliveTimeout"],
+    maxConnectionsPerAddress: cfg["http.maxConnectionsPerAddress"],
+  };
+}
+
+/**
+ * Last line of defence, not the fix: requests fail inside the router's
+ * boundary. Anything that still escapes leaves the process in an unknown
+ * state, so log it and exit non-zero (70, EX_SOFTWARE) for a supervisor to restart.
+ */
+function exitOnUncaught(log: Logger): void {
+  const die = (kind: string) => (err: unknown) => {
+    try {
+      log.error(`${kind}; exiting`, { error: err });
+    } finally {
+      process.exit(70);
+    }
+  };
+  process.on("uncaughtException", die("uncaught exception"));
+  process.on("unhandledRejection", die("unhandled promise rejection"));
+}
 
 /** First run: no store yet (SQLite file missing, or a PostgreSQL store with no issuers). */
 async function needsInit(cfg: CaConfig): Promise<boolean> {
