@@ -1,5 +1,12 @@
-import { findAuthorizingEntry } from "../ca/entries";
-import type { AccountRecord, AuthorizationRecord, ChallengeRecord } from "../ca/store-acme";
+import { randomBytes } from "node:crypto";
+import { entryHash, findAuthorizingEntry } from "../ca/entries";
+import type { AuditEvent } from "../ca/store";
+import type {
+  AccountRecord,
+  AttestationRecord,
+  AuthorizationRecord,
+  ChallengeRecord,
+} from "../ca/store-acme";
 import { isStintError, StintError } from "../common/errors";
 import type { AcmeContext } from "./context";
 import { fetchKeyAuthorization } from "./http01";
@@ -114,7 +121,7 @@ export function respondChallenge(ctx: AcmeContext): Handler {
       });
       setTimeout(() => {
         validate(false).catch((err) =>
-          ctx.deps.log.error("challenge validation failed", { authorization: authz.id, error: err }),
+          ctx.deps.log.error("challenge validation failed", { authorizationId: authz.id, error: err }),
         );
       }, delay).unref();
       const answered = started.challenges.find((c) => c.id === challenge.id) ?? challenge;
@@ -123,6 +130,14 @@ export function respondChallenge(ctx: AcmeContext): Handler {
       ctx.fail(res, err);
     }
   };
+}
+
+/** What a passed check makes of the authorization: an attestation to record, or (http-01) nothing more. */
+type Passed = { attested: AttestedRecord } | { attested: null };
+
+interface AttestedRecord {
+  record: AttestationRecord;
+  audit: AuditEvent;
 }
 
 /**
@@ -138,10 +153,11 @@ function prepareValidation(
   challenge: ChallengeRecord,
   payload: Record<string, unknown>,
 ): (clientWaits: boolean) => Promise<AuthorizationRecord> {
-  const check: () => Promise<{ entryId: string | null; selectors: string[] }> =
-    challenge.type === "attest-01"
-      ? attestation(ctx, account, authz, challenge, payload)
-      : http01(ctx, account, authz, challenge);
+  const attempt =
+    challenge.type === "attest-01" ? attestation(ctx, account, authz, challenge, payload) : null;
+  const check: () => Promise<Passed> = attempt
+    ? async () => ({ attested: await attempt.run() })
+    : http01(ctx, account, authz, challenge);
   return async (clientWaits) => {
     // While the client waits, `authz` was read for this request a moment ago; after a delay, read it again.
     const current = clientWaits ? authz : ((await ctx.store.getAuthorization(authz.id)) ?? authz);
@@ -151,33 +167,55 @@ function prepareValidation(
           ? { ...c, status, error, validated: status === "valid" ? new Date() : null }
           : c,
       );
+    let passed: Passed;
     try {
-      const { entryId, selectors } = await check();
-      return await casAuthorization(ctx, current, {
-        status: "valid",
-        challenges: mark("valid", null),
-        entryId,
-        selectors,
-      });
+      passed = await check();
     } catch (err) {
       // Only refusals become the challenge's error; a fault of ours stays a 500 and leaves the challenge to retry.
       if (!(err instanceof StintError) || problemFor(err).internal) throw err;
-      if (clientWaits && err.code === "ERR_MALFORMED") throw err;
+      if (clientWaits && err.code === "ERR_MALFORMED") {
+        attempt?.log("attestation malformed; challenge left pending", err);
+        throw err;
+      }
       const { problem } = problemFor(err);
-      ctx.deps.log.info("challenge refused", {
-        authorization: authz.id,
-        type: challenge.type,
-        problem: problem.type,
-        detail: problem.detail,
-      });
+      if (attempt) {
+        // The refusal is recorded before the challenge is marked, so no outcome goes unaudited.
+        await ctx.store.appendAudit(attempt.refused(problem.detail));
+        attempt.log("attestation refused", err);
+      } else {
+        ctx.deps.log.info("challenge refused", {
+          accountId: account.id,
+          authorizationId: authz.id,
+          type: challenge.type,
+          problem: problem.type,
+          detail: problem.detail,
+        });
+      }
       return casAuthorization(ctx, current, {
         status: "invalid",
         challenges: mark("invalid", { ...problem }),
       });
     }
+    if (passed.attested === null) {
+      return casAuthorization(ctx, current, { status: "valid", challenges: mark("valid", null) });
+    }
+    const { record, audit } = passed.attested;
+    try {
+      const valid = await ctx.store.recordAttestation(record, current.status, mark("valid", null), audit);
+      attempt?.log("attestation accepted", null, record);
+      return valid;
+    } catch (err) {
+      if (!isStintError(err, "ERR_STORE_CONFLICT")) throw err;
+      return (await ctx.store.getAuthorization(authz.id)) ?? current;
+    }
   };
 }
 
+/**
+ * An attest-01 answer: checks its shape now, and returns the attestation to
+ * run with what its audit records and log lines say. Only references to the
+ * evidence (a token's id, a fingerprint) are ever recorded, never the evidence.
+ */
 function attestation(
   ctx: AcmeContext,
   account: AccountRecord,
@@ -194,25 +232,75 @@ function attestation(
   }
   const attestor = ctx.deps.attestor(payload.attestor);
   const spiffeId = authz.identifier.value;
-  return async () => {
-    const attested = await attestor.attest(payload.evidence, {
-      spiffeId,
-      token: challenge.token,
-      accountThumbprint: account.thumbprint,
-      now: new Date(),
-    });
-    const entry = findAuthorizingEntry(
-      await ctx.store.listEntries({ spiffeId }),
-      spiffeId,
-      attested.selectors,
-    );
-    if (!entry) {
-      throw new StintError(
-        "ERR_UNAUTHORIZED",
-        `no registration entry for ${spiffeId} has all its selectors among those ${attestor.name} proved (${attested.selectors.join(", ") || "none"}); an administrator creates entries with \`stint entry create\``,
-      );
-    }
-    return { entryId: entry.id, selectors: attested.selectors };
+  const accountUrl = ctx.urls.account(account.id);
+  let reference: string | null = null;
+  let proven: string[] = [];
+  const event = (action: string, at: Date, details: Record<string, unknown>): AuditEvent => ({
+    at,
+    actor: accountUrl,
+    action,
+    subject: spiffeId,
+    details: { method: attestor.name, authorizationId: authz.id, ...details },
+  });
+  return {
+    run: async (): Promise<AttestedRecord> => {
+      const now = new Date();
+      const attested = await attestor.attest(payload.evidence, {
+        spiffeId,
+        token: challenge.token,
+        accountThumbprint: account.thumbprint,
+        account: accountUrl,
+        now,
+        reference: (r) => {
+          reference = r;
+        },
+      });
+      proven = attested.selectors;
+      reference = attested.evidence;
+      const entry = findAuthorizingEntry(await ctx.store.listEntries({ spiffeId }), spiffeId, proven);
+      if (!entry) {
+        throw new StintError(
+          "ERR_UNAUTHORIZED",
+          `no registration entry for ${spiffeId} has all its selectors among those ${attestor.name} proved (${proven.join(", ") || "none"}); an administrator creates entries with \`stint entry create\``,
+        );
+      }
+      const record: AttestationRecord = {
+        id: randomBytes(12).toString("base64url"),
+        at: now,
+        accountId: account.id,
+        authorizationId: authz.id,
+        method: attestor.name,
+        spiffeId,
+        selectors: proven,
+        evidence: attested.evidence,
+        entryId: entry.id,
+        entrySelectors: entry.selectors,
+        entryHash: entryHash(entry),
+      };
+      const { id, entryId, entryHash: hash, selectors, evidence } = record;
+      return {
+        record,
+        audit: event("attest.ok", now, { attestationId: id, entryId, entryHash: hash, selectors, evidence }),
+      };
+    },
+    /** The attest.refused record: what was proven before the refusal, and the evidence's reference if known. */
+    refused: (reason: string): AuditEvent =>
+      event("attest.refused", new Date(), {
+        selectors: proven,
+        ...(reference === null ? {} : { evidence: reference }),
+        reason,
+      }),
+    /** One info line per outcome, with account, method and SPIFFE ID (and ids, never evidence). */
+    log: (msg: string, err: StintError | null, record?: AttestationRecord) =>
+      ctx.deps.log.info(msg, {
+        accountId: account.id,
+        method: attestor.name,
+        spiffeId,
+        authorizationId: authz.id,
+        ...(reference === null ? {} : { reference }),
+        ...(record ? { attestationId: record.id, entryId: record.entryId } : {}),
+        ...(err ? { code: err.code, detail: err.message } : {}),
+      }),
   };
 }
 
@@ -221,7 +309,7 @@ function http01(
   account: AccountRecord,
   authz: AuthorizationRecord,
   challenge: ChallengeRecord,
-) {
+): () => Promise<Passed> {
   const { port, resolveTo, timeoutMs } = ctx.deps.options.http01;
   return async () => {
     const expected = `${challenge.token}.${account.thumbprint}`;
@@ -238,6 +326,6 @@ function http01(
         `the key authorization served for ${authz.identifier.value} does not match this challenge and account key`,
       );
     }
-    return { entryId: null, selectors: [] };
+    return { attested: null };
   };
 }

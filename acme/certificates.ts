@@ -2,12 +2,12 @@ import { type KeyObject, X509Certificate } from "node:crypto";
 import { renewalWindow } from "../ca/renewal";
 import { parseRevocationReason } from "../ca/revocation";
 import type { CertificateRecord } from "../ca/store";
-import type { EntryRecord } from "../ca/store-acme";
 import { StintError } from "../common/errors";
 import { parseCertId } from "../formats/ari";
 import { fromB64u } from "../formats/jose";
 import { type CertificateKey, readCertificateKey } from "../formats/x509";
 import type { AcmeContext } from "./context";
+import { type EntryGrant, entryGrant } from "./entry-grant";
 import { csrFromPayload, sameSet } from "./orders";
 import type { Handler } from "./router";
 import { isObject } from "./wire";
@@ -122,8 +122,10 @@ export function renewalInfo(ctx: AcmeContext): Handler {
 /**
  * renew-with-certificate: the JWS carries the current chain in x5c and is
  * signed by the leaf's key. The new certificate has the same names (or
- * fewer) and the lifetime of the identity's registration entry now, so an
- * administrator who deletes the entry or narrows it stops renewals too.
+ * fewer) and the lifetime of the registration entry the current one was
+ * issued under, as that entry is now; an administrator who deletes or
+ * replaces that entry stops its renewals at once, whatever other entries
+ * name the same SPIFFE ID.
  */
 export function renewCert(ctx: AcmeContext): Handler {
   return async (req, res, url) => {
@@ -170,24 +172,19 @@ export function renewCert(ctx: AcmeContext): Handler {
           `CSR must name ${current.spiffeId} and at most the current DNS names (${current.dnsNames.join(", ") || "none"})${widened.length ? `; not in the current certificate: ${widened.join(", ")}` : ""}`,
         );
       }
-      const entry = coveringEntry(await ctx.store.listEntries({ spiffeId: current.spiffeId }), dnsNames);
-      if (!entry) {
-        throw new StintError(
-          "ERR_UNAUTHORIZED",
-          `no registration entry for ${current.spiffeId} covers these names any more; ask an administrator`,
-        );
-      }
+      const grant = await ownEntryGrant(ctx, current, dnsNames);
       const issued = await ctx.authority.issue(
         {
           spiffeId: current.spiffeId,
           dnsNames,
-          ttlMs: entry.ttlMs ?? undefined,
+          ttlMs: grant.entry.ttlMs ?? undefined,
           spki: csr.spki,
           keyAlgorithm: csr.keyAlgorithm,
           keyDescription: csr.keyDescription,
         },
         `renew:${current.serial}`,
         now,
+        grant.bound,
       );
       ctx.acmeHeaders(res);
       res.writeHead(201, {
@@ -202,7 +199,31 @@ export function renewCert(ctx: AcmeContext): Handler {
   };
 }
 
-/** The first entry (in store order) whose DNS names include all of `dnsNames`. */
-function coveringEntry(entries: readonly EntryRecord[], dnsNames: readonly string[]): EntryRecord | null {
-  return entries.find((e) => dnsNames.every((n) => e.dnsNames.includes(n))) ?? null;
+/**
+ * The grant of the entry `current` was issued under, and only that entry:
+ * another entry for the same SPIFFE ID was never proven by its holder. The
+ * renewal keeps the certificate's attestation and takes the entry's TTL now.
+ */
+async function ownEntryGrant(
+  ctx: AcmeContext,
+  current: CertificateRecord,
+  dnsNames: readonly string[],
+): Promise<EntryGrant> {
+  const binding = await ctx.store.getCertificateBinding(current.serial);
+  const attestation = binding ? await ctx.store.getAttestation(binding.attestationId) : null;
+  if (!binding || !attestation) {
+    throw new StintError(
+      "ERR_UNAUTHORIZED",
+      `certificate ${current.serial} was not issued under a registration entry (stint ca issue makes such certificates); enroll with an order and attest-01`,
+    );
+  }
+  try {
+    return await entryGrant(ctx, attestation, dnsNames, current.serial);
+  } catch (err) {
+    if (!(err instanceof StintError) || err.code !== "ERR_UNAUTHORIZED") throw err;
+    throw new StintError(
+      "ERR_UNAUTHORIZED",
+      `${err.message}; certificate ${current.serial} cannot be renewed`,
+    );
+  }
 }

@@ -14,6 +14,7 @@ import { formatCertId, parseCertId } from "../formats/ari";
 import { fromB64u } from "../formats/jose";
 import { toPem } from "../formats/pem";
 import type { AcmeContext } from "./context";
+import { type EntryGrant, entryGrant } from "./entry-grant";
 import { problemFor } from "./problem";
 import type { Handler } from "./router";
 import { isObject, orderJson } from "./wire";
@@ -106,6 +107,7 @@ export function newOrder(ctx: AcmeContext): Handler {
         challenges: challengesFor(identifier),
         entryId: null,
         selectors: [],
+        attestationId: null,
       }));
       const order: OrderRecord = {
         id: newId(),
@@ -251,20 +253,26 @@ export function finalize(ctx: AcmeContext): Handler {
           `CSR names (${[...csr.uris, ...csr.dnsNames].join(", ") || "none"}) must equal the order's identifiers (${[spiffeId, ...dnsNames].filter(Boolean).join(", ")})`,
         );
       }
-      const entryId = authzs.find((a) => a.identifier.type === "spiffe")?.entryId;
-      const entry = entryId ? await ctx.store.getEntry(entryId) : null;
       const processing = await ctx.store.updateOrder(order.id, "ready", { status: "processing" });
       try {
+        const grant = spiffeId ? await attestedGrant(ctx, spiffeId, authzs, dnsNames) : null;
         const issued = await ctx.authority.issue(
           {
             spiffeId,
             dnsNames,
-            ttlMs: entry?.ttlMs ?? undefined,
+            ttlMs: grant?.entry.ttlMs ?? undefined,
             spki: csr.spki,
             keyAlgorithm: csr.keyAlgorithm,
             keyDescription: csr.keyDescription,
           },
           ctx.urls.account(account.id),
+          new Date(),
+          grant
+            ? {
+                ...grant.bound,
+                details: { ...grant.bound.details, ...(order.replaces ? { replaces: order.replaces } : {}) },
+              }
+            : undefined,
         );
         const valid = await ctx.store.updateOrder(processing.id, "processing", {
           status: "valid",
@@ -286,6 +294,35 @@ export function finalize(ctx: AcmeContext): Handler {
       ctx.fail(res, err);
     }
   };
+}
+
+/**
+ * The entry the order's SPIFFE authorization was attested under, re-checked
+ * now: a DNS name the order holds through the entry (not through its own
+ * http-01) must still be listed by it.
+ */
+async function attestedGrant(
+  ctx: AcmeContext,
+  spiffeId: string,
+  authzs: readonly AuthorizationRecord[],
+  dnsNames: readonly string[],
+): Promise<EntryGrant> {
+  const authz = authzs.find((a) => a.identifier.type === "spiffe");
+  const attestation = authz?.attestationId ? await ctx.store.getAttestation(authz.attestationId) : null;
+  if (!attestation) {
+    throw new StintError(
+      "ERR_UNAUTHORIZED",
+      `this order's authorization for ${spiffeId} records no attestation; place a new order and answer its attest-01`,
+    );
+  }
+  const ownChallenge = (name: string) =>
+    authzs.some((a) => a.identifier.type === "dns" && a.identifier.value === name && a.status === "valid");
+  return entryGrant(
+    ctx,
+    attestation,
+    dnsNames.filter((n) => !ownChallenge(n)),
+    null,
+  );
 }
 
 export function downloadCertificate(ctx: AcmeContext): Handler {

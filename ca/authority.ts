@@ -23,7 +23,7 @@ import { revocationReasonName } from "./revocation";
 import { activeIntermediate, ISSUERS_GENERATION, type RotationState, readRotationState } from "./rotation";
 import { SequenceAllocator } from "./sequence";
 import type { KeyAlgorithm } from "./spki";
-import type { CertificateRecord, IssuerRecord, Store } from "./store";
+import type { CertificateBinding, CertificateRecord, IssuerRecord, Store } from "./store";
 
 /**
  * The authority: the only holder of CA private keys. Front ends (acme/, cli/)
@@ -323,9 +323,19 @@ export class Authority {
     return cert.revokedAt ?? tainted;
   }
 
-  /** Issues a workload certificate after checking the request against policy. */
-  async issue(req: LeafRequest, actor: string, now = new Date()): Promise<IssuedCertificate> {
-    return this.issueApproved(checkLeafRequest(this.opts.policy, req, now), actor, "workload", now);
+  /**
+   * Issues a workload certificate after checking the request against policy.
+   * `bound`: the entry and attestation it is issued under, recorded with it in
+   * one transaction that re-checks the entry (ca/store.ts CertificateBinding),
+   * and what its audit record (cert.issue, or cert.renew when it renews) adds.
+   */
+  async issue(
+    req: LeafRequest,
+    actor: string,
+    now = new Date(),
+    bound?: { binding: CertificateBinding; details: Record<string, unknown> },
+  ): Promise<IssuedCertificate> {
+    return this.issueApproved(checkLeafRequest(this.opts.policy, req, now), actor, "workload", now, bound);
   }
 
   /** Issues the CA's own HTTPS certificate; names come from the CA's configuration, never from a client. */
@@ -395,6 +405,7 @@ export class Authority {
     actor: string,
     profile: string,
     now: Date,
+    bound?: { binding: CertificateBinding; details: Record<string, unknown> },
   ): Promise<IssuedCertificate> {
     const started = process.hrtime.bigint();
     // Held for the whole issuance: a rotation landing meanwhile must not mix two issuers' numbers.
@@ -414,20 +425,32 @@ export class Authority {
       revokedAt: null,
       revocationReason: null,
     };
-    await this.opts.store.insertCertificate(record, {
-      at: now,
-      actor,
-      action: "cert.issue",
-      subject: record.serial,
-      details: {
-        profile,
-        issuer: record.issuerId,
-        spiffeId: leaf.spiffeId,
-        dnsNames: leaf.dnsNames,
-        ipAddresses: leaf.ipAddresses,
-        notAfter: leaf.notAfter.toISOString(),
+    const binding = bound?.binding;
+    await this.opts.store.insertCertificate(
+      record,
+      {
+        at: now,
+        actor,
+        action: binding?.renews ? "cert.renew" : "cert.issue",
+        subject: record.serial,
+        details: {
+          profile,
+          issuer: record.issuerId,
+          spiffeId: leaf.spiffeId,
+          dnsNames: leaf.dnsNames,
+          ipAddresses: leaf.ipAddresses,
+          notAfter: leaf.notAfter.toISOString(),
+          ...(binding && {
+            entryId: binding.entryId,
+            entryHash: binding.entryHash,
+            attestationId: binding.attestationId,
+            ...(binding.renews && { renews: binding.renews }),
+            ...bound.details,
+          }),
+        },
       },
-    });
+      binding,
+    );
     this.issued?.inc({ profile });
     this.latency?.observe(Number(process.hrtime.bigint() - started) / 1e9, { profile });
     return {

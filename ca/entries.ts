@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { StintError } from "../common/errors";
 import { parseWorkloadId } from "../formats/spiffe";
 
@@ -134,4 +135,55 @@ function preferred(a: RegistrationEntry, b: RegistrationEntry): boolean {
   if (a.selectors.length !== b.selectors.length) return a.selectors.length > b.selectors.length;
   if (a.createdAt.getTime() !== b.createdAt.getTime()) return a.createdAt.getTime() < b.createdAt.getTime();
   return a.id < b.id;
+}
+
+/**
+ * A digest of what an entry grants at one moment: its SPIFFE ID, selectors,
+ * DNS names and TTL. A certificate records it, and issuance re-reads the
+ * entry in the transaction that records the certificate and refuses if the
+ * digest moved, so an entry deleted or changed meanwhile never lends its grant.
+ */
+export function entryHash(
+  entry: Pick<RegistrationEntry, "spiffeId" | "selectors" | "dnsNames" | "ttlMs">,
+): string {
+  const text = JSON.stringify([
+    entry.spiffeId,
+    [...entry.selectors].sort(),
+    [...entry.dnsNames].sort(),
+    entry.ttlMs,
+  ]);
+  return `sha256:${createHash("sha256").update(text).digest("hex")}`;
+}
+
+/** What an attestation bound a certificate to: the entry's id, and its SPIFFE ID and selectors then. */
+export interface AttestedEntry {
+  entryId: string;
+  spiffeId: string;
+  entrySelectors: readonly string[];
+}
+
+/**
+ * Why `entry` (as read now) no longer grants `dnsNames` to the holder of an
+ * attestation made under it, or null when it does. An entry whose SPIFFE ID
+ * or selectors changed is another entry: its holders must attest again.
+ */
+export function entryRefusal(
+  entry: RegistrationEntry | null,
+  attested: AttestedEntry,
+  dnsNames: readonly string[],
+): string | null {
+  const which = `registration entry ${attested.entryId} for ${attested.spiffeId}`;
+  if (entry === null) {
+    return `${which} was deleted; attest again to be authorized by an entry that exists`;
+  }
+  const selectors = [...new Set(attested.entrySelectors)].sort();
+  if (
+    entry.spiffeId !== attested.spiffeId ||
+    [...new Set(entry.selectors)].sort().join("\n") !== selectors.join("\n")
+  ) {
+    return `${which} changed its selectors since the attestation; attest again`;
+  }
+  const missing = dnsNames.filter((n) => !entry.dnsNames.includes(n));
+  if (missing.length > 0) return `${which} no longer lists ${missing.join(", ")}`;
+  return null;
 }

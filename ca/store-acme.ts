@@ -71,6 +71,30 @@ export interface AuthorizationRecord {
   entryId: string | null;
   /** Selectors the attestation produced (never the evidence itself). */
   selectors: string[];
+  /** The attestation that made it valid (AttestationRecord.id); null for dns identifiers. */
+  attestationId: string | null;
+}
+
+/**
+ * One successful attestation (schema 4), written with its `attest.ok` audit
+ * record and never changed: what certificates issued under it point to.
+ */
+export interface AttestationRecord {
+  id: string;
+  at: Date;
+  accountId: string;
+  authorizationId: string;
+  /** The attestor: join_token, k8s_sat, x509pop ("unknown" for those recovered by the schema-4 migration). */
+  method: string;
+  spiffeId: string;
+  /** Selectors the evidence proved. */
+  selectors: string[];
+  /** A non-secret reference to the evidence (the join token's id, the service account, the certificate's fingerprint). */
+  evidence: string;
+  /** The entry that matched, with its selectors and entryHash() at that moment. */
+  entryId: string;
+  entrySelectors: string[];
+  entryHash: string;
 }
 
 export interface EntryRecord {
@@ -91,6 +115,13 @@ export interface JoinTokenRecord {
   expiresAt: Date;
   usedAt: Date | null;
   createdAt: Date;
+}
+
+/** The token consumeJoinToken found by its hash: taken now, or already used or expired (ids are not secret). */
+export interface JoinTokenUse {
+  outcome: "taken" | "used" | "expired";
+  id: string;
+  spiffeId: string;
 }
 
 export interface AcmeStateStore {
@@ -139,6 +170,18 @@ export interface AcmeStateStore {
     expect: AuthorizationStatus,
     patch: Partial<Pick<AuthorizationRecord, "status" | "challenges" | "entryId" | "selectors">>,
   ): Promise<AuthorizationRecord>;
+  /**
+   * Records a successful attestation and makes its authorization valid with
+   * it (entry, selectors, attestation id, `challenges`), in one transaction
+   * with the audit record; compare-and-set from `expect` as updateAuthorization.
+   */
+  recordAttestation(
+    attestation: AttestationRecord,
+    expect: AuthorizationStatus,
+    challenges: ChallengeRecord[],
+    audit: AuditEvent,
+  ): Promise<AuthorizationRecord>;
+  getAttestation(id: string): Promise<AttestationRecord | null>;
 
   createEntry(entry: EntryRecord, audit: AuditEvent): Promise<void>;
   getEntry(id: string): Promise<EntryRecord | null>;
@@ -150,10 +193,13 @@ export interface AcmeStateStore {
   createJoinToken(token: JoinTokenRecord, audit: AuditEvent): Promise<void>;
   /**
    * Marks the token with this hash used, atomically: of two concurrent calls
-   * exactly one gets the token; the other gets "used".
+   * exactly one gets outcome "taken"; the other gets "used". When it takes the
+   * token it appends `spend(token)` to the audit log in the same transaction,
+   * so no token is ever spent unrecorded. Null when no token has this hash.
    */
   consumeJoinToken(
     hash: string,
     now: Date,
-  ): Promise<{ id: string; spiffeId: string } | "expired" | "used" | null>;
+    spend: (token: { id: string; spiffeId: string }) => AuditEvent,
+  ): Promise<JoinTokenUse | null>;
 }

@@ -44,6 +44,25 @@ export interface CertificateRecord {
   revocationReason: number | null;
 }
 
+/**
+ * What a workload certificate was issued under (schema 4): the registration
+ * entry and the attestation that proved it. Written with the certificate and
+ * never changed, so "who attested what" does not depend on mutable rows.
+ */
+export interface CertificateBinding {
+  entryId: string;
+  /**
+   * entryHash() (ca/entries.ts) of the entry as the issuer read it before
+   * signing. The store re-reads the entry in the transaction that records the
+   * certificate and refuses with ERR_UNAUTHORIZED when it is gone or hashes
+   * otherwise. "" only for bindings the schema-4 migration recovered.
+   */
+  entryHash: string;
+  attestationId: string;
+  /** The certificate this one renews without a new attestation (renew-cert); null for the first. */
+  renews: string | null;
+}
+
 /** What the caller says happened; the store adds sequence, time order and the hash chain. */
 export interface AuditEvent {
   at: Date;
@@ -69,6 +88,8 @@ export interface AuditRecord extends AuditEvent {
 export interface CertificateFilter {
   issuerId?: string;
   spiffeId?: string;
+  /** Only certificates bound to this registration entry. */
+  entryId?: string;
   /** Only certificates whose notAfter is after this time. */
   unexpiredAt?: Date;
   /** Page after this serial, in serial order. */
@@ -140,9 +161,16 @@ export interface Store {
    */
   reserveSequences(issuerId: string, count: number): Promise<number>;
 
-  /** Records an issued certificate together with its audit record; resolves once durable. */
-  insertCertificate(cert: CertificateRecord, audit: AuditEvent): Promise<void>;
+  /**
+   * Records an issued certificate together with its audit record and, for a
+   * workload certificate issued under an entry, its binding; resolves once
+   * durable. With a binding, ERR_UNAUTHORIZED (nothing written) when the
+   * entry no longer exists or no longer hashes to `binding.entryHash`.
+   */
+  insertCertificate(cert: CertificateRecord, audit: AuditEvent, binding?: CertificateBinding): Promise<void>;
   getCertificate(serial: string): Promise<CertificateRecord | null>;
+  /** The entry and attestation a certificate was issued under, or null (DNS-only, CLI-issued, or unknown). */
+  getCertificateBinding(serial: string): Promise<CertificateBinding | null>;
   listCertificates(filter: CertificateFilter): Promise<CertificateRecord[]>;
   /** Marks a certificate revoked; ERR_NOT_FOUND if unknown, ERR_STORE_CONFLICT if already revoked. */
   revokeCertificate(serial: string, reason: number, at: Date, audit: AuditEvent): Promise<void>;

@@ -17,7 +17,7 @@ export async function acmeDeps(
   log: Logger,
 ): Promise<AcmeDeps> {
   const attestors: Attestor[] = [
-    new JoinTokenAttestor({ consume: (hash, now) => store.consumeJoinToken(hash, now) }),
+    new JoinTokenAttestor({ consume: (hash, now, spend) => store.consumeJoinToken(hash, now, spend) }),
   ];
   if (cfg["attest.k8sSat.issuer"] !== "") {
     const config = await loadK8sSatConfig({

@@ -15,7 +15,15 @@ export interface AttestationContext {
   token: string;
   /** RFC 7638 thumbprint of the ACME account key. */
   accountThumbprint: string;
+  /** The ACME account's URL: the actor of the audit records an attestor writes (join_token's spend). */
+  account: string;
   now: Date;
+  /**
+   * Told a non-secret reference to the evidence as soon as the attestor knows
+   * one that is not the presenter's say-so (a join token's id once looked up, a
+   * certificate's fingerprint), so a refusal's audit record can name it too.
+   */
+  reference?: (evidence: string) => void;
 }
 
 export interface Attestation {
@@ -23,6 +31,12 @@ export interface Attestation {
   selectors: string[];
   /** Whether this evidence kind can prove identity again later (k8s_sat, x509pop) or was one-time (join_token). */
   reusable: boolean;
+  /**
+   * What the audit log names as the evidence: a reference that identifies it
+   * and proves nothing (the join token's id, the service account, the
+   * certificate's fingerprint), never a token, a JWT or a signature.
+   */
+  evidence: string;
 }
 
 export interface Attestor {

@@ -196,8 +196,23 @@ export class K8sSatAttestor implements Attestor {
     const who = workloadClaims(claims);
     const selectors = [`k8s:ns:${who.namespace}`, `k8s:sa:${who.serviceAccount}`];
     if (who.pod !== undefined) selectors.push(`k8s:pod:${who.pod}`);
-    return { selectors: grantedSelectors(this.name, selectors), reusable: true };
+    const granted = grantedSelectors(this.name, selectors);
+    return { selectors: granted, reusable: true, evidence: evidenceReference(who, claims.jti) };
   }
+}
+
+const JTI = /^[\x21-\x7e]{1,128}$/;
+
+/**
+ * The service account (and pod) the token proved, and its `jti` when it has
+ * one: enough to find the token in the cluster's audit log, nothing to reuse.
+ * Only called once the token verified, so the names are the API server's word.
+ */
+function evidenceReference(who: WorkloadClaims, jti: unknown): string {
+  const parts = [`ns=${who.namespace}`, `sa=${who.serviceAccount}`];
+  if (who.pod !== undefined) parts.push(`pod=${who.pod}`);
+  if (typeof jti === "string" && JTI.test(jti)) parts.push(`jti=${jti}`);
+  return `k8s_sat:${parts.join(",")}`;
 }
 
 interface WorkloadClaims {

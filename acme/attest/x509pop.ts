@@ -96,6 +96,9 @@ export class X509PopAttestor implements Attestor {
     const chain = parseChain(e.chain);
     const signature = fromB64uMalformed(e.signature, "x509pop evidence signature");
     const leaf = chain[0];
+    // A certificate is public: its fingerprint names the node in refusals as well as on success.
+    const reference = `x509pop:sha256:${createHash("sha256").update(leaf.der).digest("hex")}`;
+    ctx.reference?.(reference);
 
     if (leaf.ca) {
       refuse(
@@ -132,7 +135,7 @@ export class X509PopAttestor implements Attestor {
       ...leaf.uris.map((uri) => `x509pop:san:uri:${uri}`),
       `x509pop:ca:fingerprint:${fingerprint}`,
     ];
-    return { selectors: grantedSelectors(this.name, selectors), reusable: true };
+    return { selectors: grantedSelectors(this.name, selectors), reusable: true, evidence: reference };
   }
 
   /** Validates chain[0] → … → a bootstrap CA; returns the anchor. */

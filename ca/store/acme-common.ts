@@ -1,6 +1,15 @@
+import { StintError } from "../../common/errors";
 import { canonicalJson } from "../audit";
-import type { AuditEvent } from "../store";
-import type { AuthorizationRecord, ChallengeRecord, JoinTokenRecord, OrderRecord } from "../store-acme";
+import { entryHash } from "../entries";
+import type { AuditEvent, CertificateBinding } from "../store";
+import type {
+  AttestationRecord,
+  AuthorizationRecord,
+  ChallengeRecord,
+  EntryRecord,
+  JoinTokenRecord,
+  OrderRecord,
+} from "../store-acme";
 
 /**
  * What both backends share for ACME state: how challenges (which carry a
@@ -43,6 +52,19 @@ export function refusedToken(usedAt: number | null, expiresAt: number, now: Date
   return usedAt === null && expiresAt <= now.getTime() ? "expired" : "used";
 }
 
+/** The audit record of a token just taken, checked like the one that created it. */
+export function spentAudit(
+  spend: (token: { id: string; spiffeId: string }) => AuditEvent,
+  token: { id: string; spiffeId: string },
+  hash: string,
+): AuditEvent {
+  const event = spend(token);
+  if (canonicalJson(event).includes(hash)) {
+    throw new RangeError(`the audit event for spending join token ${token.id} must not carry its hash`);
+  }
+  return event;
+}
+
 /** The hash is what consumeJoinToken takes, so it must never reach the audit log, which admins export. */
 export function checkTokenAudit(token: JoinTokenRecord, audit: AuditEvent): void {
   if (canonicalJson(audit).includes(token.hash)) {
@@ -55,7 +77,10 @@ export const ACCOUNT_COLUMNS = "id, thumbprint, jwk, status, contact, created_at
 export const ORDER_COLUMNS =
   "id, account_id, status, identifiers, authorization_ids, expires, certificate_serial, replaces, error, created_at";
 export const AUTHORIZATION_COLUMNS =
-  "id, account_id, identifier, status, expires, challenges, entry_id, selectors";
+  "id, account_id, identifier, status, expires, challenges, entry_id, selectors, attestation_id";
+export const ATTESTATION_COLUMNS =
+  "id, at, account_id, authorization_id, method, spiffe_id, selectors, evidence, entry_id, entry_selectors, entry_hash";
+export const BINDING_COLUMNS = "serial, entry_id, entry_hash, attestation_id, renews";
 export const ENTRY_COLUMNS = "id, spiffe_id, selectors, dns_names, ttl_ms, created_at";
 export const JOIN_TOKEN_COLUMNS = "id, hash, spiffe_id, expires_at, used_at, created_at";
 
@@ -79,7 +104,9 @@ export function orderPatchColumns(
 
 /** `list` stores a list of strings as the backend keeps it (JSON text in SQLite, an array in PostgreSQL). */
 export function authorizationPatchColumns(
-  patch: Partial<Pick<AuthorizationRecord, "status" | "challenges" | "entryId" | "selectors">>,
+  patch: Partial<
+    Pick<AuthorizationRecord, "status" | "challenges" | "entryId" | "selectors" | "attestationId">
+  >,
   list: (values: string[]) => unknown,
 ): ColumnValues {
   const columns: ColumnValues = [];
@@ -87,5 +114,28 @@ export function authorizationPatchColumns(
   if (patch.challenges !== undefined) columns.push(["challenges", challengesJson(patch.challenges)]);
   if (patch.entryId !== undefined) columns.push(["entry_id", patch.entryId]);
   if (patch.selectors !== undefined) columns.push(["selectors", list(patch.selectors)]);
+  if (patch.attestationId !== undefined) columns.push(["attestation_id", patch.attestationId]);
   return columns;
+}
+
+/** The patch recordAttestation applies: the authorization becomes valid with its attestation. */
+export function attestedPatch(attestation: AttestationRecord, challenges: ChallengeRecord[]) {
+  return {
+    status: "valid",
+    challenges,
+    entryId: attestation.entryId,
+    selectors: attestation.selectors,
+    attestationId: attestation.id,
+  } as const;
+}
+
+/** The binding's entry must exist and hash as it did when the certificate was prepared. */
+export function checkBoundEntry(binding: CertificateBinding, entry: EntryRecord | null): void {
+  const which = `registration entry ${binding.entryId}`;
+  if (entry === null) {
+    throw new StintError("ERR_UNAUTHORIZED", `${which} was deleted while the certificate was being issued`);
+  }
+  if (entryHash(entry) !== binding.entryHash) {
+    throw new StintError("ERR_UNAUTHORIZED", `${which} changed while the certificate was being issued`);
+  }
 }

@@ -3,8 +3,10 @@ import type {
   AccountRecord,
   AccountStatus,
   AcmeStateStore,
+  AttestationRecord,
   AuthorizationRecord,
   AuthorizationStatus,
+  ChallengeRecord,
   EntryRecord,
   JoinTokenRecord,
   OrderRecord,
@@ -69,6 +71,17 @@ export abstract class AcmeStateDelegate implements AcmeStateStore {
   ) {
     return this.acme.updateAuthorization(id, expect, patch);
   }
+  recordAttestation(
+    attestation: AttestationRecord,
+    expect: AuthorizationStatus,
+    challenges: ChallengeRecord[],
+    audit: AuditEvent,
+  ) {
+    return this.acme.recordAttestation(attestation, expect, challenges, audit);
+  }
+  getAttestation(id: string) {
+    return this.acme.getAttestation(id);
+  }
   createEntry(entry: EntryRecord, audit: AuditEvent) {
     return this.acme.createEntry(entry, audit);
   }
@@ -84,7 +97,7 @@ export abstract class AcmeStateDelegate implements AcmeStateStore {
   createJoinToken(token: JoinTokenRecord, audit: AuditEvent) {
     return this.acme.createJoinToken(token, audit);
   }
-  consumeJoinToken(hash: string, now: Date) {
-    return this.acme.consumeJoinToken(hash, now);
+  consumeJoinToken(hash: string, now: Date, spend: (token: { id: string; spiffeId: string }) => AuditEvent) {
+    return this.acme.consumeJoinToken(hash, now, spend);
   }
 }

@@ -1,5 +1,6 @@
 import type {
   AccountRecord,
+  AttestationRecord,
   AuthorizationRecord,
   EntryRecord,
   Identifier,
@@ -46,6 +47,21 @@ export interface AuthorizationRow {
   challenges: unknown;
   entry_id: string | null;
   selectors: string[];
+  attestation_id: string | null;
+}
+
+export interface AttestationRow {
+  id: string;
+  at: number;
+  account_id: string;
+  authorization_id: string;
+  method: string;
+  spiffe_id: string;
+  selectors: string[];
+  evidence: string;
+  entry_id: string;
+  entry_selectors: string[];
+  entry_hash: string;
 }
 
 export interface EntryRow {
@@ -93,6 +109,23 @@ export function authorizationFromRow(r: AuthorizationRow): AuthorizationRecord {
     challenges: challengesFromJson(r.challenges),
     entryId: r.entry_id,
     selectors: r.selectors,
+    attestationId: r.attestation_id,
+  };
+}
+
+export function attestationFromRow(r: AttestationRow): AttestationRecord {
+  return {
+    id: r.id,
+    at: new Date(r.at),
+    accountId: r.account_id,
+    authorizationId: r.authorization_id,
+    method: r.method,
+    spiffeId: r.spiffe_id,
+    selectors: r.selectors,
+    evidence: r.evidence,
+    entryId: r.entry_id,
+    entrySelectors: r.entry_selectors,
+    entryHash: r.entry_hash,
   };
 }
 
@@ -137,6 +170,23 @@ export function authorizationParams(a: AuthorizationRecord): unknown[] {
     challengesJson(a.challenges),
     a.entryId,
     a.selectors,
+    a.attestationId,
+  ];
+}
+
+export function attestationParams(a: AttestationRecord): unknown[] {
+  return [
+    a.id,
+    a.at.getTime(),
+    a.accountId,
+    a.authorizationId,
+    a.method,
+    a.spiffeId,
+    a.selectors,
+    a.evidence,
+    a.entryId,
+    a.entrySelectors,
+    a.entryHash,
   ];
 }
 

@@ -5,16 +5,21 @@ import type {
   AccountRecord,
   AccountStatus,
   AcmeStateStore,
+  AttestationRecord,
   AuthorizationRecord,
   AuthorizationStatus,
+  ChallengeRecord,
   EntryRecord,
   JoinTokenRecord,
+  JoinTokenUse,
   OrderRecord,
   OrderStatus,
 } from "../store-acme";
 import {
   ACCOUNT_COLUMNS,
+  ATTESTATION_COLUMNS,
   AUTHORIZATION_COLUMNS,
+  attestedPatch,
   authorizationPatchColumns,
   type ColumnValues,
   checkTokenAudit,
@@ -23,12 +28,16 @@ import {
   ORDER_COLUMNS,
   orderPatchColumns,
   refusedToken,
+  spentAudit,
 } from "./acme-common";
 import {
   type AccountRow,
+  type AttestationRow,
   type AuthorizationRow,
   accountFromRow,
   accountParams,
+  attestationFromRow,
+  attestationParams,
   authorizationFromRow,
   authorizationParams,
   CONSUME_JOIN_TOKEN_SQL,
@@ -56,8 +65,8 @@ export interface PostgresHost {
 /**
  * The ACME state half of PostgresStore. Writes with an audit record, and
  * createOrder's several inserts, go through the store's batches; the
- * compare-and-set updates and consumeJoinToken are single statements, made
- * atomic across connections and replicas by PostgreSQL's row locks.
+ * compare-and-set updates are single statements, made atomic across
+ * connections and replicas by PostgreSQL's row locks.
  */
 export class PostgresAcmeState implements AcmeStateStore {
   constructor(private readonly host: PostgresHost) {}
@@ -170,7 +179,7 @@ export class PostgresAcmeState implements AcmeStateStore {
       for (const authz of authorizations) {
         try {
           await tx.query(
-            `INSERT INTO authorizations (${AUTHORIZATION_COLUMNS}) VALUES (${placeholders(8)})`,
+            `INSERT INTO authorizations (${AUTHORIZATION_COLUMNS}) VALUES (${placeholders(9)})`,
             authorizationParams(authz),
           );
         } catch (err) {
@@ -268,6 +277,58 @@ export class PostgresAcmeState implements AcmeStateStore {
     throw new StintError("ERR_STORE_CONFLICT", `authorization ${id} is ${current[0].status}, not ${expect}`);
   }
 
+  recordAttestation(
+    attestation: AttestationRecord,
+    expect: AuthorizationStatus,
+    challenges: ChallengeRecord[],
+    audit: AuditEvent,
+  ): Promise<AuthorizationRecord> {
+    const columns = authorizationPatchColumns(attestedPatch(attestation, challenges), (values) => values);
+    const id = attestation.authorizationId;
+    return this.host.write(async (tx) => {
+      const sets = columns.map(([c], i) => `${c} = $${i + 1}`).join(", ");
+      const n = columns.length;
+      const updated = await tx.query<AuthorizationRow>(
+        `UPDATE authorizations SET ${sets} WHERE id = $${n + 1} AND status = $${n + 2}
+         RETURNING ${AUTHORIZATION_COLUMNS}`,
+        [...columns.map(([, v]) => v), id, expect],
+      );
+      if (updated.rows.length === 0) {
+        const current = await tx.query<{ status: string }>(
+          "SELECT status FROM authorizations WHERE id = $1",
+          [id],
+        );
+        if (current.rows.length === 0)
+          throw new StintError("ERR_NOT_FOUND", `authorization ${id} does not exist`);
+        throw new StintError(
+          "ERR_STORE_CONFLICT",
+          `authorization ${id} is ${current.rows[0].status}, not ${expect}`,
+        );
+      }
+      try {
+        await tx.query(
+          `INSERT INTO attestations (${ATTESTATION_COLUMNS}) VALUES (${placeholders(11)})`,
+          attestationParams(attestation),
+        );
+      } catch (err) {
+        throw mapConstraint(err, {
+          attestations_pkey: ["ERR_STORE_CONFLICT", `attestation ${attestation.id} already exists`],
+          attestations_account_fkey: ["ERR_NOT_FOUND", `account ${attestation.accountId} does not exist`],
+        });
+      }
+      tx.appendAudit(audit);
+      return authorizationFromRow(updated.rows[0]);
+    });
+  }
+
+  async getAttestation(id: string): Promise<AttestationRecord | null> {
+    const rows = await this.host.run<AttestationRow>(
+      `SELECT ${ATTESTATION_COLUMNS} FROM attestations WHERE id = $1`,
+      [id],
+    );
+    return rows.length === 0 ? null : attestationFromRow(rows[0]);
+  }
+
   createEntry(entry: EntryRecord, audit: AuditEvent): Promise<void> {
     return this.host.write(async (tx) => {
       try {
@@ -326,14 +387,21 @@ export class PostgresAcmeState implements AcmeStateStore {
     });
   }
 
-  async consumeJoinToken(
+  /** In a batch, so the audit record of a spend commits with it (and is chained under the audit lock). */
+  consumeJoinToken(
     hash: string,
     now: Date,
-  ): Promise<{ id: string; spiffeId: string } | "expired" | "used" | null> {
-    const rows = await this.host.run<ConsumeRow>(CONSUME_JOIN_TOKEN_SQL, [hash, now.getTime()]);
-    if (rows.length === 0) return null;
-    const r = rows[0];
-    return r.taken ? { id: r.id, spiffeId: r.spiffe_id } : refusedToken(r.used_at, r.expires_at!, now);
+    spend: (token: { id: string; spiffeId: string }) => AuditEvent,
+  ): Promise<JoinTokenUse | null> {
+    return this.host.write(async (tx) => {
+      const rows = (await tx.query<ConsumeRow>(CONSUME_JOIN_TOKEN_SQL, [hash, now.getTime()])).rows;
+      if (rows.length === 0) return null;
+      const r = rows[0];
+      const token = { id: r.id, spiffeId: r.spiffe_id };
+      if (!r.taken) return { outcome: refusedToken(r.used_at, r.expires_at!, now), ...token };
+      tx.appendAudit(spentAudit(spend, token, hash));
+      return { outcome: "taken", ...token };
+    });
   }
 
   /** UPDATE … WHERE id AND status = expect, returning the new row, or nothing when nothing matched. */

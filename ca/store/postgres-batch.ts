@@ -1,8 +1,15 @@
 import type pg from "pg";
 import { chainRecord } from "../audit";
-import type { AuditEvent, AuditRecord, CertificateRecord } from "../store";
+import type { AuditEvent, AuditRecord, CertificateBinding, CertificateRecord } from "../store";
 import { AUDIT_LOCK } from "./postgres-migrations";
-import { type AuditTail, auditJson, certificatesJson, FLUSH_SQL, isWriteError } from "./postgres-rows";
+import {
+  type AuditTail,
+  auditJson,
+  bindingsJson,
+  certificatesJson,
+  FLUSH_SQL,
+  isWriteError,
+} from "./postgres-rows";
 
 /**
  * Group commit over the network. While one batch is in flight, new writes
@@ -28,6 +35,7 @@ const MAX_BATCH = 1000;
 export class BatchTx {
   private certs: CertificateRecord[] = [];
   private certErrors: ((err: unknown) => unknown)[] = [];
+  private bindings: { serial: string; binding: CertificateBinding }[] = [];
   private audits: AuditRecord[] = [];
 
   constructor(
@@ -45,9 +53,14 @@ export class BatchTx {
    * recorded") when this certificate's own flush fails, as it does when a
    * write runs alone under its savepoint.
    */
-  stageCertificate(cert: CertificateRecord, mapError: (err: unknown) => unknown): void {
+  stageCertificate(
+    cert: CertificateRecord,
+    mapError: (err: unknown) => unknown,
+    binding?: CertificateBinding,
+  ): void {
     this.certs.push(cert);
     this.certErrors.push(mapError);
+    if (binding) this.bindings.push({ serial: cert.serial, binding });
   }
 
   /** Chains the event onto the tail this transaction sees and advances it. */
@@ -61,10 +74,14 @@ export class BatchTx {
 
   async flush(): Promise<void> {
     if (this.certs.length === 0 && this.audits.length === 0) return;
-    const [certs, audits, errors] = [this.certs, this.audits, this.certErrors];
+    const [certs, bindings, audits, errors] = [this.certs, this.bindings, this.audits, this.certErrors];
     this.discard();
     try {
-      await this.client.query(FLUSH_SQL, [certificatesJson(certs), auditJson(audits)]);
+      await this.client.query(FLUSH_SQL, [
+        certificatesJson(certs),
+        auditJson(audits),
+        bindingsJson(bindings),
+      ]);
     } catch (err) {
       throw errors.length === 1 ? errors[0](err) : err;
     }
@@ -73,6 +90,7 @@ export class BatchTx {
   /** Forgets staged rows, after the savepoint they belonged to was rolled back. */
   discard(): void {
     this.certs = [];
+    this.bindings = [];
     this.audits = [];
     this.certErrors = [];
   }

@@ -178,6 +178,92 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX orders_account ON orders (account_id, created_at, id);
     `,
   },
+  {
+    version: 4,
+    description: "attestations, and each certificate's binding to its entry and attestation",
+    sql: `
+      ALTER TABLE authorizations ADD COLUMN attestation_id text COLLATE "C";
+
+      CREATE TABLE attestations (
+        id               text COLLATE "C" NOT NULL,
+        at               bigint NOT NULL,
+        account_id       text COLLATE "C" NOT NULL,
+        authorization_id text COLLATE "C" NOT NULL,
+        method           text NOT NULL,
+        spiffe_id        text COLLATE "C" NOT NULL,
+        selectors        text[] NOT NULL,
+        evidence         text NOT NULL,
+        entry_id         text COLLATE "C" NOT NULL,
+        entry_selectors  text[] NOT NULL,
+        entry_hash       text NOT NULL,
+        CONSTRAINT attestations_pkey PRIMARY KEY (id),
+        CONSTRAINT attestations_account_fkey FOREIGN KEY (account_id) REFERENCES accounts (id)
+      );
+
+      -- entry_id has no foreign key: deleting an entry must not be blocked by what it once authorized.
+      CREATE TABLE certificate_bindings (
+        serial         text COLLATE "C" NOT NULL,
+        entry_id       text COLLATE "C" NOT NULL,
+        entry_hash     text NOT NULL,
+        attestation_id text COLLATE "C" NOT NULL,
+        renews         text COLLATE "C",
+        CONSTRAINT certificate_bindings_pkey PRIMARY KEY (serial),
+        CONSTRAINT certificate_bindings_serial_fkey FOREIGN KEY (serial) REFERENCES certificates (serial),
+        CONSTRAINT certificate_bindings_attestation_fkey FOREIGN KEY (attestation_id) REFERENCES attestations (id)
+      );
+      -- An entry's certificates, for revoking them when it is deleted.
+      CREATE INDEX certificate_bindings_entry ON certificate_bindings (entry_id, serial);
+
+      -- Like the audit log: the record of who attested what is written once.
+      CREATE FUNCTION stint_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$;
+      CREATE TRIGGER attestations_no_update BEFORE UPDATE ON attestations
+        FOR EACH ROW EXECUTE FUNCTION stint_append_only();
+      CREATE TRIGGER attestations_no_delete BEFORE DELETE ON attestations
+        FOR EACH ROW EXECUTE FUNCTION stint_append_only();
+      CREATE TRIGGER attestations_no_truncate BEFORE TRUNCATE ON attestations
+        FOR EACH STATEMENT EXECUTE FUNCTION stint_append_only();
+      CREATE TRIGGER certificate_bindings_no_update BEFORE UPDATE ON certificate_bindings
+        FOR EACH ROW EXECUTE FUNCTION stint_append_only();
+      CREATE TRIGGER certificate_bindings_no_delete BEFORE DELETE ON certificate_bindings
+        FOR EACH ROW EXECUTE FUNCTION stint_append_only();
+      CREATE TRIGGER certificate_bindings_no_truncate BEFORE TRUNCATE ON certificate_bindings
+        FOR EACH STATEMENT EXECUTE FUNCTION stint_append_only();
+
+      -- What earlier versions kept is recovered, as in the SQLite migration (see there).
+      INSERT INTO attestations (id, at, account_id, authorization_id, method, spiffe_id, selectors, evidence,
+                                entry_id, entry_selectors, entry_hash)
+      SELECT 'pre4-' || a.id,
+             coalesce((SELECT max((c ->> 'validated')::bigint) FROM json_array_elements(a.challenges) AS c), 0),
+             a.account_id, a.id, 'unknown', a.identifier ->> 'value', a.selectors,
+             'recorded before store schema 4', a.entry_id, coalesce(e.selectors, '{}'), ''
+      FROM authorizations AS a LEFT JOIN entries AS e ON e.id = a.entry_id
+      WHERE a.status = 'valid' AND a.entry_id IS NOT NULL AND a.identifier ->> 'type' = 'spiffe';
+      UPDATE authorizations AS a SET attestation_id = t.id FROM attestations AS t WHERE t.authorization_id = a.id;
+
+      INSERT INTO certificate_bindings (serial, entry_id, entry_hash, attestation_id, renews)
+      SELECT o.certificate_serial, t.entry_id, '', t.id, NULL
+      FROM orders AS o CROSS JOIN LATERAL unnest(o.authorization_ids) AS j (id)
+      JOIN attestations AS t ON t.authorization_id = j.id
+      WHERE o.certificate_serial IN (SELECT serial FROM certificates);
+
+      CREATE TEMP TABLE pre4_renewals (serial text COLLATE "C" PRIMARY KEY, prev text COLLATE "C" NOT NULL)
+        ON COMMIT DROP;
+      INSERT INTO pre4_renewals (serial, prev)
+      SELECT subject, substr(actor, 7) FROM audit_log WHERE action = 'cert.issue' AND actor LIKE 'renew:%'
+      ON CONFLICT DO NOTHING;
+      CREATE INDEX ON pre4_renewals (prev);
+      WITH RECURSIVE chain (serial, entry_id, attestation_id, renews) AS (
+        SELECT serial, entry_id, attestation_id, NULL::text COLLATE "C" FROM certificate_bindings
+        UNION ALL
+        SELECT r.serial, c.entry_id, c.attestation_id, c.serial
+        FROM pre4_renewals AS r JOIN chain AS c ON r.prev = c.serial
+      )
+      INSERT INTO certificate_bindings (serial, entry_id, entry_hash, attestation_id, renews)
+      SELECT serial, entry_id, '', attestation_id, renews FROM chain
+      WHERE renews IS NOT NULL AND serial IN (SELECT serial FROM certificates);
+    `,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

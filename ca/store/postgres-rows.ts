@@ -1,7 +1,7 @@
 import pg from "pg";
 import { type ErrorCode, StintError } from "../../common/errors";
 import { canonicalJson } from "../audit";
-import type { AuditRecord, CertificateRecord, IssuerRecord, IssuerState } from "../store";
+import type { AuditRecord, CertificateBinding, CertificateRecord, IssuerRecord, IssuerState } from "../store";
 
 /**
  * How records map to PostgreSQL rows: dates as bigint milliseconds (exact,
@@ -89,6 +89,12 @@ export const FLUSH_SQL = `
     FROM json_to_recordset($1::json) AS r (
       serial text, issuer_id text, sequence bigint, spiffe_id text, dns_names text[], ip_addresses text[],
       not_before bigint, not_after bigint, der text, revoked_at bigint, revocation_reason integer)
+  ), bindings AS (
+    -- Foreign keys are checked at the end of the statement, when the certificates are in.
+    INSERT INTO certificate_bindings (serial, entry_id, entry_hash, attestation_id, renews)
+    SELECT serial, entry_id, entry_hash, attestation_id, renews
+    FROM json_to_recordset($3::json) AS b (
+      serial text, entry_id text, entry_hash text, attestation_id text, renews text)
   )
   INSERT INTO audit_log (${AUDIT_COLUMNS})
   SELECT seq, at, actor, action, subject, details::json, prev_hash, hash
@@ -111,6 +117,30 @@ export function certificatesJson(certs: readonly CertificateRecord[]): string {
       revocation_reason: c.revocationReason,
     })),
   );
+}
+
+export interface BindingRow {
+  serial: string;
+  entry_id: string;
+  entry_hash: string;
+  attestation_id: string;
+  renews: string | null;
+}
+
+export function bindingsJson(bindings: readonly { serial: string; binding: CertificateBinding }[]): string {
+  return JSON.stringify(
+    bindings.map(({ serial, binding: b }) => ({
+      serial,
+      entry_id: b.entryId,
+      entry_hash: b.entryHash,
+      attestation_id: b.attestationId,
+      renews: b.renews,
+    })),
+  );
+}
+
+export function bindingFromRow(r: BindingRow): CertificateBinding {
+  return { entryId: r.entry_id, entryHash: r.entry_hash, attestationId: r.attestation_id, renews: r.renews };
 }
 
 /** Details travel as a string inside the JSON, so the stored text is exactly the canonical text hashed. */

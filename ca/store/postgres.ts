@@ -3,6 +3,7 @@ import { StintError } from "../../common/errors";
 import type {
   AuditEvent,
   AuditRecord,
+  CertificateBinding,
   CertificateCounts,
   CertificateFilter,
   CertificateRecord,
@@ -13,9 +14,11 @@ import type {
   RevokedCertificate,
   Store,
 } from "../store";
+import { checkBoundEntry, ENTRY_COLUMNS } from "./acme-common";
 import { AcmeStateDelegate } from "./acme-delegate";
 import { ISSUER_PROGRESS_SQL, type ProgressRow, progressFrom, windowsFrom } from "./feed-rows";
 import { PostgresAcmeState } from "./postgres-acme";
+import { type EntryRow, entryFromRow } from "./postgres-acme-rows";
 import { PgGroupCommit, type WriteOp } from "./postgres-batch";
 import { connectError, createPool, parseTarget } from "./postgres-connect";
 import { migrate } from "./postgres-migrations";
@@ -23,6 +26,8 @@ import {
   AUDIT_COLUMNS,
   type AuditRow,
   auditFromRow,
+  type BindingRow,
+  bindingFromRow,
   CERT_COLUMNS,
   type CertificateRow,
   certificateFromRow,
@@ -187,20 +192,47 @@ export class PostgresStore extends AcmeStateDelegate implements Store {
     return rows[0].first;
   }
 
-  insertCertificate(cert: CertificateRecord, audit: AuditEvent): Promise<void> {
+  insertCertificate(cert: CertificateRecord, audit: AuditEvent, binding?: CertificateBinding): Promise<void> {
     return this.write(async (tx) => {
-      tx.stageCertificate(cert, (err) =>
-        mapConstraint(err, {
-          certificates_pkey: ["ERR_STORE_CONFLICT", `certificate serial ${cert.serial} is already recorded`],
-          certificates_issuer_sequence_key: [
-            "ERR_STORE_CONFLICT",
-            `issuer ${cert.issuerId} sequence ${cert.sequence} is already used`,
-          ],
-          certificates_issuer_fkey: ["ERR_NOT_FOUND", `issuer ${cert.issuerId} does not exist`],
-        }),
+      if (binding) {
+        // Entries are deleted by writes holding the same audit-chain lock as this batch, so none can come
+        // between this read and the commit; FOR SHARE holds the row all the same.
+        const found = await tx.query<EntryRow>(
+          `SELECT ${ENTRY_COLUMNS} FROM entries WHERE id = $1 FOR SHARE`,
+          [binding.entryId],
+        );
+        checkBoundEntry(binding, found.rows.length === 0 ? null : entryFromRow(found.rows[0]));
+      }
+      tx.stageCertificate(
+        cert,
+        (err) =>
+          mapConstraint(err, {
+            certificates_pkey: [
+              "ERR_STORE_CONFLICT",
+              `certificate serial ${cert.serial} is already recorded`,
+            ],
+            certificates_issuer_sequence_key: [
+              "ERR_STORE_CONFLICT",
+              `issuer ${cert.issuerId} sequence ${cert.sequence} is already used`,
+            ],
+            certificates_issuer_fkey: ["ERR_NOT_FOUND", `issuer ${cert.issuerId} does not exist`],
+            certificate_bindings_attestation_fkey: [
+              "ERR_NOT_FOUND",
+              `attestation ${binding?.attestationId} does not exist`,
+            ],
+          }),
+        binding,
       );
       tx.appendAudit(audit);
     });
+  }
+
+  async getCertificateBinding(serial: string): Promise<CertificateBinding | null> {
+    const rows = await this.run<BindingRow>(
+      "SELECT serial, entry_id, entry_hash, attestation_id, renews FROM certificate_bindings WHERE serial = $1",
+      [serial],
+    );
+    return rows.length === 0 ? null : bindingFromRow(rows[0]);
   }
 
   async getCertificate(serial: string): Promise<CertificateRecord | null> {
@@ -224,6 +256,8 @@ export class PostgresStore extends AcmeStateDelegate implements Store {
     };
     if (filter.issuerId !== undefined) add("issuer_id = ?", filter.issuerId);
     if (filter.spiffeId !== undefined) add("spiffe_id = ?", filter.spiffeId);
+    if (filter.entryId !== undefined)
+      add("serial IN (SELECT serial FROM certificate_bindings WHERE entry_id = ?)", filter.entryId);
     if (filter.unexpiredAt !== undefined) add("not_after > ?", filter.unexpiredAt.getTime());
     if (filter.afterSerial !== undefined) add("serial > ?", filter.afterSerial);
     params.push(Math.min(limit, MAX_LIST_LIMIT));

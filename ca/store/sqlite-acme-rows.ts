@@ -1,6 +1,7 @@
 import type Database from "better-sqlite3";
 import type {
   AccountRecord,
+  AttestationRecord,
   AuthorizationRecord,
   EntryRecord,
   Identifier,
@@ -9,6 +10,7 @@ import type {
 } from "../store-acme";
 import {
   ACCOUNT_COLUMNS,
+  ATTESTATION_COLUMNS,
   AUTHORIZATION_COLUMNS,
   challengesFromJson,
   challengesJson,
@@ -54,6 +56,21 @@ export interface AuthorizationRow {
   challenges: string;
   entry_id: string | null;
   selectors: string;
+  attestation_id: string | null;
+}
+
+export interface AttestationRow {
+  id: string;
+  at: number;
+  account_id: string;
+  authorization_id: string;
+  method: string;
+  spiffe_id: string;
+  selectors: string;
+  evidence: string;
+  entry_id: string;
+  entry_selectors: string;
+  entry_hash: string;
 }
 
 export interface EntryRow {
@@ -101,6 +118,23 @@ export function authorizationFromRow(r: AuthorizationRow): AuthorizationRecord {
     challenges: challengesFromJson(JSON.parse(r.challenges)),
     entryId: r.entry_id,
     selectors: JSON.parse(r.selectors) as string[],
+    attestationId: r.attestation_id,
+  };
+}
+
+export function attestationFromRow(r: AttestationRow): AttestationRecord {
+  return {
+    id: r.id,
+    at: new Date(r.at),
+    accountId: r.account_id,
+    authorizationId: r.authorization_id,
+    method: r.method,
+    spiffeId: r.spiffe_id,
+    selectors: JSON.parse(r.selectors) as string[],
+    evidence: r.evidence,
+    entryId: r.entry_id,
+    entrySelectors: JSON.parse(r.entry_selectors) as string[],
+    entryHash: r.entry_hash,
   };
 }
 
@@ -151,6 +185,23 @@ export function authorizationParams(a: AuthorizationRecord) {
     challenges: challengesJson(a.challenges),
     entryId: a.entryId,
     selectors: JSON.stringify(a.selectors),
+    attestationId: a.attestationId,
+  };
+}
+
+export function attestationParams(a: AttestationRecord) {
+  return {
+    id: a.id,
+    at: a.at.getTime(),
+    accountId: a.accountId,
+    authorizationId: a.authorizationId,
+    method: a.method,
+    spiffeId: a.spiffeId,
+    selectors: JSON.stringify(a.selectors),
+    evidence: a.evidence,
+    entryId: a.entryId,
+    entrySelectors: JSON.stringify(a.entrySelectors),
+    entryHash: a.entryHash,
   };
 }
 
@@ -217,13 +268,20 @@ export function prepareAcmeStatements(db: Database.Database) {
     ),
     insertAuthorization: db.prepare<ReturnType<typeof authorizationParams>>(
       `INSERT INTO authorizations (${AUTHORIZATION_COLUMNS}) VALUES (@id, @accountId, @identifier, @status,
-       @expires, @challenges, @entryId, @selectors)`,
+       @expires, @challenges, @entryId, @selectors, @attestationId)`,
     ),
     getAuthorization: db.prepare<[string], AuthorizationRow>(
       `SELECT ${AUTHORIZATION_COLUMNS} FROM authorizations WHERE id = ?`,
     ),
     authorizationStatus: db.prepare<[string], { status: string }>(
       "SELECT status FROM authorizations WHERE id = ?",
+    ),
+    insertAttestation: db.prepare<ReturnType<typeof attestationParams>>(
+      `INSERT INTO attestations (${ATTESTATION_COLUMNS}) VALUES (@id, @at, @accountId, @authorizationId, @method,
+       @spiffeId, @selectors, @evidence, @entryId, @entrySelectors, @entryHash)`,
+    ),
+    getAttestation: db.prepare<[string], AttestationRow>(
+      `SELECT ${ATTESTATION_COLUMNS} FROM attestations WHERE id = ?`,
     ),
 
     insertEntry: db.prepare<ReturnType<typeof entryParams>>(
@@ -245,8 +303,9 @@ export function prepareAcmeStatements(db: Database.Database) {
       `UPDATE join_tokens SET used_at = @now WHERE hash = @hash AND used_at IS NULL AND expires_at > @now
        RETURNING id, spiffe_id`,
     ),
-    joinTokenState: db.prepare<[string], { used_at: number | null; expires_at: number }>(
-      "SELECT used_at, expires_at FROM join_tokens WHERE hash = ?",
-    ),
+    joinTokenState: db.prepare<
+      [string],
+      { id: string; spiffe_id: string; used_at: number | null; expires_at: number }
+    >("SELECT id, spiffe_id, used_at, expires_at FROM join_tokens WHERE hash = ?"),
   };
 }

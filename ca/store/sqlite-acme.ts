@@ -5,27 +5,34 @@ import type {
   AccountRecord,
   AccountStatus,
   AcmeStateStore,
+  AttestationRecord,
   AuthorizationRecord,
   AuthorizationStatus,
+  ChallengeRecord,
   EntryRecord,
   JoinTokenRecord,
+  JoinTokenUse,
   OrderRecord,
   OrderStatus,
 } from "../store-acme";
 import {
   AUTHORIZATION_COLUMNS,
+  attestedPatch,
   authorizationPatchColumns,
   type ColumnValues,
   checkTokenAudit,
   ORDER_COLUMNS,
   orderPatchColumns,
   refusedToken,
+  spentAudit,
 } from "./acme-common";
 import {
   type AcmeStatements,
   type AuthorizationRow,
   accountFromRow,
   accountParams,
+  attestationFromRow,
+  attestationParams,
   authorizationFromRow,
   authorizationParams,
   entryFromRow,
@@ -236,6 +243,50 @@ export class SqliteAcmeState implements AcmeStateStore {
     });
   }
 
+  recordAttestation(
+    attestation: AttestationRecord,
+    expect: AuthorizationStatus,
+    challenges: ChallengeRecord[],
+    audit: AuditEvent,
+  ): Promise<AuthorizationRecord> {
+    const columns = authorizationPatchColumns(attestedPatch(attestation, challenges), JSON.stringify);
+    return this.host.write((tail) => {
+      const id = attestation.authorizationId;
+      const row = this.compareAndSet<AuthorizationRow>(
+        "authorizations",
+        AUTHORIZATION_COLUMNS,
+        columns,
+        id,
+        expect,
+      );
+      if (row === undefined) {
+        const current = this.st.authorizationStatus.get(id);
+        if (current === undefined)
+          throw new StintError("ERR_NOT_FOUND", `authorization ${id} does not exist`);
+        throw new StintError("ERR_STORE_CONFLICT", `authorization ${id} is ${current.status}, not ${expect}`);
+      }
+      try {
+        this.st.insertAttestation.run(attestationParams(attestation));
+      } catch (err) {
+        rethrowConstraint(err, {
+          SQLITE_CONSTRAINT_PRIMARYKEY: [
+            "ERR_STORE_CONFLICT",
+            `attestation ${attestation.id} already exists`,
+          ],
+          SQLITE_CONSTRAINT_FOREIGNKEY: ["ERR_NOT_FOUND", `account ${attestation.accountId} does not exist`],
+        });
+      }
+      this.host.audit(tail, audit);
+      return authorizationFromRow(row);
+    });
+  }
+
+  async getAttestation(id: string): Promise<AttestationRecord | null> {
+    this.host.assertOpen();
+    const row = this.st.getAttestation.get(id);
+    return row === undefined ? null : attestationFromRow(row);
+  }
+
   createEntry(entry: EntryRecord, audit: AuditEvent): Promise<void> {
     return this.host.write((tail) => {
       try {
@@ -293,12 +344,22 @@ export class SqliteAcmeState implements AcmeStateStore {
   consumeJoinToken(
     hash: string,
     now: Date,
-  ): Promise<{ id: string; spiffeId: string } | "expired" | "used" | null> {
-    return this.host.write(() => {
+    spend: (token: { id: string; spiffeId: string }) => AuditEvent,
+  ): Promise<JoinTokenUse | null> {
+    return this.host.write((tail) => {
       const taken = this.st.takeJoinToken.get({ hash, now: now.getTime() });
-      if (taken !== undefined) return { id: taken.id, spiffeId: taken.spiffe_id };
+      if (taken !== undefined) {
+        const token = { id: taken.id, spiffeId: taken.spiffe_id };
+        this.host.audit(tail, spentAudit(spend, token, hash));
+        return { outcome: "taken", ...token };
+      }
       const state = this.st.joinTokenState.get(hash);
-      return state === undefined ? null : refusedToken(state.used_at, state.expires_at, now);
+      if (state === undefined) return null;
+      return {
+        outcome: refusedToken(state.used_at, state.expires_at, now),
+        id: state.id,
+        spiffeId: state.spiffe_id,
+      };
     });
   }
 

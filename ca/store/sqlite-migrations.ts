@@ -150,6 +150,84 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX orders_account ON orders (account_id, created_at, id);
     `,
   },
+  {
+    version: 4,
+    description: "attestations, and each certificate's binding to its entry and attestation",
+    sql: `
+      -- No foreign key: SQLite cannot add one to an existing table (entry_id has none either).
+      ALTER TABLE authorizations ADD COLUMN attestation_id TEXT;
+
+      CREATE TABLE attestations (
+        id               TEXT PRIMARY KEY,
+        at               INTEGER NOT NULL,
+        account_id       TEXT NOT NULL REFERENCES accounts (id),
+        authorization_id TEXT NOT NULL,
+        method           TEXT NOT NULL,
+        spiffe_id        TEXT NOT NULL,
+        selectors        TEXT NOT NULL CHECK (json_valid(selectors)),
+        evidence         TEXT NOT NULL,
+        entry_id         TEXT NOT NULL,
+        entry_selectors  TEXT NOT NULL CHECK (json_valid(entry_selectors)),
+        entry_hash       TEXT NOT NULL
+      ) STRICT;
+
+      -- entry_id has no foreign key: deleting an entry must not be blocked by what it once authorized.
+      CREATE TABLE certificate_bindings (
+        serial         TEXT PRIMARY KEY REFERENCES certificates (serial),
+        entry_id       TEXT NOT NULL,
+        entry_hash     TEXT NOT NULL,
+        attestation_id TEXT NOT NULL REFERENCES attestations (id),
+        renews         TEXT
+      ) STRICT;
+      -- An entry's certificates, for revoking them when it is deleted.
+      CREATE INDEX certificate_bindings_entry ON certificate_bindings (entry_id, serial);
+
+      -- Like the audit log: the record of who attested what is written once.
+      CREATE TRIGGER attestations_no_update BEFORE UPDATE ON attestations
+        BEGIN SELECT RAISE(ABORT, 'attestations is append-only'); END;
+      CREATE TRIGGER attestations_no_delete BEFORE DELETE ON attestations
+        BEGIN SELECT RAISE(ABORT, 'attestations is append-only'); END;
+      CREATE TRIGGER certificate_bindings_no_update BEFORE UPDATE ON certificate_bindings
+        BEGIN SELECT RAISE(ABORT, 'certificate_bindings is append-only'); END;
+      CREATE TRIGGER certificate_bindings_no_delete BEFORE DELETE ON certificate_bindings
+        BEGIN SELECT RAISE(ABORT, 'certificate_bindings is append-only'); END;
+
+      -- What earlier versions kept is recovered, so certificates issued before the upgrade still renew
+      -- under their own entry: each valid SPIFFE authorization's entry and selectors become an attestation
+      -- (its method and evidence were not recorded), bound to its order's certificate and, through the
+      -- audit log's "renew:<serial>" actors, to every renewal of it.
+      INSERT INTO attestations (id, at, account_id, authorization_id, method, spiffe_id, selectors, evidence,
+                                entry_id, entry_selectors, entry_hash)
+      SELECT 'pre4-' || a.id,
+             coalesce((SELECT max(json_extract(c.value, '$.validated')) FROM json_each(a.challenges) AS c), 0),
+             a.account_id, a.id, 'unknown', json_extract(a.identifier, '$.value'), a.selectors,
+             'recorded before store schema 4', a.entry_id, coalesce(e.selectors, '[]'), ''
+      FROM authorizations AS a LEFT JOIN entries AS e ON e.id = a.entry_id
+      WHERE a.status = 'valid' AND a.entry_id IS NOT NULL AND json_extract(a.identifier, '$.type') = 'spiffe';
+      UPDATE authorizations SET attestation_id = 'pre4-' || id
+      WHERE id IN (SELECT authorization_id FROM attestations);
+
+      INSERT INTO certificate_bindings (serial, entry_id, entry_hash, attestation_id, renews)
+      SELECT o.certificate_serial, t.entry_id, '', t.id, NULL
+      FROM orders AS o, json_each(o.authorization_ids) AS j JOIN attestations AS t ON t.authorization_id = j.value
+      WHERE o.certificate_serial IN (SELECT serial FROM certificates);
+
+      CREATE TEMP TABLE pre4_renewals (serial TEXT PRIMARY KEY, prev TEXT NOT NULL);
+      INSERT OR IGNORE INTO pre4_renewals (serial, prev)
+      SELECT subject, substr(actor, 7) FROM audit_log WHERE action = 'cert.issue' AND actor LIKE 'renew:%';
+      CREATE INDEX temp.pre4_renewals_prev ON pre4_renewals (prev);
+      WITH RECURSIVE chain (serial, entry_id, attestation_id, renews) AS (
+        SELECT serial, entry_id, attestation_id, NULL FROM certificate_bindings
+        UNION ALL
+        SELECT r.serial, c.entry_id, c.attestation_id, c.serial
+        FROM pre4_renewals AS r JOIN chain AS c ON r.prev = c.serial
+      )
+      INSERT INTO certificate_bindings (serial, entry_id, entry_hash, attestation_id, renews)
+      SELECT serial, entry_id, '', attestation_id, renews FROM chain
+      WHERE renews IS NOT NULL AND serial IN (SELECT serial FROM certificates);
+      DROP TABLE temp.pre4_renewals;
+    `,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

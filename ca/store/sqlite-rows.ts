@@ -1,7 +1,9 @@
 import type Database from "better-sqlite3";
 import { type ErrorCode, StintError } from "../../common/errors";
 import { canonicalJson } from "../audit";
-import type { AuditRecord, CertificateRecord, IssuerRecord, IssuerState } from "../store";
+import type { AuditRecord, CertificateBinding, CertificateRecord, IssuerRecord, IssuerState } from "../store";
+import { BINDING_COLUMNS, ENTRY_COLUMNS } from "./acme-common";
+import type { EntryRow } from "./sqlite-acme-rows";
 
 /**
  * How records map to SQLite rows: dates as integer milliseconds, DER as
@@ -34,6 +36,14 @@ export interface CertificateRow {
   der: Buffer;
   revoked_at: number | null;
   revocation_reason: number | null;
+}
+
+export interface BindingRow {
+  serial: string;
+  entry_id: string;
+  entry_hash: string;
+  attestation_id: string;
+  renews: string | null;
 }
 
 export interface AuditRow {
@@ -104,6 +114,20 @@ export function certificateFromRow(r: CertificateRow): CertificateRecord {
     der: r.der,
     revokedAt: r.revoked_at === null ? null : new Date(r.revoked_at),
     revocationReason: r.revocation_reason,
+  };
+}
+
+export function bindingFromRow(r: BindingRow): CertificateBinding {
+  return { entryId: r.entry_id, entryHash: r.entry_hash, attestationId: r.attestation_id, renews: r.renews };
+}
+
+export function bindingParams(serial: string, b: CertificateBinding) {
+  return {
+    serial,
+    entryId: b.entryId,
+    entryHash: b.entryHash,
+    attestationId: b.attestationId,
+    renews: b.renews,
   };
 }
 
@@ -185,6 +209,13 @@ export function prepareStatements(db: Database.Database) {
     insertCertificate: db.prepare<ReturnType<typeof certificateParams>>(
       `INSERT INTO certificates (${CERT_COLUMNS}) VALUES (@serial, @issuerId, @sequence, @spiffeId, @dnsNames, @ipAddresses, @notBefore, @notAfter, @der, @revokedAt, @revocationReason)`,
     ),
+    insertBinding: db.prepare<ReturnType<typeof bindingParams>>(
+      `INSERT INTO certificate_bindings (${BINDING_COLUMNS}) VALUES (@serial, @entryId, @entryHash, @attestationId, @renews)`,
+    ),
+    getBinding: db.prepare<[string], BindingRow>(
+      `SELECT ${BINDING_COLUMNS} FROM certificate_bindings WHERE serial = ?`,
+    ),
+    boundEntry: db.prepare<[string], EntryRow>(`SELECT ${ENTRY_COLUMNS} FROM entries WHERE id = ?`),
     getCertificate: db.prepare<[string], CertificateRow>(
       `SELECT ${CERT_COLUMNS} FROM certificates WHERE serial = ?`,
     ),

@@ -6,6 +6,7 @@ import { chainRecord } from "../audit";
 import type {
   AuditEvent,
   AuditRecord,
+  CertificateBinding,
   CertificateCounts,
   CertificateFilter,
   CertificateRecord,
@@ -16,9 +17,11 @@ import type {
   RevokedCertificate,
   Store,
 } from "../store";
+import { checkBoundEntry } from "./acme-common";
 import { AcmeStateDelegate } from "./acme-delegate";
 import { ISSUER_PROGRESS_SQL, type ProgressRow, progressFrom, windowsFrom } from "./feed-rows";
 import { SqliteAcmeState } from "./sqlite-acme";
+import { entryFromRow } from "./sqlite-acme-rows";
 import { GroupCommit, type WriteOp } from "./sqlite-batch";
 import { migrate, STORE_FORMAT_KEY } from "./sqlite-migrations";
 import { corruptError, probeStoreFile } from "./sqlite-probe";
@@ -26,6 +29,8 @@ import {
   type AuditTail,
   auditFromRow,
   auditParams,
+  bindingFromRow,
+  bindingParams,
   CERT_COLUMNS,
   type CertificateRow,
   certificateFromRow,
@@ -207,8 +212,13 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
     });
   }
 
-  insertCertificate(cert: CertificateRecord, audit: AuditEvent): Promise<void> {
+  insertCertificate(cert: CertificateRecord, audit: AuditEvent, binding?: CertificateBinding): Promise<void> {
     return this.write((tail) => {
+      if (binding) {
+        // Inside the IMMEDIATE transaction: no deletion can come between this check and the insert.
+        const row = this.st.boundEntry.get(binding.entryId);
+        checkBoundEntry(binding, row === undefined ? null : entryFromRow(row));
+      }
       try {
         this.st.insertCertificate.run(certificateParams(cert));
       } catch (err) {
@@ -224,6 +234,18 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
           SQLITE_CONSTRAINT_FOREIGNKEY: ["ERR_NOT_FOUND", `issuer ${cert.issuerId} does not exist`],
         });
       }
+      if (binding) {
+        try {
+          this.st.insertBinding.run(bindingParams(cert.serial, binding));
+        } catch (err) {
+          rethrowConstraint(err, {
+            SQLITE_CONSTRAINT_FOREIGNKEY: [
+              "ERR_NOT_FOUND",
+              `attestation ${binding.attestationId} does not exist`,
+            ],
+          });
+        }
+      }
       this.appendAuditIn(tail, audit);
     });
   }
@@ -232,6 +254,12 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
     this.assertOpen();
     const row = this.st.getCertificate.get(serial);
     return row === undefined ? null : certificateFromRow(row);
+  }
+
+  async getCertificateBinding(serial: string): Promise<CertificateBinding | null> {
+    this.assertOpen();
+    const row = this.st.getBinding.get(serial);
+    return row === undefined ? null : bindingFromRow(row);
   }
 
   async listCertificates(filter: CertificateFilter): Promise<CertificateRecord[]> {
@@ -249,6 +277,10 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
       where.push("spiffe_id = @spiffeId");
       params.spiffeId = filter.spiffeId;
     }
+    if (filter.entryId !== undefined) {
+      where.push("serial IN (SELECT serial FROM certificate_bindings WHERE entry_id = @entryId)");
+      params.entryId = filter.entryId;
+    }
     if (filter.unexpiredAt !== undefined) {
       where.push("not_after > @unexpiredAt");
       params.unexpiredAt = filter.unexpiredAt.getTime();
@@ -261,7 +293,7 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
       `SELECT ${CERT_COLUMNS} FROM certificates` +
       (where.length > 0 ? ` WHERE ${where.join(" AND ")}` : "") +
       " ORDER BY serial LIMIT @limit";
-    // At most 16 shapes of query, each prepared once.
+    // At most 32 shapes of query, each prepared once.
     let stmt = this.listStatements.get(sql);
     if (stmt === undefined) {
       stmt = this.db.prepare<Record<string, unknown>, CertificateRow>(sql);

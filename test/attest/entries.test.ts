@@ -130,7 +130,10 @@ describe("parseSelector", () => {
 });
 
 describe("attestorRegistry and evidence shape", () => {
-  const fake = (name: string) => ({ name, attest: async () => ({ selectors: [], reusable: false }) });
+  const fake = (name: string) => ({
+    name,
+    attest: async () => ({ selectors: [], reusable: false, evidence: `${name}:fake` }),
+  });
 
   it("finds configured attestors and names them when asked for another", () => {
     const lookup = attestorRegistry([fake("join_token"), fake("k8s_sat")]);

@@ -7,6 +7,7 @@ import {
   type NewJoinToken,
   newJoinToken,
 } from "../../ca/join-token";
+import type { AuditEvent } from "../../ca/store";
 import { stintError } from "./helpers";
 
 /**
@@ -16,19 +17,23 @@ import { stintError } from "./helpers";
  */
 class MemoryLedger implements JoinTokenLedger {
   private readonly rows = new Map<string, { id: string; spiffeId: string; expiresAt: Date; used: boolean }>();
+  /** The audit records spends wrote, as the store appends them in the consuming transaction. */
+  readonly audit: AuditEvent[] = [];
 
   add(t: NewJoinToken): void {
     this.rows.set(t.hash, { id: t.id, spiffeId: t.spiffeId, expiresAt: t.expiresAt, used: false });
   }
 
-  async consume(hash: string, now: Date) {
+  async consume(hash: string, now: Date, spend: (token: { id: string; spiffeId: string }) => AuditEvent) {
     await new Promise((resolve) => setImmediate(resolve)); // a round trip to the database
     const row = this.rows.get(hash);
     if (!row) return null;
-    if (row.used) return "used" as const;
-    if (now.getTime() >= row.expiresAt.getTime()) return "expired" as const;
+    const token = { id: row.id, spiffeId: row.spiffeId };
+    if (row.used) return { outcome: "used" as const, ...token };
+    if (now.getTime() >= row.expiresAt.getTime()) return { outcome: "expired" as const, ...token };
     row.used = true;
-    return { id: row.id, spiffeId: row.spiffeId };
+    this.audit.push(spend(token));
+    return { outcome: "taken" as const, ...token };
   }
 }
 
@@ -38,6 +43,7 @@ const ctx = (over: Partial<AttestationContext> = {}): AttestationContext => ({
   spiffeId: ID,
   token: "challenge-token",
   accountThumbprint: "thumb",
+  account: "https://ca.test/acme/acct/a1",
   now: NOW,
   ...over,
 });
@@ -104,8 +110,54 @@ describe("join_token attestor", () => {
   it("grants join_token:<id>, one-time", async () => {
     const { attestor, token } = setup();
     const result = await attestor.attest({ token: token.secret }, ctx());
-    expect(result).toEqual({ selectors: [`join_token:${token.id}`], reusable: false });
+    expect(result).toEqual({
+      selectors: [`join_token:${token.id}`],
+      reusable: false,
+      evidence: `join_token:${token.id}`,
+    });
     expect(parseSelector(result.selectors[0])).toBe(result.selectors[0]);
+  });
+
+  it("has every spend recorded by the ledger as token.spend, with the account and the outcome", async () => {
+    const { attestor, token, ledger } = setup();
+    await attestor.attest({ token: token.secret }, ctx());
+    const other = newJoinToken({ spiffeId: "spiffe://example.org/db", now: NOW });
+    ledger.add(other);
+    const noted: string[] = [];
+    await expect(
+      attestor.attest({ token: other.secret }, ctx({ reference: (r) => noted.push(r) })),
+    ).rejects.toMatchObject({ code: "ERR_ATTESTATION" });
+    await expect(
+      attestor.attest({ token: token.secret }, ctx({ reference: (r) => noted.push(r) })),
+    ).rejects.toMatchObject({ code: "ERR_ATTESTATION" });
+    expect(ledger.audit).toEqual([
+      {
+        at: NOW,
+        actor: "https://ca.test/acme/acct/a1",
+        action: "token.spend",
+        subject: token.id,
+        details: { spiffeId: ID, outcome: "accepted" },
+      },
+      {
+        at: NOW,
+        actor: "https://ca.test/acme/acct/a1",
+        action: "token.spend",
+        subject: other.id,
+        details: {
+          spiffeId: "spiffe://example.org/db",
+          outcome: "refused",
+          requested: ID,
+          reason: "created for another SPIFFE ID",
+        },
+      },
+    ]);
+    // A second use spends nothing, but the refusal still names the token.
+    expect(noted).toEqual([`join_token:${other.id}`, `join_token:${token.id}`]);
+    const text = JSON.stringify(ledger.audit);
+    for (const t of [token, other]) {
+      expect(text).not.toContain(t.secret);
+      expect(text).not.toContain(t.hash);
+    }
   });
 
   it("refuses a second use", async () => {

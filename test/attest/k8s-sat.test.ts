@@ -15,6 +15,7 @@ const ctx: AttestationContext = {
   spiffeId: "spiffe://example.org/web",
   token: "t",
   accountThumbprint: "a",
+  account: "https://ca.test/acme/acct/1",
   now: NOW,
 };
 const WHAT = "service account token";
@@ -72,7 +73,11 @@ describe("k8s_sat: accepted tokens", () => {
     ["ES256", ec.privateKey, "ec-1"],
   ] as const)("grants ns, sa and pod for a projected %s token with a JWKS kid", async (alg, key, kid) => {
     const result = await attestor.attest({ token: jwt(alg, key, projected(), { kid, typ: "JWT" }) }, ctx);
-    expect(result).toEqual({ selectors: SELECTORS, reusable: true });
+    expect(result).toEqual({
+      selectors: SELECTORS,
+      reusable: true,
+      evidence: "k8s_sat:ns=prod,sa=web,pod=web-7d9f8-x2x4q",
+    });
     for (const s of result.selectors) expect(parseSelector(s)).toBe(s);
   });
 
@@ -80,7 +85,28 @@ describe("k8s_sat: accepted tokens", () => {
     expect(await attestor.attest({ token: jwt("RS256", rsa.privateKey, legacy) }, ctx)).toEqual({
       selectors: ["k8s:ns:prod", "k8s:sa:web"],
       reusable: true,
+      evidence: "k8s_sat:ns=prod,sa=web",
     });
+  });
+
+  it("names the token by its service account and jti for the audit log, never by the token", async () => {
+    const token = jwt("ES256", ec.privateKey, projected({ jti: "2f1c0d7e-jti" }), { kid: "ec-1" });
+    const noted: string[] = [];
+    const result = await attestor.attest({ token }, { ...ctx, reference: (r) => noted.push(r) });
+    expect(result.evidence).toBe("k8s_sat:ns=prod,sa=web,pod=web-7d9f8-x2x4q,jti=2f1c0d7e-jti");
+    // An unverified token's claims are the presenter's say-so: a refusal names nothing.
+    await expect(
+      attestor.attest(
+        { token: jwt("ES256", stranger.privateKey, projected(), { kid: "ec-1" }) },
+        { ...ctx, reference: (r) => noted.push(r) },
+      ),
+    ).rejects.toMatchObject({ code: "ERR_ATTESTATION" });
+    expect(noted).toEqual([]);
+    const odd = jwt("ES256", ec.privateKey, projected({ jti: "has space" }), { kid: "ec-1" });
+    expect((await attestor.attest({ token: odd }, ctx)).evidence).toBe(
+      "k8s_sat:ns=prod,sa=web,pod=web-7d9f8-x2x4q",
+    );
+    for (const part of token.split(".")) expect(result.evidence).not.toContain(part);
   });
 
   it("tries each configured key when the token has no kid, or the keys have none (PEM files)", async () => {

@@ -47,6 +47,7 @@ const GENPKEY: Record<OpensslKeyType, string[]> = {
   ed25519: ["-algorithm", "ED25519"],
   "rsa-2048": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
   "rsa-3072": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072"],
+  "rsa-4096": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:4096"],
 };
 
 interface Made {
@@ -135,6 +136,7 @@ const ctx: AttestationContext = {
   spiffeId: "spiffe://example.org/node-1",
   token: "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA",
   accountThumbprint: "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs",
+  account: "https://ca.test/acme/acct/1",
   now: NOW,
 };
 const attestor = new X509PopAttestor({ bundle: [otherRoot.cert, root.cert] });
@@ -161,8 +163,18 @@ describe("x509pop: accepted proofs", () => {
         `x509pop:ca:fingerprint:${fingerprintOf(root)}`,
       ],
       reusable: true,
+      evidence: `x509pop:sha256:${fingerprintOf(leaf)}`,
     });
     for (const s of result.selectors) expect(parseSelector(s)).toBe(s);
+  });
+
+  it("names the presented certificate by its fingerprint, also when it refuses the proof", async () => {
+    const noted: string[] = [];
+    const lone = new X509PopAttestor({ bundle: [root.cert] });
+    await expect(
+      lone.attest(evidence([foreignLeaf]), { ...ctx, reference: (r) => noted.push(r) }),
+    ).rejects.toMatchObject({ code: "ERR_ATTESTATION" });
+    expect(noted).toEqual([`x509pop:sha256:${fingerprintOf(foreignLeaf)}`]);
   });
 
   it("follows leaf → intermediate → bootstrap CA, with or without the CA in the chain", async () => {

@@ -3,6 +3,10 @@ import type { CaStore } from "../../ca/store/open";
 import type { EntryRecord } from "../../ca/store-acme";
 import { account, authorization, entry, event, joinToken, later, MINUTE, order, T0 } from "./fixtures";
 
+/** The audit record of a spend, as the join_token attestor makes it. */
+const spend = (token: { id: string; spiffeId: string }) =>
+  event("token.spend", token.id, { spiffeId: token.spiffeId, outcome: "accepted" });
+
 /**
  * The ACME state (ca/store-acme.ts) every backend must keep alike, run
  * against each of them like storeContract.
@@ -389,20 +393,49 @@ export function acmeStoreContract(
       for (const tok of [t, expiring]) {
         await store.createJoinToken(tok, event("join_token.create", tok.id, { spiffeId: tok.spiffeId }));
       }
-      expect(await store.consumeJoinToken(t.hash, later(MINUTE))).toEqual({ id: t.id, spiffeId: t.spiffeId });
-      expect(await store.consumeJoinToken(t.hash, later(2 * MINUTE))).toBe("used");
-      expect(await store.consumeJoinToken(expiring.hash, later(5 * MINUTE))).toBe("expired");
-      expect(await store.consumeJoinToken(expiring.hash, later(60 * MINUTE))).toBe("expired");
-      expect(await store.consumeJoinToken("00".repeat(32), later(MINUTE))).toBeNull();
+      const use = (outcome: string, tok: typeof t) => ({ outcome, id: tok.id, spiffeId: tok.spiffeId });
+      expect(await store.consumeJoinToken(t.hash, later(MINUTE), spend)).toEqual(use("taken", t));
+      expect(await store.consumeJoinToken(t.hash, later(2 * MINUTE), spend)).toEqual(use("used", t));
+      expect(await store.consumeJoinToken(expiring.hash, later(5 * MINUTE), spend)).toEqual(
+        use("expired", expiring),
+      );
+      expect(await store.consumeJoinToken(expiring.hash, later(60 * MINUTE), spend)).toEqual(
+        use("expired", expiring),
+      );
+      expect(await store.consumeJoinToken("00".repeat(32), later(MINUTE), spend)).toBeNull();
       await reopen();
-      expect(await store.consumeJoinToken(t.hash, later(MINUTE))).toBe("used");
+      expect(await store.consumeJoinToken(t.hash, later(MINUTE), spend)).toEqual(use("used", t));
       // A refused attempt wrote nothing: before its expiry the token is still there to take.
-      expect(await store.consumeJoinToken(expiring.hash, later(4 * MINUTE))).toEqual({
-        id: expiring.id,
-        spiffeId: expiring.spiffeId,
-      });
+      expect(await store.consumeJoinToken(expiring.hash, later(4 * MINUTE), spend)).toEqual(
+        use("taken", expiring),
+      );
       // Used and then expired reads as used.
-      expect(await store.consumeJoinToken(expiring.hash, later(60 * MINUTE))).toBe("used");
+      expect(await store.consumeJoinToken(expiring.hash, later(60 * MINUTE), spend)).toEqual(
+        use("used", expiring),
+      );
+      // Each take, and only a take, recorded its spend in the same transaction.
+      const records = await store.listAudit(0, 100);
+      verifyAuditChain(records);
+      expect(records.filter((r) => r.action === "token.spend").map((r) => r.subject)).toEqual([
+        t.id,
+        expiring.id,
+      ]);
+      expect(records.find((r) => r.action === "token.spend")?.details).toEqual({
+        spiffeId: t.spiffeId,
+        outcome: "accepted",
+      });
+    });
+
+    it("takes no token whose spend record would carry its hash", async () => {
+      const t = joinToken("00112233aabbccdd");
+      await store.createJoinToken(t, event("join_token.create", t.id));
+      await expect(
+        store.consumeJoinToken(t.hash, later(MINUTE), (tok) =>
+          event("token.spend", tok.id, { hash: t.hash }),
+        ),
+      ).rejects.toThrow("the audit event for spending join token 00112233aabbccdd must not carry its hash");
+      expect(await store.consumeJoinToken(t.hash, later(MINUTE), spend)).toMatchObject({ outcome: "taken" });
+      expect(JSON.stringify(await store.listAudit(0, 100))).not.toContain(t.hash);
     });
 
     it("refuses duplicate join tokens and audit records that carry the hash", async () => {
@@ -428,7 +461,7 @@ export function acmeStoreContract(
       await expect(
         store.createJoinToken(leaky, event("join_token.create", leaky.id, { hash: leaky.hash })),
       ).rejects.toThrow("the audit event for join token 0000000000000002 must not carry its hash");
-      expect(await store.consumeJoinToken(leaky.hash, later(MINUTE))).toBeNull();
+      expect(await store.consumeJoinToken(leaky.hash, later(MINUTE), spend)).toBeNull();
 
       const records = await store.listAudit(0, 100);
       expect(records.map((r) => r.action)).toEqual(["join_token.create"]);
@@ -439,12 +472,11 @@ export function acmeStoreContract(
       const t = joinToken("00112233aabbccdd");
       await store.createJoinToken(t, event("join_token.create", t.id));
       const results = await Promise.all(
-        Array.from({ length: 10 }, () => store.consumeJoinToken(t.hash, later(MINUTE))),
+        Array.from({ length: 10 }, () => store.consumeJoinToken(t.hash, later(MINUTE), spend)),
       );
-      expect(results.filter((r) => typeof r === "object" && r !== null)).toEqual([
-        { id: t.id, spiffeId: t.spiffeId },
-      ]);
-      expect(results.filter((r) => r === "used")).toHaveLength(9);
+      expect(results.filter((r) => r?.outcome === "taken")).toHaveLength(1);
+      expect(results.filter((r) => r?.outcome === "used")).toHaveLength(9);
+      expect((await store.listAudit(0, 100)).filter((r) => r.action === "token.spend")).toHaveLength(1);
     });
 
     it("refuses ACME reads and writes once closed", async () => {
@@ -455,7 +487,7 @@ export function acmeStoreContract(
       await expect(store.getAccount("a")).rejects.toThrow("is closed");
       await expect(store.updateOrder("o", "pending", { status: "ready" })).rejects.toThrow("is closed");
       await expect(store.listEntries({})).rejects.toThrow("is closed");
-      await expect(store.consumeJoinToken("00", T0)).rejects.toThrow("is closed");
+      await expect(store.consumeJoinToken("00", T0, spend)).rejects.toThrow("is closed");
       store = await backend.reopen();
     });
   });

@@ -2,9 +2,11 @@ import { createHash } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { entryHash } from "../../ca/entries";
 import type { AuditEvent, CertificateRecord, IssuerRecord } from "../../ca/store";
 import type {
   AccountRecord,
+  AttestationRecord,
   AuthorizationRecord,
   EntryRecord,
   JoinTokenRecord,
@@ -102,6 +104,29 @@ export function authorization(
     ],
     entryId: null,
     selectors: [],
+    attestationId: null,
+    ...overrides,
+  };
+}
+
+export function attestation(
+  id: string,
+  authz: AuthorizationRecord,
+  e: EntryRecord,
+  overrides: Partial<AttestationRecord> = {},
+): AttestationRecord {
+  return {
+    id,
+    at: later(2 * MINUTE),
+    accountId: authz.accountId,
+    authorizationId: authz.id,
+    method: "k8s_sat",
+    spiffeId: e.spiffeId,
+    selectors: [...e.selectors, "k8s:pod:web-0"],
+    evidence: "k8s_sat:ns=prod,sa=web,pod=web-0",
+    entryId: e.id,
+    entrySelectors: e.selectors,
+    entryHash: entryHash(e),
     ...overrides,
   };
 }

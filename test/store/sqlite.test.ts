@@ -5,6 +5,7 @@ import { openStore, STORE_FILE } from "../../ca/store/open";
 import { SqliteStore } from "../../ca/store/sqlite";
 import { storeContract } from "./contract";
 import { acmeStoreContract } from "./contract-acme";
+import { bindingStoreContract } from "./contract-binding";
 import { tempDir } from "./fixtures";
 
 let dir: string;
@@ -42,6 +43,26 @@ storeContract("sqlite", () => SqliteStore.open(freshPath(), { create: true }), {
 
 acmeStoreContract("sqlite", () => SqliteStore.open(freshPath(), { create: true }), {
   reopen: () => SqliteStore.open(path),
+});
+
+bindingStoreContract("sqlite", () => SqliteStore.open(freshPath(), { create: true }), {
+  reopen: () => SqliteStore.open(path),
+  sql: async (statement) => {
+    const raw = new Database(path);
+    try {
+      raw.exec(statement);
+    } catch (err) {
+      throw new Error((err as Error).message); // see storeContract above
+    } finally {
+      raw.close();
+    }
+  },
+  toSchema3: [
+    "DROP TABLE certificate_bindings",
+    "DROP TABLE attestations",
+    "ALTER TABLE authorizations DROP COLUMN attestation_id",
+    "DELETE FROM schema_migrations WHERE version = 4",
+  ],
 });
 
 describe("SqliteStore", () => {

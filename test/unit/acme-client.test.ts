@@ -308,6 +308,7 @@ async function route(path: string, vr: VerifiedRequest, res: ServerResponse): Pr
           spiffeId: SPIFFE,
           token: TOKEN,
           accountThumbprint: thumbprint,
+          account: account!.accountUrl,
           now: new Date(),
         });
         state.challenge = state.validation === "sync" ? "valid" : "processing";
@@ -677,6 +678,7 @@ describe("AcmeClient: evidence, errors, renewal information", () => {
       spiffeId: SPIFFE,
       token: TOKEN,
       accountThumbprint: jwkThumbprint(accountKeys.ES256),
+      account: "https://ca.test/acme/acct/1",
       now: new Date(),
     };
     const evidence = x509popEvidence({ chainDer: [node.der, bootstrapCa.der], key: node.key, ...ctx });

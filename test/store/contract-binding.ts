@@ -1,0 +1,278 @@
+import { verifyAuditChain } from "../../ca/audit";
+import { entryHash } from "../../ca/entries";
+import type { CertificateBinding } from "../../ca/store";
+import type { CaStore } from "../../ca/store/open";
+import type { AuthorizationRecord, ChallengeRecord } from "../../ca/store-acme";
+import {
+  account,
+  attestation,
+  authorization,
+  certificate,
+  entry,
+  event,
+  issuer,
+  later,
+  MINUTE,
+  order,
+} from "./fixtures";
+
+/**
+ * Attestations and certificate bindings (schema 4), which every backend must
+ * keep alike: what certificates point to for "who attested what", and the
+ * entry check made in the transaction that records a certificate.
+ */
+export interface BindingContractBackend {
+  /** Opens the store `openFresh` made last again, without `create`, as a restarted process would. */
+  reopen(): Promise<CaStore>;
+  /** Runs one statement on that store's database behind its back, as someone with database access could. */
+  sql(statement: string): Promise<void>;
+  /** Statements that take a closed store back to schema 3, as a store written by the previous release. */
+  toSchema3: string[];
+}
+
+const SPIFFE = "spiffe://example.org/web";
+
+/** `name` is the backend's id, as `store.backend` reports it. */
+export function bindingStoreContract(
+  name: string,
+  openFresh: () => Promise<CaStore>,
+  backend: BindingContractBackend,
+): void {
+  let store: CaStore;
+
+  async function reopen(): Promise<void> {
+    await store.close();
+    store = await backend.reopen();
+  }
+
+  const validated = (authz: AuthorizationRecord): ChallengeRecord[] => [
+    { ...authz.challenges[0], status: "valid", validated: later(3 * MINUTE) },
+  ];
+
+  /** An account, an entry, and a pending SPIFFE authorization in an order. */
+  async function enrollment() {
+    const a = account("acct1");
+    await store.createAccount(a, event("account.create", a.id));
+    const e = entry("e1", SPIFFE, later(1), { dnsNames: ["web.example.org"], ttlMs: 600_000 });
+    await store.createEntry(e, event("entry.create", e.id));
+    const az = authorization("az1", a.id);
+    await store.createOrder(order("ord1", a.id, [az]), [az]);
+    return { a, e, az };
+  }
+
+  describe(`attestations and certificate bindings: ${name}`, () => {
+    beforeEach(async () => {
+      store = await openFresh();
+    });
+    afterEach(async () => {
+      await store.close();
+    });
+
+    it("records an attestation with its authorization and audit record, all or nothing", async () => {
+      const { a, e, az } = await enrollment();
+      const att = attestation("att1", az, e);
+      const valid = await store.recordAttestation(
+        att,
+        "pending",
+        validated(az),
+        event("attest.ok", SPIFFE, { attestationId: att.id }),
+      );
+      const expected = {
+        ...az,
+        status: "valid",
+        challenges: validated(az),
+        entryId: e.id,
+        selectors: att.selectors,
+        attestationId: att.id,
+      };
+      expect(valid).toEqual(expected);
+
+      // A second validation racing the first loses, and leaves no attestation and no record behind.
+      await expect(
+        store.recordAttestation(
+          attestation("att2", az, e),
+          "pending",
+          validated(az),
+          event("attest.ok", SPIFFE),
+        ),
+      ).rejects.toMatchObject({
+        code: "ERR_STORE_CONFLICT",
+        message: "authorization az1 is valid, not pending",
+      });
+      await expect(
+        store.recordAttestation(
+          attestation("att3", { ...az, id: "nope" }, e),
+          "pending",
+          validated(az),
+          event("attest.ok", SPIFFE),
+        ),
+      ).rejects.toMatchObject({ code: "ERR_NOT_FOUND", message: "authorization nope does not exist" });
+      const az2 = authorization("az2", a.id);
+      await store.createOrder(order("ord2", a.id, [az2]), [az2]);
+      await expect(
+        store.recordAttestation(
+          attestation("att1", az2, e),
+          "pending",
+          validated(az2),
+          event("attest.ok", SPIFFE),
+        ),
+      ).rejects.toMatchObject({ code: "ERR_STORE_CONFLICT", message: "attestation att1 already exists" });
+      expect(await store.getAuthorization(az2.id)).toEqual(az2);
+      await reopen();
+
+      expect(await store.getAuthorization(az.id)).toEqual(expected);
+      const got = await store.getAttestation(att.id);
+      expect(got).toEqual(att);
+      expect(got?.at).toBeInstanceOf(Date);
+      for (const id of ["att2", "att3", "nope"]) expect(await store.getAttestation(id)).toBeNull();
+      const records = await store.listAudit(0, 100);
+      verifyAuditChain(records);
+      expect(records.map((r) => r.action)).toEqual(["account.create", "entry.create", "attest.ok"]);
+    });
+
+    it("binds a certificate to its entry, re-checking the entry in the transaction that records it", async () => {
+      const { e, az } = await enrollment();
+      const att = attestation("att1", az, e);
+      await store.recordAttestation(att, "pending", validated(az), event("attest.ok", SPIFFE));
+      await store.putIssuer(issuer("aa00"), event("issuer.create", "aa00"));
+      const first: CertificateBinding = {
+        entryId: e.id,
+        entryHash: entryHash(e),
+        attestationId: att.id,
+        renews: null,
+      };
+      const [c1, c2, c3, plain] = [1, 2, 3, 4].map((n) => certificate("aa00", n));
+      await store.insertCertificate(c1, event("cert.issue", c1.serial), first);
+      await store.insertCertificate(c2, event("cert.renew", c2.serial), { ...first, renews: c1.serial });
+      await store.insertCertificate(plain, event("cert.issue", plain.serial));
+      await reopen();
+
+      expect(await store.getCertificateBinding(c1.serial)).toEqual(first);
+      expect(await store.getCertificateBinding(c2.serial)).toEqual({ ...first, renews: c1.serial });
+      expect(await store.getCertificateBinding(plain.serial)).toBeNull();
+      expect(await store.getCertificateBinding("7f00")).toBeNull();
+      const bound = await store.listCertificates({ entryId: e.id });
+      expect(bound.map((c) => c.serial)).toEqual([c1.serial, c2.serial]);
+      expect(await store.listCertificates({ entryId: e.id, unexpiredAt: later(90_000) })).toEqual([bound[1]]);
+      expect(await store.listCertificates({ entryId: "other" })).toEqual([]);
+
+      // The entry as the issuer read it is not the entry now: nothing is written.
+      const before = (await store.listAudit(0, 100)).length;
+      await expect(
+        store.insertCertificate(c3, event("cert.issue", c3.serial), {
+          ...first,
+          entryHash: entryHash({ ...e, dnsNames: ["web.example.org", "extra.example.org"] }),
+        }),
+      ).rejects.toMatchObject({
+        code: "ERR_UNAUTHORIZED",
+        message: "registration entry e1 changed while the certificate was being issued",
+      });
+      await expect(
+        store.insertCertificate(c3, event("cert.issue", c3.serial), { ...first, attestationId: "nope" }),
+      ).rejects.toMatchObject({ code: "ERR_NOT_FOUND", message: "attestation nope does not exist" });
+
+      // Deleted, with other writes in the same batch: only the bound one is refused.
+      await store.deleteEntry(e.id, event("entry.delete", e.id));
+      const [c5, c6] = [5, 6].map((n) => certificate("aa00", n));
+      const results = await Promise.allSettled([
+        store.insertCertificate(c3, event("cert.renew", c3.serial), { ...first, renews: c2.serial }),
+        store.insertCertificate(c5, event("cert.issue", c5.serial)),
+        store.insertCertificate(c6, event("cert.issue", c6.serial)),
+      ]);
+      expect(results.map((r) => r.status)).toEqual(["rejected", "fulfilled", "fulfilled"]);
+      expect((results[0] as PromiseRejectedResult).reason).toMatchObject({
+        code: "ERR_UNAUTHORIZED",
+        message: "registration entry e1 was deleted while the certificate was being issued",
+      });
+      expect(await store.getCertificate(c3.serial)).toBeNull();
+      const records = await store.listAudit(0, 100);
+      verifyAuditChain(records);
+      expect(records.slice(before).map((r) => [r.action, r.subject])).toEqual([
+        ["entry.delete", e.id],
+        ["cert.issue", c5.serial],
+        ["cert.issue", c6.serial],
+      ]);
+      // The bindings outlive the entry: they say what the certificates were issued under.
+      expect(await store.getCertificateBinding(c1.serial)).toEqual(first);
+    });
+
+    it("keeps attestations and bindings append-only", async () => {
+      const { e, az } = await enrollment();
+      await store.recordAttestation(
+        attestation("att1", az, e),
+        "pending",
+        validated(az),
+        event("attest.ok", SPIFFE),
+      );
+      await store.putIssuer(issuer("aa00"), event("issuer.create", "aa00"));
+      const c = certificate("aa00", 1);
+      await store.insertCertificate(c, event("cert.issue", c.serial), {
+        entryId: e.id,
+        entryHash: entryHash(e),
+        attestationId: "att1",
+        renews: null,
+      });
+      await expect(backend.sql("UPDATE attestations SET method = 'x509pop'")).rejects.toThrow(
+        "attestations is append-only",
+      );
+      await expect(backend.sql("DELETE FROM attestations")).rejects.toThrow("attestations is append-only");
+      await expect(backend.sql("UPDATE certificate_bindings SET entry_id = 'e2'")).rejects.toThrow(
+        "certificate_bindings is append-only",
+      );
+      await expect(backend.sql("DELETE FROM certificate_bindings")).rejects.toThrow(
+        "certificate_bindings is append-only",
+      );
+      expect(await store.getAttestation("att1")).toMatchObject({ method: "k8s_sat" });
+    });
+
+    it("recovers the entry of certificates issued before schema 4, and of their renewals", async () => {
+      const { a, e, az } = await enrollment();
+      // What the previous release wrote: the authorization kept the entry and selectors; no attestation.
+      await store.updateAuthorization(az.id, "pending", {
+        status: "valid",
+        challenges: validated(az),
+        entryId: e.id,
+        selectors: ["k8s:ns:prod", "k8s:sa:e1", "k8s:pod:web-0"],
+      });
+      const dns = authorization("az2", a.id, { identifier: { type: "dns", value: "web.example.org" } });
+      await store.createOrder(order("ord2", a.id, [dns]), [dns]);
+      await store.updateAuthorization(dns.id, "pending", { status: "valid" });
+      await store.putIssuer(issuer("aa00"), event("issuer.create", "aa00"));
+      const [c1, c2, c3, cli, other] = [1, 2, 3, 4, 5].map((n) => certificate("aa00", n));
+      const acct = "https://ca.example/acme/acct/acct1";
+      await store.insertCertificate(c1, { ...event("cert.issue", c1.serial), actor: acct });
+      await store.updateOrder("ord1", "pending", { status: "valid", certificateSerial: c1.serial });
+      await store.insertCertificate(c2, { ...event("cert.issue", c2.serial), actor: `renew:${c1.serial}` });
+      await store.insertCertificate(c3, { ...event("cert.issue", c3.serial), actor: `renew:${c2.serial}` });
+      await store.insertCertificate(cli, { ...event("cert.issue", cli.serial), actor: "cli" });
+      await store.insertCertificate(other, { ...event("cert.issue", other.serial), actor: acct });
+      await store.updateOrder("ord2", "pending", { status: "valid", certificateSerial: other.serial });
+      await store.close();
+      for (const statement of backend.toSchema3) await backend.sql(statement);
+      store = await backend.reopen();
+
+      const recovered = {
+        id: "pre4-az1",
+        at: later(3 * MINUTE),
+        accountId: a.id,
+        authorizationId: az.id,
+        method: "unknown",
+        spiffeId: SPIFFE,
+        selectors: ["k8s:ns:prod", "k8s:sa:e1", "k8s:pod:web-0"],
+        evidence: "recorded before store schema 4",
+        entryId: e.id,
+        entrySelectors: e.selectors,
+        entryHash: "",
+      };
+      expect(await store.getAttestation("pre4-az1")).toEqual(recovered);
+      expect(await store.getAuthorization(az.id)).toMatchObject({ attestationId: "pre4-az1" });
+      expect(await store.getAuthorization(dns.id)).toMatchObject({ attestationId: null });
+      const bound = { entryId: e.id, entryHash: "", attestationId: "pre4-az1" };
+      expect(await store.getCertificateBinding(c1.serial)).toEqual({ ...bound, renews: null });
+      expect(await store.getCertificateBinding(c2.serial)).toEqual({ ...bound, renews: c1.serial });
+      expect(await store.getCertificateBinding(c3.serial)).toEqual({ ...bound, renews: c2.serial });
+      expect(await store.getCertificateBinding(cli.serial)).toBeNull();
+      expect(await store.getCertificateBinding(other.serial)).toBeNull();
+    });
+  });
+}
