@@ -37,16 +37,18 @@ export interface LoggerOptions {
 }
 
 const SECRET_KEY = /pass|secret|token|key|evidence|authorization|jws|private/i;
-/** Names that match SECRET_KEY but carry no secret and are needed to debug issuance. */
+/**
+ * An id names a secret without being one (tokenId, authorizationId, key_id,
+ * entryIds): ids are kept, so a refusal can be traced to what it refused.
+ */
+const ID_KEY = /(?:[a-z0-9](?:Id|ID)|_id|_ID)s?$/;
+/** Other names that match SECRET_KEY but carry no secret and are needed to debug issuance. */
 const ALLOWED_KEYS = new Set([
   "keyAlgorithm",
   "keyType",
   "keyTypes",
-  "keyId",
   "keyUsage",
-  "tokenId",
   "passphraseFile",
-  "authorizationId",
   "authorizationUrl",
 ]);
 // Secret values under innocent names: PEM private keys and JWT/JWS compact serializations.
@@ -59,7 +61,8 @@ const REDACTED = "[redacted]";
 export function isSecretKey(key: string): boolean {
   if (!SECRET_KEY.test(key)) return false;
   // Flat config keys such as "policy.keyTypes" are judged by their last word.
-  return !ALLOWED_KEYS.has(key.slice(key.lastIndexOf(".") + 1));
+  const last = key.slice(key.lastIndexOf(".") + 1);
+  return !ALLOWED_KEYS.has(last) && !ID_KEY.test(last);
 }
 
 const noop: LogFn = () => {};

@@ -81,6 +81,31 @@ describe("createLogger", () => {
     expect(JSON.stringify(r)).not.toMatch(/p1|s1|Bearer|t1|k1|"x"|"y"|"z"/);
   });
 
+  it("keeps the ids of an attestation's outcome and redacts what it was given", () => {
+    const { log, records } = collect();
+    log.info("attestation refused", {
+      accountId: "acct-1",
+      authorizationId: "az-9",
+      method: "join_token",
+      spiffeId: "spiffe://example.org/web",
+      reference: "join_token:0011223344556677",
+      token: "s3cret",
+      evidence: { token: "s3cret" },
+      authorization: "Bearer s3cret",
+    });
+    expect(records()[0]).toMatchObject({
+      accountId: "acct-1",
+      authorizationId: "az-9",
+      method: "join_token",
+      spiffeId: "spiffe://example.org/web",
+      reference: "join_token:0011223344556677",
+      token: "[redacted]",
+      evidence: "[redacted]",
+      authorization: "[redacted]",
+    });
+    expect(JSON.stringify(records())).not.toContain("s3cret");
+  });
+
   it("never serializes key material or binary data", () => {
     const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
     const pem = privateKey.export({ format: "pem", type: "pkcs8" }).toString();
@@ -199,6 +224,17 @@ describe("isSecretKey", () => {
     ["policy.keyTypes", false],
     ["serial", false],
     ["spiffeId", false],
+    // Ids name secrets without being them: kept so a refusal can be traced.
+    ["authorizationId", false],
+    ["tokenId", false],
+    ["token_id", false],
+    ["keyIDs", false],
+    ["joinTokenIds", false],
+    ["authorization", true],
+    ["Authorization", true],
+    ["tokenIdentity", true],
+    ["bearerToken", true],
+    ["idToken", true],
   ])("%s → %s", (key, secret) => {
     expect(isSecretKey(key)).toBe(secret);
   });
