@@ -1,4 +1,5 @@
 import type { KeyObject } from "node:crypto";
+import { inspectSpki } from "../ca/spki";
 import type { AccountRecord } from "../ca/store-acme";
 import { type ErrorCode, isStintError, StintError } from "../common/errors";
 import {
@@ -15,6 +16,7 @@ import {
   keyFitsAlgorithm,
   verifyJwsSignature,
 } from "../formats/jose";
+import { ACCEPTED_KEYS } from "../formats/key-bounds";
 import { type CertificateKey, readCertificateKey } from "../formats/x509";
 import { isObject } from "./wire";
 
@@ -253,13 +255,17 @@ function describeKey(key: KeyObject): string {
   return key.asymmetricKeyType ?? "unknown";
 }
 
-/** Refuses keys that no accepted algorithm fits (weak RSA, other curves): the key itself is the problem. */
+/**
+ * Refuses keys that no accepted algorithm fits. The shape checks before
+ * loading (importJwk, inspectSpki) already refused them; this holds for keys
+ * from any other path too.
+ */
 function supportedKey(key: KeyObject, what: string): KeyObject {
   if (algorithmForKey(key) === null)
     throw refuse(
       "ERR_BAD_PUBLIC_KEY",
       "key",
-      `${what} is an ${describeKey(key)} key, which is not accepted; use P-256, P-384, Ed25519 or RSA of at least 2048 bits`,
+      `${what} is an ${describeKey(key)} key, which is not accepted; use ${ACCEPTED_KEYS}`,
     );
   return key;
 }
@@ -269,9 +275,10 @@ function jwkKey(jwk: unknown): KeyObject {
   if (isObject(jwk) && !["EC", "OKP", "RSA"].includes(jwk.kty as string))
     throw refuse("ERR_BAD_PUBLIC_KEY", "key", `jwk key type ${excerpt(jwk.kty, 10)} is not supported`);
   try {
+    // importJwk refuses a key by its members' shape before loading it: no signature check is priced by the client.
     return supportedKey(importJwk(jwk), "jwk");
   } catch (err) {
-    if (!isStintError(err, "ERR_JOSE")) throw err;
+    if (!isStintError(err, "ERR_JOSE") && !isStintError(err, "ERR_BAD_PUBLIC_KEY")) throw err;
     throw refuse("ERR_BAD_PUBLIC_KEY", "key", err.message);
   }
 }
@@ -295,9 +302,22 @@ function x5cChain(x5c: unknown): { chain: Buffer[]; key: KeyObject; leaf: Certif
   // Only the serial and key: the renewal handler accepts the leaf only if it equals, byte for byte,
   // one this CA stored, so node:crypto's X509Certificate (twice the cost, key included) adds nothing.
   let leaf: CertificateKey;
-  let key: KeyObject;
+  let facts: ReturnType<typeof inspectSpki>;
   try {
     leaf = readCertificateKey(chain[0]!);
+    facts = inspectSpki(leaf.spki);
+  } catch {
+    throw bad("x5c[0] is not a DER X.509 certificate");
+  }
+  // The key's shape, read from its DER, before it is loaded or anything is verified with it.
+  if (facts.algorithm === null)
+    throw refuse(
+      "ERR_BAD_PUBLIC_KEY",
+      "key",
+      `the x5c leaf certificate's key (${facts.description}) is not accepted; use ${ACCEPTED_KEYS}`,
+    );
+  let key: KeyObject;
+  try {
     key = importSpki(leaf.spki);
   } catch {
     throw bad("x5c[0] is not a DER X.509 certificate");

@@ -72,6 +72,8 @@ function newKey(type: KeyAlgorithm): KeyObject {
       return generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey;
     case "rsa-3072":
       return generateKeyPairSync("rsa", { modulusLength: 3072 }).privateKey;
+    case "rsa-4096":
+      return generateKeyPairSync("rsa", { modulusLength: 4096 }).privateKey;
   }
 }
 

@@ -15,6 +15,7 @@ import { promisify } from "node:util";
 import { StintError } from "../common/errors";
 import { fileError } from "../common/files";
 import * as der from "../formats/der";
+import { RSA_PUBLIC_EXPONENT } from "../formats/key-bounds";
 import { toPem } from "../formats/pem";
 import { KEY_ALGORITHMS, type KeyAlgorithm, keyIdentifier } from "./spki";
 
@@ -23,6 +24,8 @@ import { KEY_ALGORITHMS, type KeyAlgorithm, keyIdentifier } from "./spki";
 export { KEY_ALGORITHMS, type KeyAlgorithm };
 
 export const PASSPHRASE_ENV = "STINT_CA_PASSPHRASE";
+
+const RSA_SIZES: Record<number, KeyAlgorithm> = { 2048: "rsa-2048", 3072: "rsa-3072", 4096: "rsa-4096" };
 
 export interface KeyPair {
   privateKey: KeyObject;
@@ -41,7 +44,7 @@ export function parseKeyAlgorithm(text: string): KeyAlgorithm {
 }
 
 export function generateKeyPair(alg: KeyAlgorithm): Promise<KeyPair> {
-  // Async so an RSA-3072 generation does not block a serving process.
+  // Async so an RSA-3072 or RSA-4096 generation does not block a serving process.
   return new Promise((resolve, reject) => {
     const cb = (err: Error | null, publicKey: KeyObject, privateKey: KeyObject) =>
       err ? reject(err) : resolve({ publicKey, privateKey });
@@ -56,6 +59,8 @@ export function generateKeyPair(alg: KeyAlgorithm): Promise<KeyPair> {
         return nodeGenerateKeyPair("rsa", { modulusLength: 2048 }, cb);
       case "rsa-3072":
         return nodeGenerateKeyPair("rsa", { modulusLength: 3072 }, cb);
+      case "rsa-4096":
+        return nodeGenerateKeyPair("rsa", { modulusLength: 4096 }, cb);
     }
   });
 }
@@ -77,8 +82,10 @@ export function keyAlgorithmOf(key: KeyObject): KeyAlgorithm {
     alg = "ed25519";
   } else if (key.asymmetricKeyType === "rsa") {
     what = `RSA-${details.modulusLength} key`;
-    alg =
-      details.modulusLength === 2048 ? "rsa-2048" : details.modulusLength === 3072 ? "rsa-3072" : undefined;
+    // Only F4 keys: the same bounds as client keys (formats/key-bounds.ts).
+    if (details.publicExponent !== RSA_PUBLIC_EXPONENT)
+      what += ` with public exponent ${details.publicExponent}`;
+    else alg = RSA_SIZES[details.modulusLength ?? 0];
   }
   if (!alg)
     throw new StintError(

@@ -52,6 +52,10 @@ const SIGNING: Record<KeyAlgorithm, SigningParams> = {
     importParams: { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
     signingAlgorithm: { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
   },
+  "rsa-4096": {
+    importParams: { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
+    signingAlgorithm: { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
+  },
 };
 
 /** 16 CSPRNG bytes, top bit clear and first byte non-zero, so the INTEGER is positive and exactly 16 octets. */

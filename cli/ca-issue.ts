@@ -54,7 +54,8 @@ export const caIssue: Command = {
         "  --ttl DURATION             lifetime, e.g. 15m (default policy.defaultTtl)\n" +
         "  --csr FILE                 PKCS#10 request (PEM or DER); its names, if any, must match the flags\n" +
         "  --out DIR                  write key.pem (0600), cert.pem (leaf + intermediate) and bundle.pem\n" +
-        "  --key-type TYPE            key for --out: ec-p256 (default), ec-p384, ed25519, rsa-2048, rsa-3072\n" +
+        "  --key-type TYPE            key for --out: ec-p256 (default), ec-p384, ed25519, rsa-2048, rsa-3072,\n" +
+        "                             rsa-4096 (policy.keyTypes must allow it)\n" +
         "  --json                     print serial, names and validity as JSON",
     ),
   async run(argv) {

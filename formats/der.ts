@@ -227,6 +227,21 @@ export const contents = (buf: Uint8Array, t: Tlv): Buffer =>
 export const whole = (buf: Uint8Array, t: Tlv): Buffer =>
   Buffer.from(buf.buffer, buf.byteOffset + t.start, t.end - t.start);
 
+/**
+ * The value of a non-negative INTEGER as minimal unsigned big-endian bytes
+ * (the DER sign octet removed; zero is empty). ERR_DER for a negative or
+ * non-minimal encoding, so two spellings of one number cannot both pass.
+ */
+export function unsignedIntegerValue(buf: Uint8Array, t: Tlv, what: string): Buffer {
+  if (t.tag !== Tag.INTEGER) throw new StintError("ERR_DER", `DER: ${what} is not an INTEGER`);
+  const c = contents(buf, t);
+  if (c.length === 0) throw new StintError("ERR_DER", `DER: ${what} is an empty INTEGER`);
+  if (c[0] & 0x80) throw new StintError("ERR_DER", `DER: ${what} is negative`);
+  if (c.length > 1 && c[0] === 0 && !(c[1] & 0x80))
+    throw new StintError("ERR_DER", `DER: ${what} is not minimally encoded`);
+  return c[0] === 0 ? c.subarray(1) : c;
+}
+
 export function decodeOid(bytes: Uint8Array): string {
   if (bytes.length === 0 || bytes[bytes.length - 1] & 0x80)
     throw new StintError("ERR_DER", "DER: malformed OID");

@@ -1,5 +1,13 @@
 import { createHash, createPublicKey, type JsonWebKey, type KeyObject, sign, verify } from "node:crypto";
 import { StintError } from "../common/errors";
+import {
+  ACCEPTED_KEYS,
+  describeRsaKey,
+  RSA_MAX_BITS,
+  RSA_MIN_BITS,
+  RSA_PUBLIC_EXPONENT,
+  rsaKeyInBounds,
+} from "./key-bounds";
 
 /**
  * The JOSE pieces both ends of ACME need (RFC 7515 JWS, RFC 7517 JWK,
@@ -34,7 +42,17 @@ const ALGORITHMS: Record<JwsAlgorithm, AlgorithmSpec> = {
   EdDSA: { hash: null, keyMatches: (k) => k.asymmetricKeyType === "ed25519" },
   RS256: {
     hash: "sha256",
-    keyMatches: (k) => k.asymmetricKeyType === "rsa" && (k.asymmetricKeyDetails?.modulusLength ?? 0) >= 2048,
+    // The same bounds as the JWK shape check: keys that arrive by other paths (stored, x5c) meet them too.
+    keyMatches: (k) => {
+      const d = k.asymmetricKeyDetails;
+      const bits = d?.modulusLength ?? 0;
+      return (
+        k.asymmetricKeyType === "rsa" &&
+        bits >= RSA_MIN_BITS &&
+        bits <= RSA_MAX_BITS &&
+        d?.publicExponent === RSA_PUBLIC_EXPONENT
+      );
+    },
   },
 };
 
@@ -69,7 +87,38 @@ export function keyFitsAlgorithm(key: KeyObject, alg: JwsAlgorithm): boolean {
 
 export type Jwk = Record<string, unknown>;
 
-/** A public key from a JWK; refuses private keys and unsupported types with ERR_JOSE. */
+/** Curve keys are refused by curve name; OpenSSL then checks the point, at a cost the curve bounds. */
+const CURVES: Record<string, readonly string[]> = { EC: ["P-256", "P-384"], OKP: ["Ed25519"] };
+
+/** A name from a client, for messages: shown only when short and plain. */
+const shown = (name: unknown): string =>
+  typeof name === "string" && /^[A-Za-z0-9._-]{1,16}$/.test(name) ? name : "unnamed";
+
+/**
+ * Why a JWK's key is not one Stint accepts ("an RSA-8192 key"), or null when
+ * it is. Reads only the members, so it runs before the key is loaded and
+ * costs nothing the client can inflate. ERR_JOSE for members that are not
+ * canonical base64url, or integers with a leading zero octet (RFC 7518 6.3.1).
+ */
+export function jwkShapeProblem(jwk: Jwk): string | null {
+  if (jwk.kty === "RSA") {
+    const n = fromB64u(jwk.n, "jwk n");
+    const e = fromB64u(jwk.e, "jwk e");
+    if (n.length === 0 || n[0] === 0 || e.length === 0 || e[0] === 0)
+      throw new StintError("ERR_JOSE", "jwk n and e must be unsigned integers without leading zero octets");
+    return rsaKeyInBounds(n, e) ? null : `an ${describeRsaKey(n, e)}`;
+  }
+  const curves = jwk.kty === "EC" || jwk.kty === "OKP" ? CURVES[jwk.kty] : undefined;
+  if (curves === undefined) return `a key of type ${shown(jwk.kty)}`;
+  if (!curves.includes(jwk.crv as string)) return `an ${jwk.kty} ${shown(jwk.crv)} key`;
+  return null;
+}
+
+/**
+ * A public key from a JWK. ERR_JOSE for private keys, unknown key types and
+ * malformed members; ERR_BAD_PUBLIC_KEY, before the key is loaded, for a key
+ * outside formats/key-bounds.ts.
+ */
 export function importJwk(jwk: unknown): KeyObject {
   if (typeof jwk !== "object" || jwk === null || Array.isArray(jwk))
     throw new StintError("ERR_JOSE", "jwk is not an object");
@@ -78,6 +127,12 @@ export function importJwk(jwk: unknown): KeyObject {
     throw new StintError("ERR_JOSE", "jwk must be a public key (it carries private or secret parts)");
   if (!["EC", "OKP", "RSA"].includes(j.kty as string))
     throw new StintError("ERR_JOSE", `jwk key type ${String(j.kty)} is not supported`);
+  const problem = jwkShapeProblem(j);
+  if (problem !== null)
+    throw new StintError(
+      "ERR_BAD_PUBLIC_KEY",
+      `jwk is ${problem}, which is not accepted; use ${ACCEPTED_KEYS}`,
+    );
   try {
     return createPublicKey({ key: j as import("node:crypto").JsonWebKey, format: "jwk" });
   } catch {

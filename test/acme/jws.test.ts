@@ -191,7 +191,8 @@ interface Refusal {
 
 const SHAPE = (m: string) => `JWS "${m}" is not base64url (RFC 7515 2: URL-safe alphabet, no padding)`;
 const ALG_LIST = "sign with one of ES256, ES384, EdDSA, RS256";
-const KEY_SIZES = "which is not accepted; use P-256, P-384, Ed25519 or RSA of at least 2048 bits";
+const KEY_SIZES =
+  "which is not accepted; use P-256, P-384, Ed25519 or RSA of 2048 to 4096 bits with public exponent 65537";
 
 const refusals: Refusal[] = [
   {
@@ -414,7 +415,7 @@ const refusals: Refusal[] = [
     name: "P-521 jwk",
     code: "ERR_BAD_PUBLIC_KEY",
     check: "key",
-    message: `jwk is an EC secp521r1 key, ${KEY_SIZES}`,
+    message: `jwk is an EC P-521 key, ${KEY_SIZES}`,
     send: () =>
       send(
         raw({ header: { alg: "ES256", jwk: exportJwk(p521.publicKey), nonce: nonces.issue(), url: URL_ } }),

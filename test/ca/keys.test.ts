@@ -49,13 +49,14 @@ function write(name: string, data: string | Buffer): string {
 }
 
 describe("key algorithms", () => {
-  test("parseKeyAlgorithm accepts the five names and lists them on error", () => {
+  test("parseKeyAlgorithm accepts the six names and lists them on error", () => {
     for (const a of KEY_ALGORITHMS) expect(parseKeyAlgorithm(a)).toBe(a);
     expect(parseKeyAlgorithm(" EC-P256 ")).toBe("ec-p256");
     expect(() => parseKeyAlgorithm("dsa")).toThrow(
       expect.objectContaining({
         code: "ERR_CONFIG",
-        message: 'unknown key algorithm "dsa"; use one of: ec-p256, ec-p384, ed25519, rsa-2048, rsa-3072',
+        message:
+          'unknown key algorithm "dsa"; use one of: ec-p256, ec-p384, ed25519, rsa-2048, rsa-3072, rsa-4096',
       }),
     );
   });

@@ -32,7 +32,7 @@ describe("CA config", () => {
       "policy.maxTtl": 86_400_000,
       "policy.backdate": 30_000,
       "policy.dnsSuffixes": [],
-      "policy.keyTypes": ["ec-p256", "ec-p384", "ed25519", "rsa-2048", "rsa-3072"],
+      "policy.keyTypes": ["ec-p256", "ec-p384", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096"],
       "store.url": "",
       publicUrl: "",
       "acme.maxBodyBytes": 65_536,
@@ -165,11 +165,11 @@ describe("CA config", () => {
     [{ STINT_SERVER_CERT_TTL: "0s" }, "must be longer than 0s"],
     [
       { STINT_KEY_ALGORITHM: "rsa-1024" },
-      '"rsa-1024" is not one of ec-p256, ec-p384, ed25519, rsa-2048, rsa-3072',
+      '"rsa-1024" is not one of ec-p256, ec-p384, ed25519, rsa-2048, rsa-3072, rsa-4096',
     ],
     [
       { STINT_POLICY_KEY_TYPES: "ec-p256,dsa" },
-      '"dsa" is not one of ec-p256, ec-p384, ed25519, rsa-2048, rsa-3072',
+      '"dsa" is not one of ec-p256, ec-p384, ed25519, rsa-2048, rsa-3072, rsa-4096',
     ],
     [{ STINT_POLICY_KEY_TYPES: "" }, "list at least one key algorithm"],
     [

@@ -12,7 +12,7 @@ export function tempDir(prefix = "stint-test-"): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
-export type OpensslKeyType = "ec-p256" | "ec-p384" | "ed25519" | "rsa-2048" | "rsa-3072";
+export type OpensslKeyType = "ec-p256" | "ec-p384" | "ed25519" | "rsa-2048" | "rsa-3072" | "rsa-4096";
 
 const GENPKEY: Record<OpensslKeyType, string[]> = {
   "ec-p256": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
@@ -20,6 +20,7 @@ const GENPKEY: Record<OpensslKeyType, string[]> = {
   ed25519: ["-algorithm", "ED25519"],
   "rsa-2048": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
   "rsa-3072": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072"],
+  "rsa-4096": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:4096"],
 };
 
 /** Makes a key and a CSR with OpenSSL; returns their paths and the CSR's DER. */
