@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { mountAcme } from "../acme/acme-api";
 import { mountAdmin } from "../acme/admin";
+import { startCrlHttpServer } from "../acme/crl-http";
 import { mountCrl } from "../acme/crl-routes";
 import { mountFeed } from "../acme/feed-routes";
 import type { ListenerLimits } from "../acme/listener-limits";
@@ -38,7 +39,8 @@ export const caServe: Command = {
       "stint ca serve [options]",
       "Serves the ACME API (/acme/directory), the admin API (/admin/), CRLs (/crl/), the revocation\n" +
         "feed (/feed, /feed/events), /health, /bundle.pem, /bundle.json and /metrics over\n" +
-        "HTTPS with a certificate from the CA's own intermediate, renewed before it expires. On first\n" +
+        "HTTPS with a certificate from the CA's own intermediate, renewed before it expires. With\n" +
+        "crl.httpListen, a plain-HTTP listener also serves /crl/, /ca/<issuer>.cer and /bundle.pem. On first\n" +
         "run in an empty data directory it creates the CA as `stint ca init` would. Stops cleanly on SIGTERM or SIGINT.",
       "  --insecure-no-passphrase   allow unencrypted CA keys when no passphrase is set (development only)",
     ),
@@ -112,6 +114,18 @@ export const caServe: Command = {
       config: { ...configSummary(CA_CONFIG, cfg), trustDomain: undefined },
     });
 
+    // After startCaServer, whose mountCrl signed the first CRLs this listener serves.
+    const crlHttp = cfg["crl.httpListen"]
+      ? await startCrlHttpServer({
+          files: authority,
+          log,
+          metrics,
+          ...listenParts(cfg["crl.httpListen"]),
+          limits: listenerLimits(cfg),
+        })
+      : null;
+    if (crlHttp) log.info("serving CRLs over plain HTTP", { url: crlHttp.url });
+
     await new Promise<void>((resolve) => {
       const stop = (signal: string) => {
         log.info("stopping", { signal });
@@ -123,6 +137,7 @@ export const caServe: Command = {
     issuerWatch.stop();
     feed.stop();
     await server.close();
+    await crlHttp?.close();
     await store.close();
     log.info("stopped");
     return 0;
