@@ -203,15 +203,32 @@ export function mountAdmin(deps: AdminDeps): (router: Router, origin: string) =>
         "DELETE",
         ADMIN_PATHS.entry,
         route(async (r) => {
+          const { revoke } = query(r.url, ["revoke"]);
+          if (revoke !== undefined && revoke !== "true") throw malformed('revoke must be "true" when given');
           const entry = await existingEntry(store, r.params.id!);
           await audited(
             r,
             "entry.delete",
             entry.id,
-            { spiffeId: entry.spiffeId, selectors: entry.selectors },
+            { spiffeId: entry.spiffeId, selectors: entry.selectors, ...(revoke ? { revoke: true } : {}) },
             (event) => store.deleteEntry(entry.id, event),
           );
-          sendJson(r.res, 200, entryJson(entry));
+          // Renewals stop with the entry (they need their own entry); ?revoke=true also ends its live certificates.
+          const revoked: string[] = [];
+          let page = revoke ? await store.listCertificates({ entryId: entry.id, unexpiredAt: r.now }) : [];
+          while (page.length > 0) {
+            for (const cert of page.filter((c) => !c.revokedAt)) {
+              await authority.revoke(cert.serial, 9 /* privilegeWithdrawn */, r.actor, r.now).then(
+                () => revoked.push(cert.serial),
+                (err) => {
+                  if (!isStintError(err, "ERR_ALREADY_REVOKED")) throw err;
+                },
+              );
+            }
+            const afterSerial = page[page.length - 1]!.serial;
+            page = await store.listCertificates({ entryId: entry.id, unexpiredAt: r.now, afterSerial });
+          }
+          sendJson(r.res, 200, { ...entryJson(entry), ...(revoke ? { revoked } : {}) });
         }),
       )
       .on(

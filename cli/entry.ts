@@ -97,21 +97,38 @@ export const entryList: Command = {
 
 export const entryDelete: Command = {
   name: "entry delete",
-  summary: "delete a registration entry",
+  summary: "delete a registration entry, stopping its renewals (and with --revoke, its certificates)",
   help: () =>
     adminHelp(
-      "stint entry delete ID [options]",
-      "Deletes the registration entry with this id (from stint entry list). Certificates already\n" +
-        "issued stay valid until they expire; revoke them with stint cert revoke.",
-      "  --json                     print the deleted entry as JSON",
+      "stint entry delete ID [--revoke] [options]",
+      "Deletes the registration entry with this id (from stint entry list). Certificates issued under\n" +
+        "it can no longer be renewed, even if another entry names the same SPIFFE ID: their holders must\n" +
+        "attest again. Without --revoke they stay valid until they expire.",
+      "  --revoke                   also revoke its unexpired certificates (reason privilegeWithdrawn)\n" +
+        "  --json                     print the deleted entry as JSON",
     ),
   async run(argv) {
-    const { values, positionals } = parseFlags(argv, adminFlagOptions({ json: { type: "boolean" } }), true);
+    const { values, positionals } = parseFlags(
+      argv,
+      adminFlagOptions({ revoke: { type: "boolean" }, json: { type: "boolean" } }),
+      true,
+    );
     if (positionals.length !== 1) throw usage("entry delete", "give exactly one entry id");
     const client = await AdminClient.fromFlags(values);
-    const entry = await client.delete<AdminEntry>(pathWith(ADMIN_PATHS.entry, positionals[0]!));
+    const path = pathWith(ADMIN_PATHS.entry, positionals[0]!);
+    const entry = await client.delete<AdminEntry & { revoked?: string[] }>(
+      values.revoke ? `${path}?revoke=true` : path,
+    );
     if (values.json) printJson(entry);
-    else console.log(`Deleted entry ${describe(entry)}`);
+    else {
+      console.log(`Deleted entry ${describe(entry)}`);
+      if (entry.revoked !== undefined) {
+        const n = entry.revoked.length;
+        console.log(
+          `Revoked ${n} certificate${n === 1 ? "" : "s"}${n ? `: ${entry.revoked.join(", ")}` : ""}`,
+        );
+      }
+    }
     return 0;
   },
 };
