@@ -342,7 +342,7 @@ export const CA_CONFIG = declareConfig([
     type: "string",
     default: "",
     description:
-      "Address (host:port) of an optional plain-HTTP listener serving only /crl/… and /bundle.pem, for CRL fetchers that refuse HTTPS (RFC 5280 expects http). When set, new certificates carry http:// CRL distribution points, and intermediates a caIssuers pointer. Empty: off.",
+      "Address (host:port, a fixed port) of an optional plain-HTTP listener serving only /crl/…, /ca/<id>.cer and /bundle.pem, for CRL fetchers that refuse HTTPS (RFC 5280 expects http). When set, new certificates carry http:// CRL distribution points, and intermediates a caIssuers pointer to their root. Empty: off.",
     validate: (v) => (v === "" ? undefined : listenProblem(v)),
   },
   {
