@@ -1,5 +1,7 @@
 import { X509Certificate } from "node:crypto";
 import { readFile } from "node:fs/promises";
+import { homedir } from "node:os";
+import { join } from "node:path";
 import { parseDuration } from "../common/duration";
 import { StintError } from "../common/errors";
 import { fileError } from "../common/files";
@@ -14,6 +16,7 @@ const FLAGS = {
   usage: { type: "string" },
   allow: { type: "string", multiple: true },
   "max-feed-age": { type: "string" },
+  "feed-state": { type: "string" },
   "clock-skew": { type: "string" },
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -25,6 +28,16 @@ async function readText(path: string, what: string): Promise<string> {
   } catch (err) {
     throw fileError(err, path, `read ${what}`);
   }
+}
+
+/**
+ * Where `stint verify` remembers the highest feed sequence it has seen, so a
+ * later run refuses an older feed (XDG Base Directory: state belongs in
+ * $XDG_STATE_HOME, by default ~/.local/state).
+ */
+export function defaultFeedStateFile(env: NodeJS.ProcessEnv = process.env): string {
+  const base = env.XDG_STATE_HOME?.startsWith("/") ? env.XDG_STATE_HOME : join(homedir(), ".local", "state");
+  return join(base, "stint", "feed-state.json");
 }
 
 /** The trust domain of the leaf's SPIFFE ID, for the default allow rule. */
@@ -50,7 +63,10 @@ export const verify: Command = {
       "  --usage client|server      check the leaf for client or server use (default client)",
       "  --allow RULE               a SPIFFE ID, a pattern (spiffe://td/ns/*/sa/web), or td:<trust domain>;",
       "                             repeat for more (default: any ID in the certificate's trust domain)",
-      "  --max-feed-age DURATION    refuse when the feed is older than this (default 5m)",
+      "  --max-feed-age DURATION    also refuse a feed the CA signed longer ago than this (by default the",
+      "                             feed's own nextUpdate alone decides; past it every certificate is refused)",
+      "  --feed-state FILE          where the highest feed sequence seen is kept, so an older feed is refused",
+      "                             later (default $XDG_STATE_HOME/stint/feed-state.json, ~/.local/state/...)",
       "  --clock-skew DURATION      tolerance on validity times (default 30s)",
       "  --json                     print {ok, code, spiffeId, reason, note} as JSON",
       "  -h, --help                 this help",
@@ -64,6 +80,7 @@ export const verify: Command = {
       usage?: string;
       allow?: string[];
       "max-feed-age"?: string;
+      "feed-state"?: string;
       "clock-skew"?: string;
       json?: boolean;
     };
@@ -80,7 +97,8 @@ export const verify: Command = {
     const chain = pemDecodeAll(chainPem, "CERTIFICATE", positionals[0]);
     if (chain.length === 0) throw new StintError("ERR_PEM", `${positionals[0]} holds no certificate`);
     const bundle = await readText(values.bundle, "the trust bundle");
-    const maxFeedAge = parseDuration(values["max-feed-age"] ?? "5m");
+    const maxFeedAge =
+      values["max-feed-age"] === undefined ? undefined : parseDuration(values["max-feed-age"]);
 
     const domain = trustDomainOf(chain[0]);
     const allow: AllowRule[] = (values.allow ?? []).map((r) =>
@@ -97,6 +115,7 @@ export const verify: Command = {
       usage,
       allow,
       ...feed,
+      feedStateFile: values.feed ? (values["feed-state"] ?? defaultFeedStateFile()) : undefined,
       maxFeedAge: values.feed ? maxFeedAge : undefined,
       clockSkew: parseDuration(values["clock-skew"] ?? "30s"),
     });

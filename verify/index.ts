@@ -10,7 +10,16 @@ export {
   type Usage,
   validateChain,
 } from "./chain";
-export { FeedClient, type FeedClientOptions, FeedFile, openSignedFeed } from "./feed";
+export {
+  FeedClient,
+  type FeedClientOptions,
+  FeedFile,
+  type FeedFileOptions,
+  type OpenedFeed,
+  openFeed,
+  openSignedFeed,
+} from "./feed";
+export { type FeedMark, FeedStateFile } from "./feed-state";
 export {
   type CredentialSet,
   chainOf,

@@ -14,17 +14,19 @@ export interface OpenVerifierOptions extends Omit<VerifierOptions, "revocation" 
   bundle: string;
   /** The CA's origin, e.g. https://ca.example.com:8443 (fetches /feed, listens on /feed/events). */
   feedUrl?: string;
-  /** A file holding a signed feed snapshot; its modification time is when it was last confirmed. */
+  /** A file holding a signed feed snapshot, kept fresh by someone else; its nextUpdate says how long it counts. */
   feedFile?: string;
+  /** Where the highest feed sequence seen is kept across restarts (FeedClientOptions.stateFile). */
+  feedStateFile?: string;
 }
 
 export async function openVerifier(opts: OpenVerifierOptions): Promise<Verifier & { close(): void }> {
-  const { feedUrl, feedFile, ...rest } = opts;
+  const { feedUrl, feedFile, feedStateFile, ...rest } = opts;
   if (feedUrl && feedFile) throw new StintError("ERR_CONFIG", "give feedUrl or feedFile, not both");
   const revocation = feedUrl
-    ? await FeedClient.open({ url: feedUrl, rootsPem: opts.bundle })
+    ? await FeedClient.open({ url: feedUrl, rootsPem: opts.bundle, stateFile: feedStateFile })
     : feedFile
-      ? await FeedFile.open(feedFile, opts.bundle)
+      ? await FeedFile.open(feedFile, opts.bundle, { stateFile: feedStateFile })
       : undefined;
   const verifier = createVerifier({ ...rest, revocation });
   return Object.assign(verifier, { close: () => revocation?.close() });

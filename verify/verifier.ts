@@ -31,9 +31,14 @@ export interface RevocationSource {
 
 export interface RevocationView {
   sequence: number;
-  /** When this process last confirmed the feed with the CA (or read the file). */
+  /** When this process adopted the feed: for displays only; the signed times below decide freshness. */
   fetchedAt: Date;
+  /** When the CA signed it. */
+  thisUpdate: Date;
+  /** Past this (plus the verifier's clock skew) the feed is no longer used: everything is refused. */
   nextUpdate: Date;
+  /** Milliseconds past notAfter that revoked certificates stay listed: the most expiry skew the feed supports. */
+  maxClockSkew: number;
   status(issuerId: string, sequence: number): "revoked" | "good" | "not-covered";
   issuerRevoked(issuerId: string): boolean;
 }
@@ -78,9 +83,12 @@ export interface VerifierOptions {
   usage: Usage;
   /** Who may in, after validation: see verify/authorize.ts. An empty list admits nobody. */
   allow: AllowRule | readonly AllowRule[];
-  /** Revocation status; when set, verification fails closed without a fresh view. */
+  /** Revocation status; when set, verification fails closed without a feed within its nextUpdate. */
   revocation?: RevocationSource;
-  /** Milliseconds a revocation view stays usable after its fetchedAt; required with `revocation`. */
+  /**
+   * Optional, stricter than the feed's nextUpdate: refuse once the feed's
+   * thisUpdate (when the CA signed it) is more than this many milliseconds old.
+   */
   maxFeedAge?: number;
   /** Tolerance on certificate validity, milliseconds (default 30 s). */
   clockSkew?: number;
@@ -139,11 +147,11 @@ export function createVerifier(opts: VerifierOptions): Verifier {
     throw new StintError("ERR_CONFIG", "verifier cacheSize must be a non-negative integer");
   }
   const maxFeedAge = opts.maxFeedAge;
-  if (opts.revocation && !(typeof maxFeedAge === "number" && Number.isFinite(maxFeedAge) && maxFeedAge > 0)) {
-    throw new StintError(
-      "ERR_CONFIG",
-      "verifier maxFeedAge (milliseconds) is required with a revocation source, so a stale feed fails closed",
-    );
+  if (
+    maxFeedAge !== undefined &&
+    !(typeof maxFeedAge === "number" && Number.isFinite(maxFeedAge) && maxFeedAge > 0)
+  ) {
+    throw new StintError("ERR_CONFIG", "verifier maxFeedAge must be a positive number of milliseconds");
   }
   if (opts.allow === undefined) {
     throw new StintError("ERR_CONFIG", "verifier allow rules are required (deny by default)");
@@ -199,11 +207,18 @@ export function createVerifier(opts: VerifierOptions): Verifier {
       return unavailable("the revocation source failed");
     }
     if (!view) return unavailable("no verified revocation feed has been loaded yet");
-    const age = now.getTime() - view.fetchedAt.getTime();
-    if (!(age <= (maxFeedAge as number))) {
+    // Only the feed's signed times count: a replayed feed or an HTTP 204 cannot make it fresher.
+    if (!(now.getTime() <= view.nextUpdate.getTime() + clockSkew)) {
       return unavailable(
-        `the revocation feed is stale: last confirmed ${seconds(age)} ago (${view.fetchedAt.toISOString()}), ` +
-          `beyond the ${seconds(maxFeedAge as number)} limit`,
+        `the revocation feed (version ${view.sequence}) expired at its nextUpdate, ${view.nextUpdate.toISOString()}, ` +
+          "and no newer one has been verified",
+      );
+    }
+    const age = now.getTime() - view.thisUpdate.getTime();
+    if (maxFeedAge !== undefined && !(age <= maxFeedAge)) {
+      return unavailable(
+        `the revocation feed (version ${view.sequence}) was signed ${seconds(age)} ago (${view.thisUpdate.toISOString()}), ` +
+          `beyond the ${seconds(maxFeedAge)} limit`,
       );
     }
     for (const [i, caId] of path.caIds.entries()) {
@@ -222,18 +237,36 @@ export function createVerifier(opts: VerifierOptions): Verifier {
       );
     }
     const status = view.status(path.issuerId, path.sequence);
-    if (status === "good") return {};
-    if (status === "not-covered") {
-      return {
-        note: `not yet covered by the feed (version ${view.sequence}; certificate sequence ${path.sequence} of issuer ${path.issuerId}); accepted while the feed is fresh`,
-      };
-    }
     if (status === "revoked") {
       return {
         ok: false,
         code: "revoked",
         spiffeId: id,
         reason: `the certificate of ${id} (issuer ${path.issuerId}, sequence ${path.sequence}) is revoked (feed version ${view.sequence})`,
+      };
+    }
+    const pastExpiry = now.getTime() - path.notAfter.getTime();
+    const expired = (why: string): VerifyRefused => ({
+      ok: false,
+      code: "expired",
+      spiffeId: id,
+      reason: `the certificate of ${id} expired at ${path.notAfter.toISOString()} and ${why}, so it may have been revoked`,
+    });
+    // The CA lists a revoked certificate until notAfter + maxClockSkew, however much skew this verifier allows.
+    if (pastExpiry > view.maxClockSkew) {
+      return expired(
+        `the revocation feed keeps revoked certificates only ${seconds(view.maxClockSkew)} past expiry`,
+      );
+    }
+    if (status === "good") return {};
+    if (status === "not-covered" && pastExpiry > 0) {
+      return expired(
+        `the revocation feed (version ${view.sequence}) no longer covers it (issuer ${path.issuerId}, sequence ${path.sequence})`,
+      );
+    }
+    if (status === "not-covered") {
+      return {
+        note: `not yet covered by the feed (version ${view.sequence}; certificate sequence ${path.sequence} of issuer ${path.issuerId}); accepted while the feed is fresh`,
       };
     }
     return unavailable(`the revocation feed gave an unknown status for this certificate`);
@@ -252,8 +285,10 @@ export function createVerifier(opts: VerifierOptions): Verifier {
           `the chain is not valid PEM: ${isStintError(err) ? err.message : "unreadable"}`,
         );
       }
-    } else {
+    } else if (Array.isArray(chain)) {
       ders = chain;
+    } else {
+      return refused("malformed", "the chain is neither PEM text nor a list of DER certificates");
     }
     if (ders.length === 0) return refused("no-certificate", "no certificate was presented");
     if (ders.length > MAX_CHAIN) {

@@ -15,6 +15,8 @@ import { tempDir } from "../helpers/openssl";
 const TD = "feed.example";
 const dir = tempDir("stint-feed-e2e-");
 const dataDir = join(dir, "ca");
+/** `stint verify --feed` keeps its feed state under $XDG_STATE_HOME: here, not the user's. */
+const env = { XDG_STATE_HOME: join(dir, "state") };
 let ca: ServerProcess;
 let rootPem: string;
 const clients: FeedClient[] = [];
@@ -41,7 +43,8 @@ function fetchFeed(
   from: { url: string; rootPem: string } = { url: ca.url, rootPem },
 ): Promise<{ status: number; body: Buffer; headers: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
-    request(`${from.url}${path}`, { ca: from.rootPem }, (res) => {
+    // A fresh connection each time: reusing a kept-alive one just as the server times it out fails with "socket hang up".
+    request(`${from.url}${path}`, { ca: from.rootPem, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
       res.on("end", () =>
@@ -166,53 +169,43 @@ describe("stint verify and feed files", () => {
 
   it("prints the verdict from the CA's feed and from a file, with --json", async () => {
     await waitFor("the feed to list the revocation", () => {
-      const r = stint(["verify", join(dir, "revoked.pem"), "--bundle", bundleFile(), "--feed", ca.url]);
+      const r = stint(["verify", join(dir, "revoked.pem"), "--bundle", bundleFile(), "--feed", ca.url], env);
       return r.code === 1;
     });
-    const refused = stint([
-      "verify",
-      join(dir, "revoked.pem"),
-      "--bundle",
-      bundleFile(),
-      "--feed",
-      ca.url,
-      "--json",
-    ]);
+    const refused = stint(
+      ["verify", join(dir, "revoked.pem"), "--bundle", bundleFile(), "--feed", ca.url, "--json"],
+      env,
+    );
     expect(refused.code).toBe(1);
     expect(JSON.parse(refused.stdout)).toMatchObject({ ok: false, code: "revoked" });
-    const ok = stint(["verify", join(dir, "good.pem"), "--bundle", bundleFile(), "--feed", ca.url]);
+    const ok = stint(["verify", join(dir, "good.pem"), "--bundle", bundleFile(), "--feed", ca.url], env);
     expect(ok.code).toBe(0);
     expect(ok.stdout).toMatch(/^OK spiffe:\/\/feed\.example\/cli-good/);
 
     writeFileSync(feedFile, (await fetchFeed("/feed")).body);
-    const fromFile = stint([
-      "verify",
-      join(dir, "revoked.pem"),
-      "--bundle",
-      bundleFile(),
-      "--feed",
-      feedFile,
-      "--json",
-    ]);
+    const fromFile = stint(
+      ["verify", join(dir, "revoked.pem"), "--bundle", bundleFile(), "--feed", feedFile, "--json"],
+      env,
+    );
     expect(JSON.parse(fromFile.stdout)).toMatchObject({ ok: false, code: "revoked" });
   });
 
-  it("fails closed on a stale feed file", () => {
+  it("takes a feed file's age from the feed's signed times, not the file's modification time", () => {
+    // An old mtime makes no feed stale (an expired feed with a new mtime is test/e2e/feed-attacks.test.ts's).
     const old = new Date(Date.now() - 3_600_000);
     utimesSync(feedFile, old, old);
-    const r = stint([
-      "verify",
-      join(dir, "good.pem"),
-      "--bundle",
-      bundleFile(),
-      "--feed",
-      feedFile,
-      "--max-feed-age",
-      "5m",
-      "--json",
-    ]);
+    const args = ["verify", join(dir, "good.pem"), "--bundle", bundleFile(), "--feed", feedFile, "--json"];
+    const fresh = stint(args, env);
+    expect(fresh.code).toBe(0);
+    expect(JSON.parse(fresh.stdout)).toMatchObject({ ok: true });
+    // --max-feed-age counts from the feed's thisUpdate, when the CA signed it.
+    const r = stint([...args, "--max-feed-age", "1ms"], env);
     expect(r.code).toBe(1);
-    expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, code: "revocation-unavailable" });
+    expect(JSON.parse(r.stdout)).toMatchObject({
+      ok: false,
+      code: "revocation-unavailable",
+      reason: expect.stringMatching(/was signed \d+ s ago .*, beyond the 0 s limit/),
+    });
   });
 
   it("refuses a feed signed by another CA", async () => {
@@ -230,7 +223,7 @@ describe("stint verify and feed files", () => {
       const foreign = join(dir, "foreign-feed.bin");
       writeFileSync(foreign, body);
       await expect(FeedFile.open(foreign, rootPem)).rejects.toThrow(/does not chain to the trusted roots/);
-      const r = stint(["verify", join(dir, "good.pem"), "--bundle", bundleFile(), "--feed", foreign]);
+      const r = stint(["verify", join(dir, "good.pem"), "--bundle", bundleFile(), "--feed", foreign], env);
       expect(r.code).toBe(1);
       expect(r.stderr).toMatch(/does not chain to the trusted roots/);
     } finally {
@@ -244,7 +237,7 @@ describe("stint verify and feed files", () => {
     tampered[20] ^= 0x01;
     const tamperedFile = join(dir, "tampered.bin");
     writeFileSync(tamperedFile, tampered);
-    const r = stint(["verify", join(dir, "good.pem"), "--bundle", bundleFile(), "--feed", tamperedFile]);
+    const r = stint(["verify", join(dir, "good.pem"), "--bundle", bundleFile(), "--feed", tamperedFile], env);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/feed/);
 

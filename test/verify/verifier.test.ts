@@ -76,11 +76,8 @@ describe("verify", () => {
     expect(() => createVerifier({ bundle: root.pem, usage: "client" } as VerifierOptions)).toThrow(
       stintError("ERR_CONFIG", "verifier allow rules are required (deny by default)"),
     );
-    expect(() => base({ revocation: { view: () => null } })).toThrow(
-      stintError(
-        "ERR_CONFIG",
-        "verifier maxFeedAge (milliseconds) is required with a revocation source, so a stale feed fails closed",
-      ),
+    expect(() => base({ revocation: { view: () => null }, maxFeedAge: -1 })).toThrow(
+      stintError("ERR_CONFIG", "verifier maxFeedAge must be a positive number of milliseconds"),
     );
     expect(() => base({ bundle: web.pem })).toThrow(stintError("ERR_CONFIG", /is not a CA certificate/));
   });
@@ -94,11 +91,14 @@ describe("revocation", () => {
     revokedIssuers = new Set<string>();
     /** Sequences above this are newer than the feed. */
     coveredUpTo = Number.MAX_SAFE_INTEGER;
-    load(fetchedAt: Date): void {
+    /** A feed the CA signed at `thisUpdate`, valid for `validityMs`, fetched just now. */
+    load(thisUpdate: Date, validityMs = 30_000, maxClockSkew = 300_000): void {
       this.current = {
         sequence: 42,
-        fetchedAt,
-        nextUpdate: new Date(fetchedAt.getTime() + 30_000),
+        fetchedAt: NOW,
+        thisUpdate,
+        nextUpdate: new Date(thisUpdate.getTime() + validityMs),
+        maxClockSkew,
         status: (issuerId, sequence) =>
           sequence > this.coveredUpTo
             ? "not-covered"
@@ -175,13 +175,69 @@ describe("revocation", () => {
       spiffeId: WEB,
       reason: `no verified revocation feed has been loaded yet; refusing ${WEB} (fail closed)`,
     });
-    const fetchedAt = new Date(NOW.getTime() - 61_000);
-    feed.load(fetchedAt);
+    const signedAt = new Date(NOW.getTime() - 61_000);
+    feed.load(signedAt);
     expect(verifier().verify(chainOf(web), NOW)).toEqual({
       ok: false,
       code: "revocation-unavailable",
       spiffeId: WEB,
-      reason: `the revocation feed is stale: last confirmed 61 s ago (${fetchedAt.toISOString()}), beyond the 60 s limit; refusing ${WEB} (fail closed)`,
+      reason: `the revocation feed (version 42) expired at its nextUpdate, ${new Date(signedAt.getTime() + 30_000).toISOString()}, and no newer one has been verified; refusing ${WEB} (fail closed)`,
+    });
+    feed.load(signedAt, 3_600_000);
+    expect(verifier().verify(chainOf(web), NOW)).toEqual({
+      ok: false,
+      code: "revocation-unavailable",
+      spiffeId: WEB,
+      reason: `the revocation feed (version 42) was signed 61 s ago (${signedAt.toISOString()}), beyond the 60 s limit; refusing ${WEB} (fail closed)`,
+    });
+    expect(base({ revocation: feed }).verify(chainOf(web), NOW).ok).toBe(true);
+  });
+
+  it("uses a feed until its nextUpdate plus the clock skew, however recently it was fetched", () => {
+    feed.load(new Date(NOW.getTime() - 600_000), 600_000 - 30_000); // nextUpdate 30 s ago; fetchedAt is NOW
+    const v = base({ revocation: feed, clockSkew: 30_000 });
+    expect(v.verify(chainOf(web), NOW).ok).toBe(true);
+    expect(v.verify(chainOf(web), new Date(NOW.getTime() + 1))).toMatchObject({
+      ok: false,
+      code: "revocation-unavailable",
+      reason: expect.stringMatching(/expired at its nextUpdate/),
+    });
+  });
+
+  describe("past the certificate's notAfter, within the clock skew", () => {
+    const notAfter = Date.parse(web.cert.validTo);
+    const late = new Date(notAfter + 20_000);
+    const lateVerifier = (clockSkew = 30_000) => base({ revocation: feed, clockSkew });
+    beforeEach(() => feed.load(new Date(notAfter - 60_000), 600_000));
+
+    it("accepts a certificate the feed still covers as good, and refuses it once revoked", () => {
+      expect(lateVerifier().verify(chainOf(web), late)).toMatchObject({ ok: true });
+      feed.revoked.add(`${skiPrefix(inter)}:${web.sequence}`);
+      expect(lateVerifier().verify(chainOf(web), late)).toMatchObject({ ok: false, code: "revoked" });
+    });
+
+    it("refuses a certificate the feed no longer covers instead of calling it 'not yet covered'", () => {
+      feed.coveredUpTo = web.sequence - 1;
+      expect(lateVerifier().verify(chainOf(web), late)).toEqual({
+        ok: false,
+        code: "expired",
+        spiffeId: WEB,
+        reason: `the certificate of ${WEB} expired at ${new Date(notAfter).toISOString()} and the revocation feed (version 42) no longer covers it (issuer ${skiPrefix(inter)}, sequence ${web.sequence}), so it may have been revoked`,
+      });
+      expect(lateVerifier().verify(chainOf(web), new Date(notAfter - 1_000))).toMatchObject({
+        ok: true,
+        note: expect.stringMatching(/^not yet covered/),
+      });
+    });
+
+    it("refuses past notAfter + the feed's maxClockSkew, whatever skew the verifier allows", () => {
+      feed.load(new Date(notAfter - 60_000), 600_000, 10_000);
+      expect(lateVerifier(60_000).verify(chainOf(web), late)).toMatchObject({
+        ok: false,
+        code: "expired",
+        reason: expect.stringMatching(/keeps revoked certificates only 10 s past expiry/),
+      });
+      expect(lateVerifier(60_000).verify(chainOf(web), new Date(notAfter + 9_000)).ok).toBe(true);
     });
   });
 
@@ -284,7 +340,9 @@ describe("the path validation cache", () => {
     view = {
       sequence: 1,
       fetchedAt: NOW,
+      thisUpdate: NOW,
       nextUpdate: NOW,
+      maxClockSkew: 300_000,
       status: () => "good",
       issuerRevoked: () => false,
     };
