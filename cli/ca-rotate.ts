@@ -140,7 +140,11 @@ async function rotate(name: string, values: Values, importFile: string | undefin
   );
   return report(
     values,
-    { activated: issuerJson(result.activated), retired: result.retired && issuerJson(result.retired) },
+    {
+      activated: issuerJson(result.activated),
+      // rotateIntermediate returns the record as it was read, before the step retired it.
+      retired: result.retired && issuerJson({ ...result.retired, state: "retired" }),
+    },
     [
       `intermediate ${result.activated.id} is active (${importedDer ? "imported" : "new"}, under root ${result.activated.parentId}, until ${result.activated.notAfter.toISOString()})`,
       result.retired
