@@ -344,7 +344,10 @@ describe("3. a feed signed with a revoked intermediate's key", () => {
 
   beforeAll(async () => {
     fromFirst = issue("i-first");
-    run(["ca", "rotate", "--data-dir", dataDir, "--insecure-no-passphrase", "--json"]);
+    const rotated = JSON.parse(
+      run(["ca", "rotate", "--data-dir", dataDir, "--insecure-no-passphrase", "--json"]),
+    );
+    expect(rotated.retired).toMatchObject({ id: first.id, state: "retired" });
     await caFeed("be signed by the new intermediate", () => true);
     for (let i = 0; i < 600; i++) {
       const signer = new X509Certificate(parseSignedFeed(await fetchCa("/feed")).chain[0]);
