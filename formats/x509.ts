@@ -22,6 +22,8 @@ export const OID = {
   authorityKeyId: "2.5.29.35",
   extKeyUsage: "2.5.29.37",
   inhibitAnyPolicy: "2.5.29.54",
+  crlDistributionPoints: "2.5.29.31",
+  authorityInfoAccess: "1.3.6.1.5.5.7.1.1",
   serverAuth: "1.3.6.1.5.5.7.3.1",
   clientAuth: "1.3.6.1.5.5.7.3.2",
   anyExtendedKeyUsage: "2.5.29.37.0",
@@ -49,6 +51,8 @@ const EXTENSION_NAMES: Record<string, string> = {
   [OID.authorityKeyId]: "authorityKeyIdentifier",
   [OID.extKeyUsage]: "extKeyUsage",
   [OID.inhibitAnyPolicy]: "inhibitAnyPolicy",
+  [OID.crlDistributionPoints]: "cRLDistributionPoints",
+  [OID.authorityInfoAccess]: "authorityInfoAccess",
 };
 
 /** "nameConstraints (2.5.29.30)" for a known extension, the bare OID otherwise. */
@@ -70,6 +74,12 @@ export interface NameConstraints {
   excluded: GeneralName[];
 }
 
+/** One AccessDescription of an authorityInformationAccess extension (RFC 5280 4.2.2.1). */
+export interface AccessDescription {
+  method: string;
+  location: GeneralName;
+}
+
 export interface Extension {
   oid: string;
   critical: boolean;
@@ -85,6 +95,8 @@ export interface CertificateFacts {
   serial: Buffer;
   /** OID of the signature algorithm (outer and TBS copies are checked to be equal). */
   signatureAlgorithm: string;
+  /** The AlgorithmIdentifier's parameters, whole DER; null when absent. */
+  signatureParams: Buffer | null;
   /** The issuer and subject Name DER, whole, for exact-match chaining. */
   issuer: Buffer;
   subject: Buffer;
@@ -109,6 +121,8 @@ export interface CertificateFacts {
   dns: string[];
   uris: string[];
   nameConstraints: NameConstraints | null;
+  /** authorityInformationAccess, read strictly; null without the extension. */
+  authorityInfoAccess: AccessDescription[] | null;
 }
 
 const TRAILING_FIELDS: Record<number, number> = { 129: 1, 130: 2, 163: 3 };
@@ -166,12 +180,18 @@ export function readCertificate(input: Uint8Array): CertificateFacts {
     rank = next;
     if (t.tag === der.contextTag(3, true)) extensionsField = t;
   }
+  // RFC 5280 4.1.2.8-9: unique identifiers need v2 or v3, extensions v3.
+  if (extensionsField && version !== 3) fail(`a v${version} certificate carries extensions, which need v3`);
+  if (rank > 0 && version === 1) fail("a v1 certificate carries a unique identifier, which needs v2 or v3");
+  checkName(raw, issuer, "issuer");
 
+  const algorithm = algorithmOf(raw, outer[1]);
   const f: CertificateFacts = {
     der: Buffer.from(raw),
     version,
     serial: Buffer.from(der.contents(raw, serial)),
-    signatureAlgorithm: algorithmOid(raw, outer[1]),
+    signatureAlgorithm: algorithm.oid,
+    signatureParams: algorithm.params,
     issuer: Buffer.from(der.whole(raw, issuer)),
     subject: Buffer.from(der.whole(raw, subject)),
     notBefore: der.decodeTime(raw, times[0]),
@@ -189,14 +209,21 @@ export function readCertificate(input: Uint8Array): CertificateFacts {
     dns: [],
     uris: [],
     nameConstraints: null,
+    authorityInfoAccess: null,
   };
   if (extensionsField) readExtensions(raw, extensionsField, f);
   return f;
 }
 
-function algorithmOid(raw: Buffer, alg: der.Tlv): string {
-  const id = der.expectTlv(raw, alg.valueStart, der.Tag.OID, "AlgorithmIdentifier", alg.end);
-  return der.decodeOid(der.contents(raw, id));
+function algorithmOf(raw: Buffer, alg: der.Tlv): { oid: string; params: Buffer | null } {
+  const [id, params, ...rest] = der.children(raw, alg);
+  if (!id || id.tag !== der.Tag.OID || rest.length > 0) {
+    fail("an AlgorithmIdentifier is not SEQUENCE { algorithm OID, parameters OPTIONAL }");
+  }
+  return {
+    oid: der.decodeOid(der.contents(raw, id)),
+    params: params ? Buffer.from(der.whole(raw, params)) : null,
+  };
 }
 
 function readExtensions(raw: Buffer, field: der.Tlv, f: CertificateFacts): void {
@@ -218,7 +245,7 @@ function readExtensions(raw: Buffer, field: der.Tlv, f: CertificateFacts): void 
     const value = der.contents(raw, last);
     f.extensions.push({
       oid,
-      critical: critical && raw[parts[1].valueStart] !== 0,
+      critical: critical && boolean(raw, parts[1], "an extension's critical flag"),
       value: Buffer.from(value),
     });
     const read = READERS[oid];
@@ -233,6 +260,13 @@ function only(value: Buffer, tag: number, what: string): der.Tlv {
   return t;
 }
 
+/** A DER BOOLEAN: one octet, 0x00 or 0xFF. */
+function boolean(buf: Buffer, t: der.Tlv, what: string): boolean {
+  const v = der.contents(buf, t);
+  if (v.length !== 1 || (v[0] !== 0 && v[0] !== 0xff)) fail(`${what} is not a DER BOOLEAN`);
+  return v[0] === 0xff;
+}
+
 function nonNegativeInteger(value: Buffer, t: der.Tlv, what: string): number {
   const n = der.contents(value, t);
   if (n.length === 0 || n[0] & 0x80) fail(`${what} is negative`);
@@ -241,10 +275,14 @@ function nonNegativeInteger(value: Buffer, t: der.Tlv, what: string): number {
 
 const READERS: Record<string, (value: Buffer, f: CertificateFacts) => void> = {
   [OID.basicConstraints]: (value, f) => {
+    // SEQUENCE { cA BOOLEAN DEFAULT FALSE, pathLenConstraint INTEGER OPTIONAL }, in that order.
+    let rank = 0;
     for (const t of der.children(value, only(value, der.Tag.SEQUENCE, "basicConstraints"))) {
-      if (t.tag === der.Tag.BOOLEAN) f.ca = value[t.valueStart] !== 0;
-      else if (t.tag === der.Tag.INTEGER) f.pathLen = nonNegativeInteger(value, t, "pathLenConstraint");
-      else fail("basicConstraints has an unexpected field");
+      const next = t.tag === der.Tag.BOOLEAN ? 1 : t.tag === der.Tag.INTEGER ? 2 : 0;
+      if (next <= rank) fail("basicConstraints has an unexpected field");
+      rank = next;
+      if (next === 1) f.ca = boolean(value, t, "basicConstraints cA");
+      else f.pathLen = nonNegativeInteger(value, t, "pathLenConstraint");
     }
   },
   [OID.keyUsage]: (value, f) => {
@@ -252,13 +290,13 @@ const READERS: Record<string, (value: Buffer, f: CertificateFacts) => void> = {
     f.keyUsage = ((bits[1] ?? 0) << 8) | (bits[2] ?? 0);
   },
   [OID.extKeyUsage]: (value, f) => {
-    f.eku = der.children(value, only(value, der.Tag.SEQUENCE, "extKeyUsage")).map((t) => {
+    f.eku = nonEmpty(value, only(value, der.Tag.SEQUENCE, "extKeyUsage"), "extKeyUsage").map((t) => {
       if (t.tag !== der.Tag.OID) fail("extKeyUsage holds something other than OIDs");
       return der.decodeOid(der.contents(value, t));
     });
   },
   [OID.subjectAltName]: (value, f) => {
-    for (const t of der.children(value, only(value, der.Tag.SEQUENCE, "subjectAltName"))) {
+    for (const t of nonEmpty(value, only(value, der.Tag.SEQUENCE, "subjectAltName"), "subjectAltName")) {
       const name = generalName(value, t);
       f.sans.push(name);
       if (name.type === "dns") f.dns.push(name.value);
@@ -277,14 +315,18 @@ const READERS: Record<string, (value: Buffer, f: CertificateFacts) => void> = {
   },
   [OID.nameConstraints]: (value, f) => {
     const nc: NameConstraints = { permitted: [], excluded: [] };
-    for (const subtrees of der.children(value, only(value, der.Tag.SEQUENCE, "nameConstraints"))) {
-      const into =
-        subtrees.tag === der.contextTag(0, true)
-          ? nc.permitted
-          : subtrees.tag === der.contextTag(1, true)
-            ? nc.excluded
-            : fail("nameConstraints has an unexpected field");
-      for (const subtree of der.children(value, subtrees)) {
+    const fields = der.children(value, only(value, der.Tag.SEQUENCE, "nameConstraints"));
+    // RFC 5280 4.2.1.10: one of the two MUST be present, and GeneralSubtrees is SIZE (1..MAX).
+    if (fields.length === 0) fail("nameConstraints has neither permittedSubtrees nor excludedSubtrees");
+    let rank = 0;
+    for (const subtrees of fields) {
+      const next =
+        subtrees.tag === der.contextTag(0, true) ? 1 : subtrees.tag === der.contextTag(1, true) ? 2 : 0;
+      if (next <= rank) fail("nameConstraints has an unexpected field, or a field twice or out of order");
+      rank = next;
+      const into = next === 1 ? nc.permitted : nc.excluded;
+      const what = next === 1 ? "permittedSubtrees" : "excludedSubtrees";
+      for (const subtree of nonEmpty(value, subtrees, `nameConstraints ${what}`)) {
         if (subtree.tag !== der.Tag.SEQUENCE) fail("a GeneralSubtree is not a SEQUENCE");
         const [base, ...rest] = der.children(value, subtree);
         if (!base) fail("a GeneralSubtree has no base");
@@ -295,13 +337,31 @@ const READERS: Record<string, (value: Buffer, f: CertificateFacts) => void> = {
     }
     f.nameConstraints = nc;
   },
+  [OID.authorityInfoAccess]: (value, f) => {
+    const list = only(value, der.Tag.SEQUENCE, "authorityInfoAccess");
+    f.authorityInfoAccess = nonEmpty(value, list, "authorityInfoAccess").map((item) => {
+      const [method, location, ...rest] = item.tag === der.Tag.SEQUENCE ? der.children(value, item) : [];
+      if (!method || !location || rest.length > 0 || method.tag !== der.Tag.OID) {
+        fail("an authorityInfoAccess entry is not SEQUENCE { accessMethod OID, accessLocation GeneralName }");
+      }
+      return { method: der.decodeOid(der.contents(value, method)), location: generalName(value, location) };
+    });
+  },
 };
+
+/** The children of a SEQUENCE OF declared SIZE (1..MAX): empty is malformed. */
+function nonEmpty(value: Buffer, t: der.Tlv, what: string): der.Tlv[] {
+  const items = der.children(value, t);
+  if (items.length === 0) fail(`${what} is empty`);
+  return items;
+}
 
 function ia5(bytes: Buffer, what: string): string {
   for (const b of bytes) if (b > 0x7f) fail(`${what} is not an IA5String`);
   return bytes.toString("latin1");
 }
 
+/** GeneralName (RFC 5280 4.2.1.6): a context tag [0]..[8] in its defined form, or ERR_DER. */
 function generalName(buf: Buffer, t: der.Tlv): GeneralName {
   switch (t.tag) {
     case der.contextTag(1, false):
@@ -314,13 +374,34 @@ function generalName(buf: Buffer, t: der.Tlv): GeneralName {
       return { type: "ip", value: Buffer.from(der.contents(buf, t)) };
     case der.contextTag(4, true):
       return { type: "directoryName", value: Buffer.from(der.contents(buf, t)) };
-    default:
+    // otherName, x400Address, ediPartyName (constructed) and registeredID (primitive).
+    case der.contextTag(0, true):
+    case der.contextTag(3, true):
+    case der.contextTag(5, true):
+    case der.contextTag(8, false):
       return { type: "other", tag: t.tag };
+    default:
+      return fail(`tag 0x${t.tag.toString(16)} is not a GeneralName`);
+  }
+}
+
+/** A Name is SEQUENCE OF SET SIZE (1..MAX) OF SEQUENCE { type OID, value }: anything else is malformed. */
+function checkName(raw: Buffer, name: der.Tlv, what: string): void {
+  for (const rdn of der.children(raw, name)) {
+    if (rdn.tag !== der.Tag.SET) fail(`the ${what} name holds something other than SETs`);
+    for (const atv of nonEmpty(raw, rdn, `a relative distinguished name of the ${what}`)) {
+      const parts = atv.tag === der.Tag.SEQUENCE ? der.children(raw, atv) : [];
+      if (parts.length !== 2 || parts[0].tag !== der.Tag.OID) {
+        fail(`an attribute of the ${what} name is not SEQUENCE { type OID, value }`);
+      }
+      der.decodeOid(der.contents(raw, parts[0]));
+    }
   }
 }
 
 /** The subject's CN values in the string types certificates use; other types are skipped. */
 function commonNames(raw: Buffer, subject: der.Tlv): string[] {
+  checkName(raw, subject, "subject");
   const out: string[] = [];
   for (const rdn of der.children(raw, subject)) {
     for (const atv of der.children(raw, rdn)) {

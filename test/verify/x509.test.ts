@@ -70,3 +70,43 @@ it("refuses trailing bytes and truncation", () => {
     stintError("ERR_DER", /^DER: /),
   );
 });
+
+describe("strict reading of what path validation relies on", () => {
+  const leafExtLines = ["basicConstraints = critical,CA:FALSE", "keyUsage = critical,digitalSignature"];
+  const withExt = (name: string, extra: string[]) =>
+    pki.make(name, { issuer: inter, subject: "/O=example.org", ext: [...leafExtLines, ...extra] });
+
+  it("keeps the signature algorithm's parameters and reads authorityInfoAccess", () => {
+    const f = readCertificate(
+      withExt("aia", ["authorityInfoAccess = caIssuers;URI:http://ca.example.org/i.der"]).der,
+    );
+    expect(f.signatureParams).toBeNull();
+    expect(f.authorityInfoAccess).toEqual([
+      { method: "1.3.6.1.5.5.7.48.2", location: { type: "uri", value: "http://ca.example.org/i.der" } },
+    ]);
+  });
+
+  it.each([
+    ["an empty subjectAltName", "subjectAltName = DER:30:00", "DER: subjectAltName is empty"],
+    ["an empty extendedKeyUsage", "extendedKeyUsage = DER:30:00", "DER: extKeyUsage is empty"],
+    [
+      "a SAN entry that is not a GeneralName",
+      "subjectAltName = DER:30:03:0c:01:41",
+      "DER: tag 0xc is not a GeneralName",
+    ],
+  ])("refuses %s", (name, line, message) => {
+    const cert = withExt(name.replace(/\W+/g, "-"), [line]);
+    expect(() => readCertificate(cert.der)).toThrow(stintError("ERR_DER", message));
+  });
+
+  it("refuses a basicConstraints cA that is not a DER BOOLEAN", () => {
+    const odd = pki.make("bc-bool", {
+      issuer: inter,
+      subject: "/O=example.org",
+      ext: ["basicConstraints = critical,DER:30:03:01:01:01"],
+    });
+    expect(() => readCertificate(odd.der)).toThrow(
+      stintError("ERR_DER", "DER: basicConstraints cA is not a DER BOOLEAN"),
+    );
+  });
+});
