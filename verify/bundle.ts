@@ -8,48 +8,40 @@ import { type Cert, criticalProblem, describe, issuerProblem, keyIdsAgree, keyOf
 export class TrustBundle {
   readonly anchors: readonly X509Certificate[];
   private readonly bySubject = new Map<string, Cert[]>();
+  private readonly ders = new Set<string>();
 
   private constructor(private readonly certs: Cert[]) {
     this.anchors = certs.map((c) => c.x509);
     for (const c of certs) {
       const key = c.facts.subject.toString("base64");
       this.bySubject.set(key, [...(this.bySubject.get(key) ?? []), c]);
+      this.ders.add(c.facts.der.toString("base64"));
     }
   }
 
   /**
    * A bundle from PEM text (string or Buffer) or a list of DER certificates.
-   * Each must be a CA certificate this validator can process: ERR_CONFIG otherwise.
+   * Each must be a CA certificate this validator can process: ERR_CONFIG
+   * otherwise, and for any input at all nothing but ERR_CONFIG.
    */
   static from(input: string | Buffer | readonly Uint8Array[]): TrustBundle {
-    let ders: Uint8Array[];
-    if (typeof input === "string" || Buffer.isBuffer(input)) {
-      const text = typeof input === "string" ? input : input.toString("utf8");
-      try {
-        ders = parsePemBlocks(text)
-          .filter((b) => b.label === "CERTIFICATE")
-          .map((b) => b.der);
-      } catch (err) {
-        throw new StintError("ERR_CONFIG", `trust bundle: ${isStintError(err) ? err.message : "unreadable"}`);
-      }
-    } else {
-      ders = [...input];
-    }
+    const ders = bundleDers(input);
     if (ders.length === 0) throw new StintError("ERR_CONFIG", "trust bundle: it holds no certificate");
     const certs = ders.map((d, i) => {
       const role = `root ${i + 1}`;
       let c: Cert;
       try {
-        c = { x509: new X509Certificate(d), facts: readCertificate(d), role };
+        const facts = readCertificate(d);
+        c = { x509: new X509Certificate(d), facts, role };
+        keyOf(c);
       } catch (err) {
-        const why = isStintError(err) ? err.message : "not an X.509 certificate";
+        const why = isStintError(err) ? err.message : "not an X.509 certificate with a key Node can use";
         throw new StintError("ERR_CONFIG", `trust bundle: certificate ${i + 1} cannot be read: ${why}`);
       }
       const problem = c.facts.ca
         ? (issuerProblem(c) ?? criticalProblem(c))
         : "is not a CA certificate (basicConstraints cA is not set)";
       if (problem) throw new StintError("ERR_CONFIG", `trust bundle: ${describe(c)} ${problem}`);
-      keyOf(c);
       return c;
     });
     return new TrustBundle(certs);
@@ -65,4 +57,26 @@ export class TrustBundle {
     const named = this.bySubject.get(child.issuer.toString("base64")) ?? [];
     return named.filter((root) => keyIdsAgree(child, root.facts));
   }
+
+  /** Whether `der` is one of the roots, byte for byte (a peer may send the root along). */
+  contains(der: Uint8Array): boolean {
+    return this.ders.has(Buffer.from(der.buffer, der.byteOffset, der.length).toString("base64"));
+  }
+}
+
+function bundleDers(input: unknown): Uint8Array[] {
+  if (typeof input === "string" || Buffer.isBuffer(input)) {
+    const text = typeof input === "string" ? input : input.toString("utf8");
+    try {
+      return parsePemBlocks(text)
+        .filter((b) => b.label === "CERTIFICATE")
+        .map((b) => b.der);
+    } catch (err) {
+      throw new StintError("ERR_CONFIG", `trust bundle: ${isStintError(err) ? err.message : "unreadable"}`);
+    }
+  }
+  if (!Array.isArray(input) || !input.every((d) => d instanceof Uint8Array)) {
+    throw new StintError("ERR_CONFIG", "trust bundle: give PEM text or a list of DER certificates");
+  }
+  return [...input];
 }

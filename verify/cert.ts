@@ -9,6 +9,8 @@ export type ChainFailureCode =
   | "malformed"
   | "untrusted"
   | "bad-signature"
+  | "bad-algorithm"
+  | "bad-key"
   | "expired"
   | "not-yet-valid"
   | "constraints"
@@ -30,11 +32,31 @@ export const keyOf = (c: Cert): KeyObject => {
 
 /** "CN=Example Root, O=example.org", or the SPIFFE ID for a leaf that has one. */
 function nameOf(c: Cert): string {
-  if (c.role === "leaf" && c.facts.uris.length === 1) return c.facts.uris[0];
-  return c.x509.subject.split("\n").join(", ") || "empty subject";
+  if (c.role === "leaf" && c.facts.uris.length === 1) return printable(c.facts.uris[0]);
+  return nameText(c.x509.subject) || "empty subject";
 }
 
 export const describe = (c: Cert): string => `${c.role} certificate (${nameOf(c)})`;
+
+/**
+ * Node's one-line form of a Name: undefined for an empty one, and fields
+ * separated by newlines. Names reach reasons shown to peers and logs, so
+ * control characters are escaped and the length is capped.
+ */
+export function nameText(name: string | undefined): string {
+  return printable((name ?? "").split("\n").join(", "));
+}
+
+const MAX_SHOWN = 200;
+
+/** Text from a certificate, safe to put in a reason: no control characters, at most 200 characters. */
+export function printable(text: string): string {
+  const clean = text.replace(
+    /[\u0000-\u001f\u007f-\u009f]/g,
+    (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
+  return clean.length > MAX_SHOWN ? `${clean.slice(0, MAX_SHOWN)}…` : clean;
+}
 
 /** The extensions this validator enforces; any other critical one refuses the certificate. */
 const HANDLED: ReadonlySet<string> = new Set([
@@ -75,9 +97,6 @@ export function issuerProblem(c: Cert): string | null {
 
 export function criticalProblem(c: Cert): string | null {
   const unknown = unhandledCritical(c.facts, HANDLED);
-  if (c.role === "leaf" && c.facts.extensions.some((e) => e.oid === OID.nameConstraints && e.critical)) {
-    unknown.push(OID.nameConstraints);
-  }
   if (unknown.length === 0) return null;
   return `has critical extension(s) this verifier does not process: ${unknown.map(extensionName).join(", ")}`;
 }

@@ -1,11 +1,14 @@
 /** The verifier library's public surface: what a service imports. */
+export { KEY_TYPES, type KeyType, SIGNATURE_ALGORITHMS, type SignatureAlgorithm } from "./algorithms";
 export { type AllowRule, type AuthorizeResult, type Authorizer, compileAllow } from "./authorize";
 export {
   type ChainAccepted,
   type ChainFailureCode,
   type ChainOptions,
+  type ChainPolicy,
   type ChainRefused,
   type ChainResult,
+  compilePolicy,
   TrustBundle,
   type Usage,
   validateChain,

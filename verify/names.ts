@@ -11,6 +11,67 @@ type Checked = Extract<GeneralName, { type: "uri" | "dns" | "ip" }>;
 
 const isChecked = (n: GeneralName): n is Checked => n.type === "uri" || n.type === "dns" || n.type === "ip";
 
+const LABEL = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
+const IPV4_LITERAL = /^\d+\.\d+\.\d+\.\d+$/;
+
+/** Why `host` is not a host name (RFC 1034 labels; "_" allowed as SPIFFE trust domains and Go allow it), or null. */
+function hostProblem(host: string): string | null {
+  if (host.length === 0) return "it is empty";
+  if (host.length > 253) return "it is longer than 253 characters";
+  if (IPV4_LITERAL.test(host)) return "it is an IP address, not a host name";
+  const bad = host.split(".").find((label) => !LABEL.test(label));
+  if (bad === undefined) return null;
+  return bad === ""
+    ? "it has an empty label (a leading, trailing or doubled dot)"
+    : `label "${bad.slice(0, 63)}" is not a DNS label`;
+}
+
+/**
+ * Why a SAN is not a valid name of its type (RFC 5280 4.2.1.6), or null: a
+ * dNSName is a host name, with "*" allowed as its whole leftmost label (so
+ * ".example.com" is refused); an iPAddress is 4 or 16 octets.
+ */
+export function sanProblem(name: GeneralName): string | null {
+  if (name.type === "dns") {
+    const why = hostProblem(name.value.startsWith("*.") ? name.value.slice(2) : name.value);
+    return why && `dNSName "${name.value.slice(0, 100)}" is not a valid DNS name: ${why}`;
+  }
+  if (name.type === "ip" && name.value.length !== 4 && name.value.length !== 16) {
+    return `iPAddress SAN has ${name.value.length} octets; it must have 4 or 16`;
+  }
+  return null;
+}
+
+/**
+ * Why a name constraint base is not valid for its type (RFC 5280 4.2.1.10),
+ * or null. DNS: "", or a host name with an optional leading "." (as Go reads
+ * it: only names below). URI: a host or, with a leading ".", a domain; never
+ * a URI ("spiffe://example.org" would match nothing, so an excluded subtree
+ * written that way would exclude nothing). IP: address and a contiguous
+ * mask, 8 or 32 octets.
+ */
+export function constraintProblem(base: GeneralName): string | null {
+  if (base.type === "dns" || base.type === "uri") {
+    if (base.type === "dns" && base.value === "") return null;
+    const host = base.value.startsWith(".") ? base.value.slice(1) : base.value;
+    const why = hostProblem(host);
+    const kind = base.type === "dns" ? "DNS" : "URI";
+    return (
+      why &&
+      `${kind} name constraint "${base.value.slice(0, 100)}" is not a valid ${base.type === "dns" ? "DNS name" : "host or domain"}: ${why}`
+    );
+  }
+  if (base.type === "ip") {
+    const half = base.value.length / 2;
+    if (half !== 4 && half !== 16) {
+      return `IP name constraint has ${base.value.length} octets; it must have 8 or 32 (address and mask)`;
+    }
+    const mask = [...base.value.subarray(half)].map((b) => b.toString(2).padStart(8, "0")).join("");
+    if (mask.includes("01")) return `IP name constraint ${showBase(base)} has a mask that is not contiguous`;
+  }
+  return null;
+}
+
 /** The first constrained name type this module does not process, or null. */
 export function unsupportedConstraint(nc: NameConstraints): string | null {
   for (const n of [...nc.permitted, ...nc.excluded]) {

@@ -1,7 +1,7 @@
 import { isStintError } from "../common/errors";
 import { parseSpiffeId } from "../formats/spiffe";
 import { KeyUsage } from "../formats/x509";
-import { type Cert, criticalProblem, describe, ekuName, ekuOid, refuse, type Usage } from "./cert";
+import { type Cert, describe, ekuName, ekuOid, refuse, type Usage } from "./cert";
 
 /**
  * The X509-SVID leaf rules (SPIFFE X509-SVID 4.1, 4.3, 5): an end entity
@@ -11,8 +11,6 @@ import { type Cert, criticalProblem, describe, ekuName, ekuOid, refuse, type Usa
  */
 export function checkLeaf(leaf: Cert, usage: Usage): string {
   const f = leaf.facts;
-  const problem = criticalProblem(leaf);
-  if (problem) refuse("constraints", `${describe(leaf)} ${problem}`);
   if (f.ca) {
     refuse(
       "spiffe",

@@ -6,7 +6,9 @@ import { type AllowRule, compileAllow } from "./authorize";
 import {
   type ChainAccepted,
   type ChainFailureCode,
+  type ChainPolicy,
   type ChainResult,
+  compilePolicy,
   MAX_CHAIN,
   TrustBundle,
   type Usage,
@@ -94,6 +96,8 @@ export interface VerifierOptions {
   clockSkew?: number;
   /** Chains whose validation outcome is kept (default 10,000); least recently used go first. */
   cacheSize?: number;
+  /** Allowed signature algorithms, leaf key types and path depth (verify/policy.ts); all strong ones by default. */
+  policy?: ChainPolicy;
 }
 
 export interface VerifierStats {
@@ -159,6 +163,7 @@ export function createVerifier(opts: VerifierOptions): Verifier {
   const authorizer = compileAllow(opts.allow);
   const revocation = opts.revocation;
   const usage = opts.usage;
+  const policy = compilePolicy(opts.policy);
   let bundle = TrustBundle.from(opts.bundle);
   // Outcomes by chain, and successful paths also by leaf alone (for verifyKnownLeaf).
   const byChain = new Lru<CacheEntry>(cacheSize);
@@ -180,7 +185,7 @@ export function createVerifier(opts: VerifierOptions): Verifier {
       return entry.result;
     }
     misses++;
-    const result = validateChain(ders, bundle, { usage, now, clockSkew, counters });
+    const result = validateChain(ders, bundle, { usage, now, clockSkew, policy, counters });
     if (result.ok) {
       const e = { result, validFrom: result.validFrom.getTime(), validUntil: result.validUntil.getTime() };
       byChain.set(key, e);

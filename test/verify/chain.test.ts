@@ -154,7 +154,7 @@ describe("trust", () => {
     );
   });
 
-  it("refuses SHA-1 signatures", () => {
+  it("refuses SHA-1 signatures before checking them", () => {
     const old = pki.make("sha1", {
       issuer: inter,
       subject: "/O=example.org",
@@ -165,12 +165,14 @@ describe("trust", () => {
       ],
       digest: "sha1",
     });
-    expect(check([old.der, inter.der])).toEqual(
+    const counters = { signatures: 0 };
+    expect(check([old.der, inter.der], { counters })).toEqual(
       refused(
-        "bad-signature",
-        "leaf certificate (spiffe://example.org/old) is signed with algorithm 1.2.840.10045.4.1, which is not accepted (SHA-1 and MD5 signatures are refused)",
+        "bad-algorithm",
+        "leaf certificate (spiffe://example.org/old) is signed with ecdsa-with-SHA1 (1.2.840.10045.4.1), which is not accepted (SHA-1, MD5 and unusual parameters are refused)",
       ),
     );
+    expect(counters.signatures).toBe(0);
   });
 
   it("refuses malformed input without throwing", () => {
@@ -183,6 +185,20 @@ describe("trust", () => {
     );
     const trailing = Buffer.concat([leaf.der, Buffer.from([0])]);
     expect(check([trailing, inter.der]).ok).toBe(false);
+  });
+
+  it("names a certificate with an empty subject in a refusal instead of throwing", () => {
+    const anonymous = pki.make("anonymous", {
+      issuer: inter,
+      subject: "/",
+      ext: leafExt({ san: "critical,URI:spiffe://example.org/a,URI:spiffe://example.org/b" }),
+    });
+    expect(check([anonymous.der, inter.der])).toEqual(
+      refused(
+        "spiffe",
+        "leaf certificate (empty subject) has 2 URI SANs (spiffe://example.org/a, spiffe://example.org/b); an X509-SVID has exactly one",
+      ),
+    );
   });
 
   it("refuses a bundle it cannot use", () => {
@@ -276,7 +292,7 @@ describe("CA rules", () => {
       issuer: root,
       ext: [
         "basicConstraints = critical,CA:FALSE",
-        "keyUsage = critical,keyCertSign",
+        "keyUsage = critical,digitalSignature",
         "subjectKeyIdentifier = hash",
       ],
       days: 10,
