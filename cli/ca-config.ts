@@ -365,7 +365,7 @@ export const CA_CONFIG = declareConfig([
     type: "duration",
     default: "10m",
     description:
-      "How long each revocation feed snapshot is valid (nextUpdate); it is re-signed at half of it and on every revocation.",
+      "How long each revocation feed snapshot is valid (nextUpdate): verifiers refuse every certificate once it has passed. It is re-signed at a third of it, even when nothing changed, and on every revocation.",
     validate: positive,
   },
   {
