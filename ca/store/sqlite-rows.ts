@@ -209,13 +209,6 @@ export function prepareStatements(db: Database.Database) {
     insertCertificate: db.prepare<ReturnType<typeof certificateParams>>(
       `INSERT INTO certificates (${CERT_COLUMNS}) VALUES (@serial, @issuerId, @sequence, @spiffeId, @dnsNames, @ipAddresses, @notBefore, @notAfter, @der, @revokedAt, @revocationReason)`,
     ),
-    insertBinding: db.prepare<ReturnType<typeof bindingParams>>(
-      `INSERT INTO certificate_bindings (${BINDING_COLUMNS}) VALUES (@serial, @entryId, @entryHash, @attestationId, @renews)`,
-    ),
-    getBinding: db.prepare<[string], BindingRow>(
-      `SELECT ${BINDING_COLUMNS} FROM certificate_bindings WHERE serial = ?`,
-    ),
-    boundEntry: db.prepare<[string], EntryRow>(`SELECT ${ENTRY_COLUMNS} FROM entries WHERE id = ?`),
     getCertificate: db.prepare<[string], CertificateRow>(
       `SELECT ${CERT_COLUMNS} FROM certificates WHERE serial = ?`,
     ),
@@ -246,5 +239,20 @@ export function prepareStatements(db: Database.Database) {
     listAudit: db.prepare<[number, number], AuditRow>(
       `SELECT ${AUDIT_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?`,
     ),
+  };
+}
+
+export type BindingStatements = ReturnType<typeof prepareBindingStatements>;
+
+/** Apart from prepareStatements, which needs only the tables of schema 1. */
+export function prepareBindingStatements(db: Database.Database) {
+  return {
+    insertBinding: db.prepare<ReturnType<typeof bindingParams>>(
+      `INSERT INTO certificate_bindings (${BINDING_COLUMNS}) VALUES (@serial, @entryId, @entryHash, @attestationId, @renews)`,
+    ),
+    getBinding: db.prepare<[string], BindingRow>(
+      `SELECT ${BINDING_COLUMNS} FROM certificate_bindings WHERE serial = ?`,
+    ),
+    boundEntry: db.prepare<[string], EntryRow>(`SELECT ${ENTRY_COLUMNS} FROM entries WHERE id = ?`),
   };
 }

@@ -29,6 +29,7 @@ import {
   type AuditTail,
   auditFromRow,
   auditParams,
+  type BindingStatements,
   bindingFromRow,
   bindingParams,
   CERT_COLUMNS,
@@ -37,6 +38,7 @@ import {
   certificateParams,
   issuerFromRow,
   issuerParams,
+  prepareBindingStatements,
   prepareStatements,
   rethrowConstraint,
   type Statements,
@@ -62,6 +64,7 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
   readonly backend = "sqlite";
 
   private readonly st: Statements;
+  private readonly bound: BindingStatements;
   protected readonly acme: SqliteAcmeState;
   private readonly writes: GroupCommit;
   /** Several reads that must agree with each other (another process may commit between them). */
@@ -83,6 +86,7 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
   ) {
     super();
     this.st = prepareStatements(db);
+    this.bound = prepareBindingStatements(db);
     // The partial index on revoked_at keeps this a scan of the revoked set, however many certificates exist.
     this.listRevokedStatement = db.prepare(
       "SELECT serial, revoked_at, revocation_reason FROM certificates" +
@@ -216,7 +220,7 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
     return this.write((tail) => {
       if (binding) {
         // Inside the IMMEDIATE transaction: no deletion can come between this check and the insert.
-        const row = this.st.boundEntry.get(binding.entryId);
+        const row = this.bound.boundEntry.get(binding.entryId);
         checkBoundEntry(binding, row === undefined ? null : entryFromRow(row));
       }
       try {
@@ -236,7 +240,7 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
       }
       if (binding) {
         try {
-          this.st.insertBinding.run(bindingParams(cert.serial, binding));
+          this.bound.insertBinding.run(bindingParams(cert.serial, binding));
         } catch (err) {
           rethrowConstraint(err, {
             SQLITE_CONSTRAINT_FOREIGNKEY: [
@@ -258,7 +262,7 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
 
   async getCertificateBinding(serial: string): Promise<CertificateBinding | null> {
     this.assertOpen();
-    const row = this.st.getBinding.get(serial);
+    const row = this.bound.getBinding.get(serial);
     return row === undefined ? null : bindingFromRow(row);
   }
 
