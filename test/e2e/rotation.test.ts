@@ -170,21 +170,18 @@ describe("rotation while services keep talking", () => {
       usage: "client",
       allow: { spiffeId: `spiffe://${TD}/svc/api` },
       feedUrl: ca.url,
-      maxFeedAge: 60_000,
     });
     const clientVerifier = await openVerifier({
       bundle: bundle("api"),
       usage: "server",
       allow: { spiffeId: `spiffe://${TD}/svc/web` },
       feedUrl: ca.url,
-      maxFeedAge: 60_000,
     });
     probeVerifier = await openVerifier({
       bundle: bundle("db"),
       usage: "client",
       allow: { trustDomain: TD },
       feedUrl: ca.url,
-      maxFeedAge: 60_000,
     });
     closeVerifiers = () => {
       for (const v of [serverVerifier, clientVerifier, probeVerifier]) v.close();
