@@ -61,23 +61,25 @@ interface Answer {
   body: string;
 }
 
+/**
+ * One request on its own connection: generating an RSA-4096 key blocks this
+ * process for seconds, and a pooled keep-alive socket the server closed
+ * meanwhile would fail the next request with "socket hang up".
+ */
 function send(method: string, url: string, body?: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = request(
-      url,
-      { method, ca: rootPem, headers: body === undefined ? {} : { "content-type": "application/jose+json" } },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () =>
-          resolve({
-            status: res.statusCode ?? 0,
-            headers: res.headers,
-            body: Buffer.concat(chunks).toString(),
-          }),
-        );
-      },
-    );
+    const headers = body === undefined ? {} : { "content-type": "application/jose+json" };
+    const req = request(url, { method, ca: rootPem, agent: false, headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          body: Buffer.concat(chunks).toString(),
+        }),
+      );
+    });
     req.on("error", reject);
     req.end(body);
   });
