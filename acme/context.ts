@@ -6,7 +6,7 @@ import type { AccountRecord } from "../ca/store-acme";
 import { StintError } from "../common/errors";
 import type { Logger } from "../common/logger";
 import { Lru } from "../common/lru";
-import { importJwk, jwkThumbprint } from "../formats/jose";
+import { importJwk, JWS_ALGORITHMS, jwkThumbprint } from "../formats/jose";
 import type { Attestor } from "./attest/attestor";
 import { readBody } from "./body";
 import { type AccountKey, type KeySource, type VerifiedRequest, verifyJwsRequest } from "./jws";
@@ -152,13 +152,11 @@ export class AcmeContext {
 
   /** Problem document with ACME headers, so a client can retry a badNonce with the nonce it just got. */
   fail(res: ServerResponse, err: unknown): void {
-    const { problem, internal } = problemFor(err);
-    if (internal)
-      this.deps.log.error("ACME request failed", { errorId: problem.detail.slice(-12), error: err });
+    const { problem, errorId } = problemFor(err);
+    if (errorId) this.deps.log.error("ACME request failed", { errorId, error: err });
     this.acmeHeaders(res);
     const body: Record<string, unknown> = { ...problem };
-    if (problem.type.endsWith(":badSignatureAlgorithm"))
-      body.algorithms = ["ES256", "ES384", "EdDSA", "RS256"];
+    if (problem.type.endsWith(":badSignatureAlgorithm")) body.algorithms = JWS_ALGORITHMS;
     if (err instanceof StintError && err.retryAfterSeconds !== undefined)
       res.setHeader("retry-after", String(err.retryAfterSeconds));
     const text = JSON.stringify(body);
