@@ -1,5 +1,4 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import { bundlePem } from "../ca/bundle";
 import type { CurrentCrl } from "../ca/crl";
 import type { IssuerRecord } from "../ca/store";
@@ -12,6 +11,7 @@ import {
   closeListener,
   type ListenerLimits,
   limitedServerOptions,
+  listenOn,
 } from "./listener-limits";
 import { notFound, sendJson, sendProblem } from "./problem";
 
@@ -135,17 +135,9 @@ export async function startCrlHttpServer(opts: CrlHttpOptions): Promise<CrlHttpS
   });
   applyListenerLimits(server, opts.limits, { log: opts.log, metrics: opts.metrics, listener: "crl-http" });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(opts.port, opts.host, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-  const address = server.address() as AddressInfo;
-  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  const authority = await listenOn(server, opts.host, opts.port);
   return {
-    url: `http://${host}:${address.port}`,
+    url: `http://${authority}`,
     server,
     close: () => closeListener(server, opts.limits),
   };

@@ -1,5 +1,5 @@
 import type { Server as HttpServer, ServerOptions } from "node:http";
-import type { Socket } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { type TLSSocket, Server as TlsServer } from "node:tls";
 import type { Logger } from "../common/logger";
 import type { Registry } from "../common/metrics";
@@ -164,4 +164,18 @@ export function closeListener(server: HttpServer, limits: ListenerLimits): Promi
     });
     server.closeIdleConnections();
   });
+}
+
+/** Starts listening and resolves with the bound address as URL authority text (host:port, IPv6 in brackets). */
+export async function listenOn(server: HttpServer, host: string, port: number): Promise<string> {
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  const bound = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  return `${bound}:${address.port}`;
 }

@@ -1,5 +1,4 @@
 import { createServer, type Server } from "node:https";
-import type { AddressInfo } from "node:net";
 import type { Authority } from "../ca/authority";
 import { bundlePem, spiffeBundle } from "../ca/bundle";
 import type { Store } from "../ca/store";
@@ -11,6 +10,7 @@ import {
   DEFAULT_LIMITS,
   type ListenerLimits,
   limitedServerOptions,
+  listenOn,
 } from "./listener-limits";
 import { sendJson } from "./problem";
 import { Router } from "./router";
@@ -121,16 +121,8 @@ export async function startCaServer(opts: CaServerOptions): Promise<CaServer> {
     server.setSecureContext({ key: next.key, cert: next.cert, ca: clientCa() });
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(opts.port, opts.host, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-  const address = server.address() as AddressInfo;
-  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
-  const url = opts.publicOrigin ?? `https://${host}:${address.port}`;
+  const bound = await listenOn(server, opts.host, opts.port);
+  const url = opts.publicOrigin ?? `https://${bound}`;
   for (const mount of opts.mounts ?? []) mount(router, url);
 
   return {
