@@ -106,6 +106,7 @@ export function renewalInfo(ctx: AcmeContext): Handler {
       const window = renewalWindow(
         { notBefore: new Date(issuedAt), notAfter: cert.notAfter, renewFrom: ctx.authority.renewFrom(cert) },
         new Date(),
+        ctx.deps.options.renewalWindow,
       );
       ctx.reply(
         res,

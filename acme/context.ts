@@ -1,6 +1,7 @@
 import type { KeyObject } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Authority } from "../ca/authority";
+import type { WindowFractions } from "../ca/renewal";
 import type { CaStore } from "../ca/store/open";
 import type { AccountRecord } from "../ca/store-acme";
 import { StintError } from "../common/errors";
@@ -30,6 +31,8 @@ export interface AcmeOptions {
   validationDelayMs: number;
   /** Sustained rates per second; 0 turns a limit off. Bursts are ten seconds' worth. */
   rateLimits: { perAddress: number; perAccount: number };
+  /** The normal ARI window (renewal.window); ca/renewal.ts's default when absent. */
+  renewalWindow?: WindowFractions;
 }
 
 export interface AcmeDeps {

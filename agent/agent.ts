@@ -16,7 +16,7 @@ import { CRLS_FILE, CrlKeeper, crlIssuers } from "./crls";
 import { buildCsr } from "./csr";
 import type { AgentStatus } from "./health";
 import { runHook, signalProcess } from "./hooks";
-import { Backoff, renewalTime } from "./schedule";
+import { Backoff, renewalTime, retryRoundsMs } from "./schedule";
 import { fetchFromCa, type Trust } from "./trust";
 
 /**
@@ -317,6 +317,7 @@ export class Agent {
         ari: window,
         fraction: this.opts.renewFraction,
         jitter: this.opts.renewJitter,
+        retryMarginMs: retryRoundsMs(this.opts.backoff),
       });
       this.plan = { key, at };
     }

@@ -11,26 +11,41 @@ export interface RenewalTimeOptions {
   now: Date;
   /** The server's ARI suggested window (RFC 9773); when valid, it wins over fraction and jitter. */
   ari?: { start: Date; end: Date } | null;
-  /** Where in the lifetime to renew; default 2/3. */
+  /** Where in the lifetime to renew; default 0.6. */
   fraction?: number;
   /** Spread around the fraction point, as a fraction of the lifetime: fraction ± jitter; default 0.1. */
   jitter?: number;
+  /** Time a few failed attempts take (retryRoundsMs); the margin before notAfter is never shorter. */
+  retryMarginMs?: number;
   /** Uniform in [0, 1); Math.random by default. */
   random?: () => number;
 }
 
+export const DEFAULT_FRACTION = 0.6;
+export const DEFAULT_JITTER = 0.1;
 const MIN_MARGIN_MS = 1000;
-const MARGIN_FRACTION = 0.02;
+/** A tenth of the lifetime is left at least: time to ride out a CA restart or a short outage. */
+export const MARGIN_FRACTION = 0.1;
+/** "A few retry rounds": the margin also covers this many backoff ceilings in a row. */
+const RETRY_ROUNDS = 4;
+
+/** How long RETRY_ROUNDS failed attempts may take at most: the sum of their backoff ceilings. */
+export function retryRoundsMs(backoff: { baseMs: number; capMs: number }): number {
+  let total = 0;
+  for (let i = 0; i < RETRY_ROUNDS; i++) total += Math.min(backoff.capMs, backoff.baseMs * 2 ** i);
+  return total;
+}
 
 /**
  * The instant to start renewing. With a valid ARI window, a uniformly random
  * instant in [start, end] (RFC 9773 4.2), or now when the window has passed;
- * otherwise notBefore + (fraction ± jitter) × lifetime. Always at least a
- * margin (max(1 s, 2% of the lifetime)) before notAfter, and never before now.
+ * otherwise notBefore + (fraction ± jitter) × lifetime (50–70% by default).
+ * Always at least a margin before notAfter, the longest of 1 s, 10% of the
+ * lifetime and `retryMarginMs`, and never before now.
  */
 export function renewalTime(opts: RenewalTimeOptions): Date {
-  const fraction = opts.fraction ?? 2 / 3;
-  const jitter = opts.jitter ?? 0.1;
+  const fraction = opts.fraction ?? DEFAULT_FRACTION;
+  const jitter = opts.jitter ?? DEFAULT_JITTER;
   if (!(fraction > 0 && fraction < 1))
     throw new StintError(
       "ERR_CONFIG",
@@ -43,8 +58,9 @@ export function renewalTime(opts: RenewalTimeOptions): Date {
   const na = opts.notAfter.getTime();
   const now = opts.now.getTime();
   const life = Math.max(0, na - nb);
-  // Leave time for a retry or two; never before notBefore, even for a lifetime shorter than the margin.
-  const latest = Math.max(nb, na - Math.max(MIN_MARGIN_MS, life * MARGIN_FRACTION));
+  // Leave time for a few retries; never before notBefore, even for a lifetime shorter than the margin.
+  const margin = Math.max(MIN_MARGIN_MS, life * MARGIN_FRACTION, opts.retryMarginMs ?? 0);
+  const latest = Math.max(nb, na - margin);
 
   let at: number;
   const ari = validWindow(opts.ari);

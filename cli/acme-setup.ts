@@ -5,6 +5,7 @@ import { loadX509PopConfig, X509PopAttestor } from "../acme/attest/x509pop";
 import type { AcmeDeps } from "../acme/context";
 import { MemoryNonceLedger, NonceService } from "../acme/nonce";
 import type { Authority } from "../ca/authority";
+import { parseWindow } from "../ca/renewal";
 import type { CaStore } from "../ca/store/open";
 import type { Logger } from "../common/logger";
 import type { CaConfig } from "./ca-config";
@@ -65,6 +66,7 @@ export async function acmeDeps(
         perAddress: cfg["acme.rateLimit.perAddress"],
         perAccount: cfg["acme.rateLimit.perAccount"],
       },
+      renewalWindow: parseWindow(cfg["renewal.window"]),
     },
   };
 }

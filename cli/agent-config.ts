@@ -122,10 +122,10 @@ export const AGENT_CONFIG = declareConfig([
   {
     key: "renew.percent",
     type: "int",
-    default: 67,
+    default: 60,
     description:
-      "When the CA offers no ARI window, renew at this percentage of the certificate's lifetime (with jitter).",
-    validate: percent(10, 95),
+      "When the CA offers no ARI window, renew at this percentage of the certificate's lifetime (with jitter); with renew.jitterPercent at most 90, so the last tenth stays a runway.",
+    validate: percent(10, 90),
   },
   {
     key: "renew.jitterPercent",
@@ -223,6 +223,8 @@ function checkAgentConfig(cfg: AgentConfig): string | undefined {
   if (cfg.attestor === "x509pop" && (cfg["x509pop.certFile"] === "" || cfg["x509pop.keyFile"] === "")) {
     return "the x509pop attestor needs x509pop.certFile and x509pop.keyFile";
   }
+  if (cfg["renew.percent"] + cfg["renew.jitterPercent"] > 90)
+    return `renew.percent ${cfg["renew.percent"]} plus renew.jitterPercent ${cfg["renew.jitterPercent"]} is over 90: renewals would leave less than a tenth of the lifetime to retry in`;
   if (cfg.signal !== "" && cfg.pid === 0 && cfg.pidFile === "")
     return `signal ${cfg.signal} needs pid or pidFile`;
   if (cfg.signal === "" && (cfg.pid !== 0 || cfg.pidFile !== "")) return "pid/pidFile given without signal";

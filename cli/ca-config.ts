@@ -1,4 +1,5 @@
 import { isIP } from "node:net";
+import { parseWindow } from "../ca/renewal";
 import { KEY_ALGORITHMS } from "../ca/spki";
 import { type ConfigOf, declareConfig, type LoadOptions, loadConfig } from "../common/config";
 import { formatDuration } from "../common/duration";
@@ -177,6 +178,21 @@ export const CA_CONFIG = declareConfig([
     default: KEY_ALGORITHMS,
     description: "Workload key algorithms the CA accepts in CSRs.",
     validate: (v) => (v.length === 0 ? "list at least one key algorithm" : undefined),
+  },
+  {
+    key: "renewal.window",
+    type: "string",
+    default: "50%-75%",
+    description:
+      "Normal ARI renewal window, as percentages of each certificate's lifetime from issuance (start-end, ending by 90%); revoked or tainted certificates get an early window whatever this says.",
+    validate: (v) => {
+      try {
+        parseWindow(v);
+        return undefined;
+      } catch (err) {
+        return (err as Error).message;
+      }
+    },
   },
   {
     key: "store.url",

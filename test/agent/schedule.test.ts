@@ -1,7 +1,7 @@
-import { Backoff, crlRefreshTime, renewalTime } from "../../agent/schedule";
+import { Backoff, crlRefreshTime, renewalTime, retryRoundsMs } from "../../agent/schedule";
 
 const nb = new Date("2030-01-01T00:00:00.000Z");
-const LIFE = 3_000_000; // 50 minutes: 2/3 and 10% of it are whole milliseconds
+const LIFE = 3_000_000; // 50 minutes: 60% and 10% of it are whole milliseconds
 const at = (ms: number) => new Date(nb.getTime() + ms);
 const na = at(LIFE);
 const fixed = (r: number) => () => r;
@@ -18,25 +18,33 @@ function thrown(fn: () => unknown): unknown {
 describe("renewalTime without ARI", () => {
   it("lands on fraction ± jitter of the lifetime, at the bounds for random 0 and 1", () => {
     const base = { notBefore: nb, notAfter: na, now: nb };
-    expect(renewalTime({ ...base, random: fixed(0) })).toEqual(at(2_000_000 - 300_000));
-    expect(renewalTime({ ...base, random: fixed(0.5) })).toEqual(at(2_000_000));
-    expect(renewalTime({ ...base, random: fixed(1) })).toEqual(at(2_000_000 + 300_000));
+    expect(renewalTime({ ...base, random: fixed(0) })).toEqual(at(1_800_000 - 300_000));
+    expect(renewalTime({ ...base, random: fixed(0.5) })).toEqual(at(1_800_000));
+    expect(renewalTime({ ...base, random: fixed(1) })).toEqual(at(1_800_000 + 300_000));
     expect(renewalTime({ ...base, fraction: 0.5, jitter: 0, random: fixed(0.9) })).toEqual(at(1_500_000));
   });
 
   it("stays inside the bounds with the default random source", () => {
     for (let i = 0; i < 200; i++) {
       const t = renewalTime({ notBefore: nb, notAfter: na, now: nb }).getTime() - nb.getTime();
-      expect(t).toBeGreaterThanOrEqual(1_700_000);
-      expect(t).toBeLessThanOrEqual(2_300_000);
+      expect(t).toBeGreaterThanOrEqual(1_500_000);
+      expect(t).toBeLessThanOrEqual(2_100_000);
     }
   });
 
-  it("is never later than notAfter minus max(1 s, 2% of the lifetime)", () => {
+  it("is never later than notAfter minus the longest of 1 s, 10% of the lifetime and the retry rounds", () => {
     const late = { notBefore: nb, notAfter: na, now: nb, fraction: 0.95, jitter: 0.5 };
-    expect(renewalTime({ ...late, random: fixed(1) })).toEqual(at(LIFE - 60_000));
-    // A 10 s certificate: 2% is 200 ms, so the 1 s floor applies.
-    expect(renewalTime({ ...late, notAfter: at(10_000), random: fixed(1) })).toEqual(at(9_000));
+    expect(renewalTime({ ...late, random: fixed(1) })).toEqual(at(LIFE - 300_000));
+    // A 5 s certificate: 10% is 500 ms, so the 1 s floor applies.
+    expect(renewalTime({ ...late, notAfter: at(5_000), random: fixed(1) })).toEqual(at(4_000));
+    // Four rounds of a 1 s → 5 min backoff take 15 s at most; for a 100 s certificate that beats 10%.
+    const rounds = retryRoundsMs({ baseMs: 1000, capMs: 300_000 });
+    expect(rounds).toBe(15_000);
+    expect(renewalTime({ ...late, notAfter: at(100_000), retryMarginMs: rounds, random: fixed(1) })).toEqual(
+      at(85_000),
+    );
+    // Capped rounds: 4 × 10 s.
+    expect(retryRoundsMs({ baseMs: 60_000, capMs: 10_000 })).toBe(40_000);
   });
 
   it("is never before notBefore, even with a large jitter", () => {
@@ -89,14 +97,20 @@ describe("renewalTime with an ARI window", () => {
   });
 
   it("still keeps the margin before notAfter", () => {
-    const lateAri = { start: at(LIFE - 100_000), end: na };
-    expect(renewalTime({ ...base, ari: lateAri, random: fixed(1) })).toEqual(at(LIFE - 60_000));
+    const lateAri = { start: at(LIFE - 400_000), end: na };
+    expect(renewalTime({ ...base, ari: lateAri, random: fixed(1) })).toEqual(at(LIFE - 300_000));
+  });
+
+  it("renews now inside a pulled-forward window, even past the margin", () => {
+    const now = at(LIFE - 100_000);
+    const urgent = { start: now, end: at(LIFE) };
+    expect(renewalTime({ ...base, now, ari: urgent, random: fixed(0.7) })).toEqual(now);
   });
 
   it("falls back to the fraction for an invalid window (end not after start)", () => {
     const bad = { start: at(1_600_000), end: at(1_000_000) };
-    expect(renewalTime({ ...base, ari: bad, random: fixed(0.5) })).toEqual(at(2_000_000));
-    expect(renewalTime({ ...base, ari: null, random: fixed(0.5) })).toEqual(at(2_000_000));
+    expect(renewalTime({ ...base, ari: bad, random: fixed(0.5) })).toEqual(at(1_800_000));
+    expect(renewalTime({ ...base, ari: null, random: fixed(0.5) })).toEqual(at(1_800_000));
   });
 });
 

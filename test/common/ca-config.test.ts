@@ -34,6 +34,7 @@ describe("CA config", () => {
       "policy.dnsSuffixes": [],
       "policy.keyTypes": ["ec-p256", "ec-p384", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096"],
       "policy.dnsOnlyClientAuth": false,
+      "renewal.window": "50%-75%",
       "store.url": "",
       publicUrl: "",
       "acme.maxBodyBytes": 65_536,
@@ -81,6 +82,10 @@ describe("CA config", () => {
     );
     expect(() => loadCaConfig({ env: { STINT_PUBLIC_URL: "http://ca:80/x" }, flags: {} })).toThrow(
       expect.objectContaining({ message: expect.stringContaining("https://host[:port]") }),
+    );
+    // A window ending at expiry leaves no runway to ride out a CA outage.
+    expect(() => loadCaConfig({ env: {}, flags: { "renewal-window": "67%-100%" } })).toThrow(
+      expect.objectContaining({ code: "ERR_CONFIG", message: expect.stringContaining("must end by 90%") }),
     );
   });
 
