@@ -1,9 +1,10 @@
+import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { get } from "node:https";
 import { join } from "node:path";
 import * as tls from "node:tls";
-import { type ServerProcess, startServer, stint } from "../helpers/cli";
+import { type ServerProcess, STINT, startServer, stint } from "../helpers/cli";
 import { tempDir } from "../helpers/openssl";
 
 /** `stint ca serve` as a real process: first-run init, its endpoints over verified HTTPS, self-renewal, shutdown. */
@@ -104,6 +105,58 @@ describe("a development CA started the way `npm start` does", () => {
   });
 });
 
+describe("ca serve on a data directory without a CA", () => {
+  const serve = (dataDir: string, ...more: string[]) =>
+    stint([
+      "ca",
+      "serve",
+      "--insecure-no-passphrase",
+      "--listen",
+      "127.0.0.1:0",
+      "--data-dir",
+      dataDir,
+      ...more,
+    ]);
+
+  it("refuses in one line and creates nothing, whether the directory is missing or empty", () => {
+    const missing = join(dir, "typo");
+    const r = serve(missing);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split("\n")).toEqual([
+      `stint ca serve: no CA in ${missing}: run "stint ca init" first, or pass --init to create one here (check --data-dir if a CA should be there)`,
+    ]);
+    expect(existsSync(missing)).toBe(false);
+    const empty = join(dir, "empty-dir");
+    mkdirSync(empty);
+    expect(serve(empty).code).toBe(1);
+    expect(readdirSync(empty)).toEqual([]);
+  });
+
+  it("creates the CA with --init, and then serves it without", async () => {
+    const dataDir = join(dir, "with-init");
+    const first = await startServer(["--insecure-no-passphrase", "--data-dir", dataDir]);
+    await first.stop();
+    expect(first.logs().some((l) => l.includes('"msg":"created a new CA"'))).toBe(true);
+    expect(existsSync(join(dataDir, "root.pem"))).toBe(true);
+    // The CA now exists: a plain `ca serve` (no --init) serves it.
+    const child = spawn(
+      process.execPath,
+      [STINT, "ca", "serve", "--insecure-no-passphrase", "--listen", "127.0.0.1:0", "--data-dir", dataDir],
+      { stdio: ["ignore", "ignore", "pipe"] },
+    );
+    let err = "";
+    const listening = await new Promise<boolean>((resolve) => {
+      child.stderr!.on("data", (d: Buffer) => {
+        err += d.toString();
+        if (err.includes('"msg":"listening"')) resolve(true);
+      });
+      child.once("exit", () => resolve(false));
+    });
+    child.kill("SIGTERM");
+    expect([listening, err]).toEqual([true, expect.not.stringContaining("created a new CA")]);
+  });
+});
+
 describe("a CA with an encrypted key", () => {
   const dataDir = join(dir, "prod");
   const passphrase = "a passphrase that must never be logged";
@@ -159,7 +212,7 @@ describe("a CA with an encrypted key", () => {
   });
 
   it("refuses to create an unencrypted CA unless told to", () => {
-    const r = stint(["ca", "serve", "--listen", "127.0.0.1:0", "--data-dir", join(dir, "empty")]);
+    const r = stint(["ca", "serve", "--init", "--listen", "127.0.0.1:0", "--data-dir", join(dir, "empty")]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/CA keys need a passphrase/);
   });

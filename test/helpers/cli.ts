@@ -29,12 +29,19 @@ export interface ServerProcess {
   stop: () => Promise<number | null>;
 }
 
-/** Starts `stint ca serve` and resolves once its "listening" log line names the URL. */
+/**
+ * Starts `stint ca serve --init` (tests start on fresh directories; --init does nothing where a CA
+ * exists) and resolves once its "listening" log line names the URL.
+ */
 export function startServer(args: string[], env: Record<string, string> = {}): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [STINT, "ca", "serve", "--listen", "127.0.0.1:0", ...args], {
-    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    [STINT, "ca", "serve", "--init", "--listen", "127.0.0.1:0", ...args],
+    {
+      env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   const lines: string[] = [];
   let partial = "";
   const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)));

@@ -231,6 +231,7 @@ export async function startStint(opts: StintStartOptions): Promise<StartedStint>
     main,
     "ca",
     "serve",
+    "--init",
     "--insecure-no-passphrase",
     "--data-dir",
     dataDir,
