@@ -264,6 +264,15 @@ export const MIGRATIONS: readonly Migration[] = [
       WHERE renews IS NOT NULL AND serial IN (SELECT serial FROM certificates);
     `,
   },
+  {
+    version: 5,
+    description:
+      "orders: an index of those left processing, and (SQLite) an error CHECK that sqlite3 before 3.45 reads alike",
+    sql: `
+      -- Partial: a crash mid-finalize leaves orders processing, and the recovery sweep finds them without a scan.
+      CREATE INDEX orders_processing ON orders (created_at, id) WHERE status = 'processing';
+    `,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

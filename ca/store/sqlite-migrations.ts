@@ -228,6 +228,39 @@ export const MIGRATIONS: readonly Migration[] = [
       DROP TABLE temp.pre4_renewals;
     `,
   },
+  {
+    version: 5,
+    description:
+      "orders: an index of those left processing, and (SQLite) an error CHECK that sqlite3 before 3.45 reads alike",
+    sql: `
+      -- json_valid(NULL) is NULL (the CHECK passes) since SQLite 3.45 but 0 before, so Debian's sqlite3 3.40
+      -- reported every order without an error as failing its CHECK. A column's CHECK cannot be altered:
+      -- the table is rebuilt (SQLite's recipe; migrate() turns foreign keys off meanwhile).
+      CREATE TABLE orders_v5 (
+        id                 TEXT PRIMARY KEY,
+        account_id         TEXT NOT NULL REFERENCES accounts (id),
+        status             TEXT NOT NULL CHECK (status IN ('pending', 'ready', 'processing', 'valid', 'invalid')),
+        identifiers        TEXT NOT NULL CHECK (json_valid(identifiers)),
+        authorization_ids  TEXT NOT NULL CHECK (json_valid(authorization_ids)),
+        expires            INTEGER NOT NULL,
+        certificate_serial TEXT,
+        replaces           TEXT,
+        error              TEXT CHECK (error IS NULL OR json_valid(error)),
+        created_at         INTEGER NOT NULL
+      ) STRICT;
+      INSERT INTO orders_v5 (id, account_id, status, identifiers, authorization_ids, expires,
+                             certificate_serial, replaces, error, created_at)
+      SELECT id, account_id, status, identifiers, authorization_ids, expires,
+             certificate_serial, replaces, error, created_at FROM orders;
+      DROP TABLE orders;
+      ALTER TABLE orders_v5 RENAME TO orders;
+      CREATE UNIQUE INDEX orders_certificate_serial ON orders (certificate_serial)
+        WHERE certificate_serial IS NOT NULL;
+      CREATE INDEX orders_account ON orders (account_id, created_at, id);
+      -- Partial: a crash mid-finalize leaves orders processing, and the recovery sweep finds them without a scan.
+      CREATE INDEX orders_processing ON orders (created_at, id) WHERE status = 'processing';
+    `,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

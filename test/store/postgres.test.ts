@@ -54,7 +54,8 @@ bindingStoreContract(
       "DROP TABLE attestations",
       "DROP FUNCTION stint_append_only()",
       "ALTER TABLE authorizations DROP COLUMN attestation_id",
-      "DELETE FROM schema_migrations WHERE version = 4",
+      "DROP INDEX orders_processing",
+      "DELETE FROM schema_migrations WHERE version >= 4",
     ],
   },
 );

@@ -61,7 +61,7 @@ bindingStoreContract("sqlite", () => SqliteStore.open(freshPath(), { create: tru
     "DROP TABLE certificate_bindings",
     "DROP TABLE attestations",
     "ALTER TABLE authorizations DROP COLUMN attestation_id",
-    "DELETE FROM schema_migrations WHERE version = 4",
+    "DELETE FROM schema_migrations WHERE version >= 4",
   ],
 });
 
