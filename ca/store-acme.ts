@@ -161,6 +161,14 @@ export interface AcmeStateStore {
    * account's orders list (RFC 8555 7.1.2.1).
    */
   listAccountOrders(accountId: string, page: { after?: string; limit: number }): Promise<OrderRecord[]>;
+  /** Orders left "processing", oldest first, at most `limit`: what a crash in the middle of finalize strands. */
+  listProcessingOrders(limit: number): Promise<OrderRecord[]>;
+  /**
+   * The serial of a certificate issued under this attestation (a first
+   * issuance, not a renewal) that no order holds yet, or null: what a finalize
+   * interrupted between issuing and marking its order valid leaves behind.
+   */
+  unclaimedCertificate(attestationId: string): Promise<string | null>;
   /** The account whose order produced this certificate (revokeCert by account), or null. */
   accountOfCertificate(serial: string): Promise<string | null>;
   getAuthorization(id: string): Promise<AuthorizationRecord | null>;

@@ -6,6 +6,7 @@ import { startCrlHttpServer } from "../acme/crl-http";
 import { mountCrl } from "../acme/crl-routes";
 import { mountFeed } from "../acme/feed-routes";
 import type { ListenerLimits } from "../acme/listener-limits";
+import { ORDER_RECOVERY_INTERVAL_MS, OrderRecovery } from "../acme/order-recovery";
 import { startCaServer } from "../acme/server";
 import { FeedService } from "../ca/feed";
 import { IssuerWatch } from "../ca/issuer-watch";
@@ -92,6 +93,9 @@ export const caServe: Command = {
       onChange: () => feed.rebuild("issuers"),
     });
     await issuerWatch.start();
+    // Before the listener opens: a client retrying a finalize the last run was killed in must find its order ready.
+    const recovery = new OrderRecovery({ store, log, intervalMs: ORDER_RECOVERY_INTERVAL_MS });
+    await recovery.start();
     const { host, port } = listenParts(cfg.listen);
     const server = await startCaServer({
       authority,
@@ -142,6 +146,7 @@ export const caServe: Command = {
       process.once("SIGINT", () => stop("SIGINT"));
     });
     issuerWatch.stop();
+    await recovery.stop();
     feed.stop();
     await server.close();
     await crlHttp?.close();

@@ -84,6 +84,17 @@ export const BINDING_COLUMNS = "serial, entry_id, entry_hash, attestation_id, re
 export const ENTRY_COLUMNS = "id, spiffe_id, selectors, dns_names, ttl_ms, created_at";
 export const JOIN_TOKEN_COLUMNS = "id, hash, spiffe_id, expires_at, used_at, created_at";
 
+/**
+ * The newest first issuance under attestation $1 that no order holds (both
+ * backends; SQLite's caller swaps the placeholder). The newest, because a
+ * finalize retried after a fault of ours may have issued more than once.
+ */
+export const UNCLAIMED_CERTIFICATE_SQL = `
+  SELECT b.serial FROM certificate_bindings AS b JOIN certificates AS c ON c.serial = b.serial
+  WHERE b.attestation_id = $1 AND b.renews IS NULL
+    AND NOT EXISTS (SELECT 1 FROM orders AS o WHERE o.certificate_serial = b.serial)
+  ORDER BY c.not_before DESC, b.serial DESC LIMIT 1`;
+
 /** JSON text for a nullable JSON column. */
 export function jsonOrNull(value: unknown): string | null {
   return value === null ? null : JSON.stringify(value);

@@ -58,6 +58,12 @@ export abstract class AcmeStateDelegate implements AcmeStateStore {
   listAccountOrders(accountId: string, page: { after?: string; limit: number }) {
     return this.acme.listAccountOrders(accountId, page);
   }
+  listProcessingOrders(limit: number) {
+    return this.acme.listProcessingOrders(limit);
+  }
+  unclaimedCertificate(attestationId: string) {
+    return this.acme.unclaimedCertificate(attestationId);
+  }
   accountOfCertificate(serial: string) {
     return this.acme.accountOfCertificate(serial);
   }

@@ -29,6 +29,7 @@ import {
   orderPatchColumns,
   refusedToken,
   spentAudit,
+  UNCLAIMED_CERTIFICATE_SQL,
 } from "./acme-common";
 import {
   type AccountRow,
@@ -237,6 +238,19 @@ export class PostgresAcmeState implements AcmeStateStore {
     const current = await this.host.run<{ status: string }>("SELECT status FROM orders WHERE id = $1", [id]);
     if (current.length === 0) throw new StintError("ERR_NOT_FOUND", `order ${id} does not exist`);
     throw new StintError("ERR_STORE_CONFLICT", `order ${id} is ${current[0].status}, not ${expect}`);
+  }
+
+  async listProcessingOrders(limit: number): Promise<OrderRecord[]> {
+    const rows = await this.host.run<OrderRow>(
+      `SELECT ${ORDER_COLUMNS} FROM orders WHERE status = 'processing' ORDER BY created_at, id LIMIT $1`,
+      [limit],
+    );
+    return rows.map(orderFromRow);
+  }
+
+  async unclaimedCertificate(attestationId: string): Promise<string | null> {
+    const rows = await this.host.run<{ serial: string }>(UNCLAIMED_CERTIFICATE_SQL, [attestationId]);
+    return rows[0]?.serial ?? null;
   }
 
   async accountOfCertificate(serial: string): Promise<string | null> {

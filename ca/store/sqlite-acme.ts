@@ -25,6 +25,7 @@ import {
   orderPatchColumns,
   refusedToken,
   spentAudit,
+  UNCLAIMED_CERTIFICATE_SQL,
 } from "./acme-common";
 import {
   type AcmeStatements,
@@ -211,6 +212,23 @@ export class SqliteAcmeState implements AcmeStateStore {
     });
   }
 
+  async listProcessingOrders(limit: number): Promise<OrderRecord[]> {
+    this.host.assertOpen();
+    return this.statement<[number], OrderRow>(
+      `SELECT ${ORDER_COLUMNS} FROM orders WHERE status = 'processing' ORDER BY created_at, id LIMIT ?`,
+    )
+      .all(limit)
+      .map(orderFromRow);
+  }
+
+  async unclaimedCertificate(attestationId: string): Promise<string | null> {
+    this.host.assertOpen();
+    const row = this.statement<[string], { serial: string }>(
+      UNCLAIMED_CERTIFICATE_SQL.replace("$1", "?"),
+    ).get(attestationId);
+    return row?.serial ?? null;
+  }
+
   async accountOfCertificate(serial: string): Promise<string | null> {
     this.host.assertOpen();
     return this.st.accountOfCertificate.get(serial)?.account_id ?? null;
@@ -361,6 +379,16 @@ export class SqliteAcmeState implements AcmeStateStore {
         spiffeId: state.spiffe_id,
       };
     });
+  }
+
+  /** Prepared on first use, so a store still at an older schema prepares what it can. */
+  private statement<P extends unknown[], R>(sql: string): Database.Statement<P, R> {
+    let stmt = this.patchStatements.get(sql);
+    if (stmt === undefined) {
+      stmt = this.db.prepare<unknown[], unknown>(sql);
+      this.patchStatements.set(sql, stmt);
+    }
+    return stmt as unknown as Database.Statement<P, R>;
   }
 
   /** UPDATE … WHERE id AND status = expect, returning the new row, or undefined when nothing matched. */

@@ -196,6 +196,38 @@ export function bindingStoreContract(
       expect(await store.getCertificateBinding(c1.serial)).toEqual(first);
     });
 
+    it("finds orders left processing, and the first issuance under their attestation that no order holds", async () => {
+      const { a, e, az } = await enrollment();
+      const att = attestation("att1", az, e);
+      await store.recordAttestation(att, "pending", validated(az), event("attest.ok", SPIFFE));
+      await store.putIssuer(issuer("aa00"), event("issuer.create", "aa00"));
+      const first: CertificateBinding = {
+        entryId: e.id,
+        entryHash: entryHash(e),
+        attestationId: att.id,
+        renews: null,
+      };
+      const [c1, renewal] = [1, 2].map((n) => certificate("aa00", n));
+      expect(await store.unclaimedCertificate(att.id)).toBeNull();
+      await store.insertCertificate(renewal, event("cert.renew", renewal.serial), { ...first, renews: "77" });
+      expect(await store.unclaimedCertificate(att.id)).toBeNull();
+      await store.insertCertificate(c1, event("cert.issue", c1.serial), first);
+      expect(await store.listProcessingOrders(10)).toEqual([]);
+      await store.updateOrder("ord1", "pending", { status: "ready" });
+      const processing = await store.updateOrder("ord1", "ready", { status: "processing" });
+      const az2 = authorization("az2", a.id);
+      await store.createOrder(order("ord2", a.id, [az2]), [az2]);
+      await reopen();
+
+      expect(await store.listProcessingOrders(10)).toEqual([processing]);
+      expect(await store.listProcessingOrders(0)).toEqual([]);
+      expect(await store.unclaimedCertificate(att.id)).toBe(c1.serial);
+      expect(await store.unclaimedCertificate("nope")).toBeNull();
+      await store.updateOrder("ord1", "processing", { status: "valid", certificateSerial: c1.serial });
+      expect(await store.unclaimedCertificate(att.id)).toBeNull();
+      expect(await store.listProcessingOrders(10)).toEqual([]);
+    });
+
     it("keeps attestations and bindings append-only", async () => {
       const { e, az } = await enrollment();
       await store.recordAttestation(
