@@ -11,7 +11,7 @@ import { agentMetrics, crlMetrics, startHealthServer } from "../agent/health";
 import { splitCommand } from "../agent/hooks";
 import { Trust } from "../agent/trust";
 import type { KeyAlgorithm } from "../ca/spki";
-import { flagOptions, renderHelp } from "../common/config";
+import { flagOptions } from "../common/config";
 import { StintError } from "../common/errors";
 import { ensureDir, fileError } from "../common/files";
 import { createLogger, type Logger } from "../common/logger";
@@ -46,12 +46,23 @@ export const agent: Command = {
       "                             certificate is on disk, 1 with one line saying why not",
       "  --force                    renew now even if not due (with --once, or at daemon start)",
       "  --join-token TOKEN         the join token (visible to `ps`; prefer STINT_JOIN_TOKEN or --join-token-file)",
+      "  --ca-url URL               the CA's origin, e.g. https://ca.example.com:8443",
+      "  --ca-fingerprint sha256:…  the root's fingerprint, as `stint ca init` printed it",
+      "  --join-token-file FILE     the join token, from `stint token create`",
+      "  --out-dir DIR              where cert.pem, key.pem and bundle.pem go (default ./stint-certs)",
+      "  --exec CMD, --signal SIG   reload the workload after each switch",
       "  -c, --config FILE          YAML or JSON config file (env STINT_CONFIG)",
       "  -h, --help                 this help",
       "",
-      "settings (flag, environment variable, default; flags win over environment, environment over file):",
-      renderHelp(AGENT_CONFIG),
+      // The full table is long; one place shows it, not every --help.
+      "Every agent setting is also a flag and an environment variable: `stint help agent-config` lists them.",
     ].join("\n"),
+  examples: [
+    "stint agent --ca-url https://ca:8443 --ca-fingerprint sha256:… --spiffe-id spiffe://stint.internal/web \\\n" +
+      "      --join-token-file token --once",
+    "stint agent --config /etc/stint/agent.yaml --exec 'systemctl reload nginx'",
+    "stint help agent-config",
+  ],
   async run(argv) {
     const { values } = parseFlags(argv, { ...OWN_FLAGS, ...(flagOptions(AGENT_CONFIG) as Options) });
     const file = (values.config as string | undefined) ?? process.env.STINT_CONFIG;

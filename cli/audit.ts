@@ -17,6 +17,7 @@ const MAX_PAGE = "10000";
 export const audit: Command = {
   name: "audit",
   summary: "list audit records: issuance, revocation, entries, join tokens, with who did them",
+  examples: ["stint audit --limit 20", "stint audit --spiffe-id spiffe://stint.internal/web --json"],
   help: () =>
     adminHelp(
       "stint audit [--after N] [--limit N] [--spiffe-id ID] [--json] [options]",

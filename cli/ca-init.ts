@@ -149,6 +149,10 @@ export async function initCa(cfg: CaConfig, allowInsecure: boolean, now = new Da
 export const caInit: Command = {
   name: "ca init",
   summary: "create a root CA and an intermediate in the data directory",
+  examples: [
+    "STINT_CA_PASSPHRASE=… stint ca init --data-dir /var/lib/stint --trust-domain prod.example.com",
+    "stint ca init --data-dir ./dev-ca --insecure-no-passphrase",
+  ],
   help: () =>
     caHelp(
       "stint ca init [options]",
@@ -182,6 +186,7 @@ export const caInit: Command = {
 export const caAdminCert: Command = {
   name: "ca admin-cert",
   summary: "issue a new admin client certificate into <dataDir>/admin (renewal)",
+  examples: ["stint ca admin-cert --data-dir /var/lib/stint", "stint ca admin-cert --ttl 8h --json"],
   help: () =>
     caHelp(
       "stint ca admin-cert [--ttl D] [--json] [options]",

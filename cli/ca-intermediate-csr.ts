@@ -31,6 +31,10 @@ async function checkAbsent(path: string): Promise<void> {
 export const caIntermediateCsr: Command = {
   name: "ca intermediate-csr",
   summary: "make a key and a CSR for a new intermediate, for a root kept offline",
+  examples: [
+    "stint ca intermediate-csr --out int.csr",
+    "stint ca intermediate-csr --key-algorithm ec-p384 --out int.csr --json",
+  ],
   help: () =>
     caHelp(
       "stint ca intermediate-csr [--out FILE] [--key-algorithm ALG] [--json] [options]",

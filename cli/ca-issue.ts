@@ -43,6 +43,10 @@ function sameNames(a: readonly string[], b: readonly string[]): boolean {
 export const caIssue: Command = {
   name: "ca issue",
   summary: "issue a workload certificate locally, without the server (tests, break-glass)",
+  examples: [
+    "stint ca issue --spiffe-id spiffe://stint.internal/web --out ./web-certs",
+    "stint ca issue --spiffe-id spiffe://stint.internal/web --csr web.csr --ttl 15m > web.pem",
+  ],
   help: () =>
     caHelp(
       "stint ca issue --spiffe-id ID [--dns NAME]... [--ttl 1h] (--csr FILE | --out DIR) [options]",

@@ -46,6 +46,10 @@ async function liveCertificates(store: Store, spiffeId: string, now: Date): Prom
 export const caRevoke: Command = {
   name: "ca revoke",
   summary: "revoke certificates locally, without the server (break-glass)",
+  examples: [
+    "stint ca revoke --serial 01c0ffee00112233440000000000000001 --reason keyCompromise",
+    "stint ca revoke --spiffe-id spiffe://stint.internal/web --reason privilegeWithdrawn",
+  ],
   help: () =>
     caHelp(
       `stint ca revoke (--serial SERIAL | --spiffe-id ID) --reason ${REASON_NAMES} [--json] [options]`,

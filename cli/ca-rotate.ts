@@ -97,22 +97,31 @@ function report(values: Values, json: unknown, lines: string[]): number {
   return 0;
 }
 
-function command(
-  name: string,
-  summary: string,
-  usageLine: string,
-  about: string,
-  flags: Options,
-  flagHelp: string,
-  run: (values: Values, positionals: string[]) => Promise<number>,
-): Command {
+interface RotationCommand {
+  name: string;
+  summary: string;
+  usage: string;
+  about: string;
+  flags: Options;
+  flagHelp: string;
+  examples: readonly string[];
+  /** How many positional arguments (issuer ids, files) the command takes at most. */
+  maxPositionals: number;
+  run: (values: Values, positionals: string[]) => Promise<number>;
+}
+
+function command(spec: RotationCommand): Command {
   return {
-    name,
-    summary,
-    help: () => caHelp(usageLine, about, flagHelp),
+    name: spec.name,
+    summary: spec.summary,
+    examples: spec.examples,
+    help: () => caHelp(spec.usage, spec.about, spec.flagHelp),
     async run(argv) {
-      const { values, positionals } = parseFlags(argv, caFlagOptions(flags), true);
-      return run(values, positionals);
+      const { values, positionals } = parseFlags(argv, caFlagOptions(spec.flags), true);
+      if (positionals.length > spec.maxPositionals) {
+        throw usage(spec.name, `unexpected argument "${positionals[spec.maxPositionals]!.slice(0, 40)}"`);
+      }
+      return spec.run(values, positionals);
     },
   };
 }
@@ -156,37 +165,44 @@ async function rotate(name: string, values: Values, importFile: string | undefin
   );
 }
 
-export const caRotate = command(
-  "ca rotate",
-  "make a new intermediate active and retire the current one",
-  "stint ca rotate [--import FILE] [--ttl-days N] [--json] [options]",
-  "Creates a new intermediate signed by the current root (whose key must be in the data directory)\n" +
+export const caRotate = command({
+  name: "ca rotate",
+  summary: "make a new intermediate active and retire the current one",
+  usage: "stint ca rotate [--import FILE] [--ttl-days N] [--json] [options]",
+  about:
+    "Creates a new intermediate signed by the current root (whose key must be in the data directory)\n" +
     "and makes it active; the current one becomes retired. With --import, the new intermediate is one\n" +
     "`stint root sign` made from `stint ca intermediate-csr`'s request (the root key stays offline).\n" +
     "Then run `stint ca admin-cert`: the admin API accepts only an admin certificate from the active\n" +
     "intermediate. " +
     TAKEN_UP,
-  { ...NEW_KEY_FLAGS, import: { type: "string" } },
-  "  --import FILE              activate this intermediate (PEM) instead of creating one\n" + NEW_KEY_HELP,
-  (values) => rotate("ca rotate", values, values.import as string | undefined),
-);
+  flags: { ...NEW_KEY_FLAGS, import: { type: "string" } },
+  flagHelp:
+    "  --import FILE              activate this intermediate (PEM) instead of creating one\n" + NEW_KEY_HELP,
+  examples: ["stint ca rotate", "stint ca rotate --import int.pem --json"],
+  maxPositionals: 0,
+  run: (values) => rotate("ca rotate", values, values.import as string | undefined),
+});
 
-export const caImportIntermediate = command(
-  "ca import-intermediate",
-  "activate an intermediate signed offline by `stint root sign`",
-  "stint ca import-intermediate FILE [--json] [options]",
-  "Checks that FILE (PEM) is signed by an active root of this CA and matches the key\n" +
+export const caImportIntermediate = command({
+  name: "ca import-intermediate",
+  summary: "activate an intermediate signed offline by `stint root sign`",
+  usage: "stint ca import-intermediate FILE [--json] [options]",
+  about:
+    "Checks that FILE (PEM) is signed by an active root of this CA and matches the key\n" +
     "`stint ca intermediate-csr` left in keys/, records it and makes it active; the current one\n" +
     "becomes retired. The same as `stint ca rotate --import FILE`. " +
     TAKEN_UP,
-  { ...JSON_FLAG, "insecure-no-passphrase": { type: "boolean" } },
-  "  --json                     print the result as JSON",
-  (values, positionals) => {
+  flags: { ...JSON_FLAG, "insecure-no-passphrase": { type: "boolean" } },
+  flagHelp: "  --json                     print the result as JSON",
+  examples: ["stint ca import-intermediate int.pem"],
+  maxPositionals: 1,
+  run: (values, positionals) => {
     if (positionals.length !== 1)
       throw usage("ca import-intermediate", "give the certificate file to import");
     return rotate("ca import-intermediate", values, positionals[0]);
   },
-);
+});
 
 /** A deadline as a duration from now ("30m") or an ISO 8601 instant. */
 function parseDeadline(text: string, now: Date): Date {
@@ -206,19 +222,23 @@ function parseDeadline(text: string, now: Date): Date {
   }
 }
 
-export const caTaint = command(
-  "ca taint",
-  "mark an intermediate as suspected compromised, so agents renew off it now",
-  "stint ca taint ISSUER [--revoke-at DURATION|TIME] [--json] [options]",
-  "Moves the ACME renewal window (ARI) of every certificate from ISSUER to now: agents renew onto\n" +
+export const caTaint = command({
+  name: "ca taint",
+  summary: "mark an intermediate as suspected compromised, so agents renew off it now",
+  usage: "stint ca taint ISSUER [--revoke-at DURATION|TIME] [--json] [options]",
+  about:
+    "Moves the ACME renewal window (ARI) of every certificate from ISSUER to now: agents renew onto\n" +
     "the active intermediate at their next renewalInfo poll, spread across the window. Rotate first\n" +
     "(the active intermediate cannot be tainted). Watch stint_issuer_unreplaced_certificates on\n" +
     "/metrics, then run `stint ca revoke-issuer ISSUER`; with --revoke-at the server does it itself then.\n" +
     TAKEN_UP,
-  { ...JSON_FLAG, "revoke-at": { type: "string" } },
-  "  --revoke-at WHEN           have the server revoke the issuer then (e.g. 30m, or 2026-11-23T18:00:00Z)\n" +
+  flags: { ...JSON_FLAG, "revoke-at": { type: "string" } },
+  flagHelp:
+    "  --revoke-at WHEN           have the server revoke the issuer then (e.g. 30m, or 2026-11-23T18:00:00Z)\n" +
     "  --json                     print the result as JSON",
-  async (values, positionals) => {
+  examples: ["stint ca taint ISSUER_ID", "stint ca taint ISSUER_ID --revoke-at 30m"],
+  maxPositionals: 1,
+  run: async (values, positionals) => {
     if (positionals.length !== 1)
       throw usage("ca taint", "give the issuer id to taint (see stint ca status)");
     const now = new Date();
@@ -235,21 +255,25 @@ export const caTaint = command(
       TAKEN_UP,
     ]);
   },
-);
+});
 
-export const caRevokeIssuer = command(
-  "ca revoke-issuer",
-  "put a tainted or retired intermediate in the revocation feed and its root's CRL",
-  "stint ca revoke-issuer ISSUER [--force] [--json] [options]",
-  "Verifiers then reject every certificate ISSUER signed. Refuses while some of its live\n" +
+export const caRevokeIssuer = command({
+  name: "ca revoke-issuer",
+  summary: "put a tainted or retired intermediate in the revocation feed and its root's CRL",
+  usage: "stint ca revoke-issuer ISSUER [--force] [--json] [options]",
+  about:
+    "Verifiers then reject every certificate ISSUER signed. Refuses while some of its live\n" +
     "certificates have not been replaced by a newer one from another issuer, unless --force.\n" +
     "The root's CRL is re-signed when the root's key is in the data directory; otherwise only the\n" +
     "feed lists it. " +
     TAKEN_UP,
-  { ...JSON_FLAG, force: { type: "boolean" } },
-  "  --force                    revoke even though some certificates were not replaced yet\n" +
+  flags: { ...JSON_FLAG, force: { type: "boolean" } },
+  flagHelp:
+    "  --force                    revoke even though some certificates were not replaced yet\n" +
     "  --json                     print the result as JSON",
-  async (values, positionals) => {
+  examples: ["stint ca revoke-issuer ISSUER_ID", "stint ca revoke-issuer ISSUER_ID --force --json"],
+  maxPositionals: 1,
+  run: async (values, positionals) => {
     if (positionals.length !== 1)
       throw usage("ca revoke-issuer", "give the issuer id to revoke (see stint ca status)");
     const result = await withRotation(values, { writesKeys: false }, (ctx) =>
@@ -268,19 +292,22 @@ export const caRevokeIssuer = command(
       ],
     );
   },
-);
+});
 
-export const caRootPrepare = command(
-  "ca root prepare",
-  "publish the next root in the trust bundle before it signs anything",
-  "stint ca root prepare [--ttl-days N] [--json] [options]",
-  "Creates a new root (state prepared) and adds it to /bundle.pem and /bundle.json (sequence\n" +
+export const caRootPrepare = command({
+  name: "ca root prepare",
+  summary: "publish the next root in the trust bundle before it signs anything",
+  usage: "stint ca root prepare [--ttl-days N] [--json] [options]",
+  about:
+    "Creates a new root (state prepared) and adds it to /bundle.pem and /bundle.json (sequence\n" +
     "bumped). Wait one bundle.refreshHint for agents and verifiers to fetch it, then run\n" +
     "`stint ca root activate`. " +
     TAKEN_UP,
-  NEW_KEY_FLAGS,
-  NEW_KEY_HELP,
-  async (values) => {
+  flags: NEW_KEY_FLAGS,
+  flagHelp: NEW_KEY_HELP,
+  examples: ["stint ca root prepare", "stint ca root prepare --ttl-days 3650 --json"],
+  maxPositionals: 0,
+  run: async (values) => {
     const root = await withRotation(values, { writesKeys: true }, (ctx) =>
       prepareRoot(ctx, { ttlDays: ttlDays("ca root prepare", values, DEFAULT_ROOT_TTL_DAYS) }),
     );
@@ -289,21 +316,25 @@ export const caRootPrepare = command(
       TAKEN_UP,
     ]);
   },
-);
+});
 
-export const caRootActivate = command(
-  "ca root activate",
-  "issue the new intermediate under the prepared root, cross-signed by the old one",
-  "stint ca root activate [--ttl-days N] [--force] [--json] [options]",
-  "Makes the prepared root active with a new intermediate under it, and has the current root\n" +
+export const caRootActivate = command({
+  name: "ca root activate",
+  summary: "issue the new intermediate under the prepared root, cross-signed by the old one",
+  usage: "stint ca root activate [--ttl-days N] [--force] [--json] [options]",
+  about:
+    "Makes the prepared root active with a new intermediate under it, and has the current root\n" +
     "cross-sign the new root, so chains served from now on validate both for verifiers that still\n" +
     "trust only the old root and for those that trust the new one. Refuses until one\n" +
     "bundle.refreshHint has passed since `root prepare`, unless --force. Both roots' keys must be here.\n" +
     TAKEN_UP,
-  { ...NEW_KEY_FLAGS, force: { type: "boolean" } },
-  "  --force                    activate before every verifier can have fetched the new root\n" +
+  flags: { ...NEW_KEY_FLAGS, force: { type: "boolean" } },
+  flagHelp:
+    "  --force                    activate before every verifier can have fetched the new root\n" +
     NEW_KEY_HELP,
-  async (values) => {
+  examples: ["stint ca root activate", "stint ca root activate --ttl-days 365"],
+  maxPositionals: 0,
+  run: async (values) => {
     const result = await withRotation(values, { writesKeys: true }, (ctx, cfg) =>
       activateRoot(ctx, {
         intermediateTtlDays: ttlDays("ca root activate", values, DEFAULT_INTERMEDIATE_TTL_DAYS),
@@ -326,20 +357,24 @@ export const caRootActivate = command(
       ],
     );
   },
-);
+});
 
-export const caRootRetire = command(
-  "ca root retire",
-  "remove the old root from the trust bundle once nothing chains to it",
-  "stint ca root retire [ROOT] [--force] [--json] [options]",
-  "Retires ROOT (default: the active root that no longer signs the active intermediate): it leaves\n" +
+export const caRootRetire = command({
+  name: "ca root retire",
+  summary: "remove the old root from the trust bundle once nothing chains to it",
+  usage: "stint ca root retire [ROOT] [--force] [--json] [options]",
+  about:
+    "Retires ROOT (default: the active root that no longer signs the active intermediate): it leaves\n" +
     "the bundle (sequence bumped) and chains stop carrying its cross-certificate. Refuses while live\n" +
     "certificates of intermediates under it have not been replaced by renewal, unless --force. " +
     TAKEN_UP,
-  { ...JSON_FLAG, force: { type: "boolean" } },
-  "  --force                    retire even though some certificates under it were not replaced yet\n" +
+  flags: { ...JSON_FLAG, force: { type: "boolean" } },
+  flagHelp:
+    "  --force                    retire even though some certificates under it were not replaced yet\n" +
     "  --json                     print the result as JSON",
-  async (values, positionals) => {
+  examples: ["stint ca root retire", "stint ca root retire ROOT_ID --force"],
+  maxPositionals: 1,
+  run: async (values, positionals) => {
     if (positionals.length > 1) throw usage("ca root retire", "give at most one root id");
     const root = await withRotation(values, { writesKeys: false }, (ctx) =>
       retireRoot(ctx, { id: positionals[0], force: values.force === true }),
@@ -349,7 +384,7 @@ export const caRootRetire = command(
       TAKEN_UP,
     ]);
   },
-);
+});
 
 export const ROTATION_COMMANDS: readonly Command[] = [
   caRotate,

@@ -34,6 +34,7 @@ export async function checkAuditLog(
 export const caStatus: Command = {
   name: "ca status",
   summary: "show issuers, certificate counts and whether the audit chain is intact",
+  examples: ["stint ca status --data-dir /var/lib/stint", "stint ca status --json"],
   help: () =>
     caHelp(
       "stint ca status [options]",

@@ -29,6 +29,10 @@ const LIST_FLAGS = {
 export const certList: Command = {
   name: "cert list",
   summary: "list certificates the CA issued",
+  examples: [
+    "stint cert list --spiffe-id spiffe://stint.internal/web",
+    "stint cert list --issuer ISSUER_ID --limit 1000 --json",
+  ],
   help: () =>
     adminHelp(
       "stint cert list [--spiffe-id ID] [--issuer ID] [--after SERIAL] [--limit N] [--json] [options]",
@@ -71,6 +75,10 @@ export const certList: Command = {
 export const certShow: Command = {
   name: "cert show",
   summary: "show one certificate (facts, or its PEM)",
+  examples: [
+    "stint cert show 01c0ffee00112233440000000000000001",
+    "stint cert show 01c0ffee00112233440000000000000001 --pem | openssl x509 -noout -text",
+  ],
   help: () =>
     adminHelp(
       "stint cert show SERIAL [--json | --pem] [options]",
@@ -115,6 +123,10 @@ const REASON_NAMES = Object.keys(REVOCATION_REASONS).join("|");
 export const certRevoke: Command = {
   name: "cert revoke",
   summary: "revoke a certificate",
+  examples: [
+    "stint cert revoke 01c0ffee00112233440000000000000001 --reason keyCompromise",
+    "stint cert revoke 01c0ffee00112233440000000000000001 --reason superseded --json",
+  ],
   help: () =>
     adminHelp(
       `stint cert revoke SERIAL [--reason ${REASON_NAMES}] [options]`,

@@ -6,9 +6,16 @@ export interface Command {
   /** Words after `stint`, e.g. "ca init". */
   name: string;
   summary: string;
-  /** Full --help text. */
+  /** Usage, description and the command's own options; helpText adds the examples. */
   help(): string;
+  /** Two or three command lines an operator would type, shown under "Examples:". */
+  examples: readonly string[];
   run(argv: string[]): Promise<number>;
+}
+
+/** What `stint <command> --help` prints: the command's help, then its examples. */
+export function helpText(cmd: Command): string {
+  return [cmd.help().trimEnd(), "", "Examples:", ...cmd.examples.map((e) => `  ${e}`)].join("\n");
 }
 
 export type Options = NonNullable<ParseArgsConfig["options"]>;

@@ -6,7 +6,7 @@ import type { IssuancePolicy } from "../ca/policy";
 import type { RotationContext } from "../ca/rotation";
 import type { Store } from "../ca/store";
 import { type CaStore, openStore } from "../ca/store/open";
-import { flagOptions, renderHelp } from "../common/config";
+import { flagOptions } from "../common/config";
 import { StintError } from "../common/errors";
 import type { Registry } from "../common/metrics";
 import { CA_CONFIG, type CaConfig, loadCaConfig } from "./ca-config";
@@ -32,13 +32,14 @@ export function caHelp(usage: string, about: string, ownFlags: string): string {
     "",
     about,
     "",
-    ownFlags ? `options:\n${ownFlags}\n` : "",
+    "options:",
+    ...(ownFlags ? [ownFlags] : []),
     "  -c, --config FILE          YAML or JSON config file (env STINT_CONFIG)",
+    "  --data-dir DIR             the CA's data directory (env STINT_DATA_DIR, default ./stint-data)",
     "  -h, --help                 this help",
     "",
-    "settings (flag, environment variable, default; flags win over environment, environment over file):",
-    renderHelp(CA_CONFIG),
-    "",
+    // The full table is long (every server setting); one place shows it, not every command.
+    "Every CA setting is also a flag and an environment variable: `stint help config` lists them.",
     "The CA key passphrase comes from STINT_CA_PASSPHRASE or --passphrase-file, never from a flag value.",
   ].join("\n");
 }

@@ -25,6 +25,10 @@ function describe(e: AdminEntry): string {
 export const entryCreate: Command = {
   name: "entry create",
   summary: "register a workload: which attested selectors may obtain which SPIFFE ID",
+  examples: [
+    "stint entry create --spiffe-id spiffe://stint.internal/web --selector k8s:ns:prod --selector k8s:sa:web",
+    "stint entry create --spiffe-id spiffe://stint.internal/api --selector x509pop:san:dns:api.internal --dns api.internal --ttl 30m",
+  ],
   help: () =>
     adminHelp(
       "stint entry create --spiffe-id ID --selector S [--selector S]... [--dns NAME]... [--ttl 1h] [options]",
@@ -63,6 +67,7 @@ export const entryCreate: Command = {
 export const entryList: Command = {
   name: "entry list",
   summary: "list registration entries",
+  examples: ["stint entry list", "stint entry list --spiffe-id spiffe://stint.internal/web --json"],
   help: () =>
     adminHelp(
       "stint entry list [--spiffe-id ID] [--json] [options]",
@@ -98,6 +103,7 @@ export const entryList: Command = {
 export const entryDelete: Command = {
   name: "entry delete",
   summary: "delete a registration entry, stopping its renewals (and with --revoke, its certificates)",
+  examples: ["stint entry delete ENTRY_ID", "stint entry delete ENTRY_ID --revoke"],
   help: () =>
     adminHelp(
       "stint entry delete ID [--revoke] [options]",

@@ -1,8 +1,13 @@
 #!/usr/bin/env node
 import "reflect-metadata";
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { type ConfigDecl, renderHelp } from "../common/config";
 import { isStintError } from "../common/errors";
 import { agent } from "./agent";
+import { AGENT_CONFIG } from "./agent-config";
 import { audit } from "./audit";
+import { CA_CONFIG } from "./ca-config";
 import { caAdminCert, caInit } from "./ca-init";
 import { caIntermediateCsr } from "./ca-intermediate-csr";
 import { caIssue } from "./ca-issue";
@@ -11,13 +16,14 @@ import { ROTATION_COMMANDS } from "./ca-rotate";
 import { caServe } from "./ca-serve";
 import { caStatus } from "./ca-status";
 import { certList, certRevoke, certShow } from "./cert";
-import type { Command } from "./command";
+import { type Command, helpText } from "./command";
 import { entryCreate, entryDelete, entryList } from "./entry";
 import { rootSign } from "./root-sign";
 import { tokenCreate } from "./token";
 import { verify } from "./verify";
 
-const COMMANDS: readonly Command[] = [
+/** Every `stint` subcommand; help, dispatch and the help test (test/e2e/cli-help.test.ts) read this table. */
+export const COMMANDS: readonly Command[] = [
   caInit,
   caServe,
   caIssue,
@@ -50,8 +56,69 @@ function overview(prefix = ""): string {
     "commands:",
     ...shown.map((c) => `  stint ${c.name.padEnd(width)}  ${c.summary}`),
     "",
-    "Run `stint <command> --help` for a command's options.",
+    "Run `stint <command> --help` for a command's options and examples,",
+    "`stint help config` for every CA setting, `stint --version` for the version.",
   ].join("\n");
+}
+
+/** The version in package.json, found above this file whether it runs from dist/ or from source. */
+function version(): string {
+  for (let dir = __dirname; dir !== dirname(dir); dir = dirname(dir)) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as {
+        name?: string;
+        version?: string;
+      };
+      if (pkg.name === "stint" && pkg.version) return pkg.version;
+    } catch {
+      // not here: look one level up
+    }
+  }
+  return "unknown";
+}
+
+/** The settings tables, too long for every command's --help: `stint help config`, `stint help agent-config`. */
+const SETTINGS_TOPICS: Record<string, { usage: string; about: string; decls: readonly ConfigDecl[] }> = {
+  config: {
+    usage: "stint ca <command> [--config FILE] [--<setting> VALUE]",
+    about: "The CA's settings, read by `stint ca serve` and every `stint ca` command.",
+    decls: CA_CONFIG,
+  },
+  "agent-config": {
+    usage: "stint agent [--config FILE] [--<setting> VALUE]",
+    about: "The agent's settings.",
+    decls: AGENT_CONFIG,
+  },
+};
+
+/** `stint help`, `stint help config` and `stint help <command>`. */
+function help(topic: string[]): number {
+  if (topic.length === 0) {
+    console.log(overview());
+    return 0;
+  }
+  const settings = SETTINGS_TOPICS[topic.join(" ")];
+  if (settings) {
+    console.log(
+      [
+        `usage: ${settings.usage}`,
+        "",
+        settings.about,
+        "Each has a key in the config file (YAML or JSON, --config or STINT_CONFIG), an environment",
+        "variable and, unless secret, a flag.",
+        "",
+        renderHelp(settings.decls),
+      ].join("\n"),
+    );
+    return 0;
+  }
+  const [cmd, rest] = resolve(topic);
+  if (!cmd || rest.length > 0) {
+    console.error(`stint help: no command or topic "${topic.join(" ")}"; see stint --help`);
+    return 2;
+  }
+  console.log(helpText(cmd));
+  return 0;
 }
 
 /** Finds the longest command name that prefixes argv; returns it with the remaining arguments. */
@@ -65,8 +132,13 @@ function resolve(argv: string[]): [Command | undefined, string[]] {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  if (argv.length === 0 || argv[0] === "--help" || argv[0] === "-h" || argv[0] === "help") {
+  if (argv.length === 0 || argv[0] === "--help" || argv[0] === "-h") {
     console.log(overview());
+    return 0;
+  }
+  if (argv[0] === "help") return help(argv.slice(1));
+  if (argv[0] === "--version" || argv[0] === "-V" || argv[0] === "version") {
+    console.log(`stint ${version()}`);
     return 0;
   }
   const [cmd, rest] = resolve(argv);
@@ -88,7 +160,7 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   if (rest.includes("--help") || rest.includes("-h")) {
-    console.log(cmd.help());
+    console.log(helpText(cmd));
     return 0;
   }
   try {

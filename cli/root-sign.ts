@@ -43,6 +43,11 @@ function urlFlag(flag: string, value: string | undefined): string | null {
 export const rootSign: Command = {
   name: "root sign",
   summary: "sign an intermediate CSR with a root key kept offline",
+  examples: [
+    "stint root sign --root-cert root.pem --root-key root.key.pem --csr int.csr --out int.pem",
+    "stint root sign --root-cert root.pem --root-key root.key.pem --csr int.csr --out int.pem \\\n" +
+      "      --passphrase-file /media/usb/passphrase --crl-url http://ca.example.com/crl/<root id>.crl",
+  ],
   help: () =>
     [
       "usage: stint root sign --root-cert FILE --root-key FILE --csr FILE --out FILE [options]",

@@ -16,6 +16,10 @@ const FLAGS = {
 export const tokenCreate: Command = {
   name: "token create",
   summary: "create a one-time join token for one SPIFFE ID (shown once)",
+  examples: [
+    "stint token create --spiffe-id spiffe://stint.internal/batch",
+    "stint token create --spiffe-id spiffe://stint.internal/batch --ttl 10m --cert-ttl 1h --json",
+  ],
   help: () =>
     adminHelp(
       "stint token create --spiffe-id ID [--ttl 10m] [--cert-ttl 1h] [--dns NAME]... [--json] [options]",

@@ -49,6 +49,10 @@ function trustDomainOf(leafDer: Buffer): string | null {
 export const verify: Command = {
   name: "verify",
   summary: "check a certificate chain against the trust bundle and the revocation feed",
+  examples: [
+    "stint verify cert.pem --bundle bundle.pem --feed https://ca.example.com:8443",
+    "stint verify cert.pem --bundle bundle.pem --feed https://ca:8443 --usage server --allow spiffe://stint.internal/web",
+  ],
   help: () =>
     [
       "usage: stint verify CERT.pem --bundle BUNDLE.pem [--feed URL|FILE] [options]",

@@ -1,0 +1,87 @@
+import "reflect-metadata";
+import { readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { CA_CONFIG } from "../../cli/ca-config";
+import { COMMANDS } from "../../cli/main";
+import { stint } from "../helpers/cli";
+import { tempDir } from "../helpers/openssl";
+
+/**
+ * Issue 19: every subcommand's --help fits a screen and shows examples, the
+ * settings table lives in `stint help config`, and a usage mistake exits 2.
+ * The commands come from cli/main.ts's table, so a new command is covered too.
+ */
+
+const root = tempDir();
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+// An empty data directory: nothing may get far enough to need a CA or a passphrase.
+const env = { STINT_DATA_DIR: join(root, "no-ca"), STINT_STATE_DIR: join(root, "agent") };
+
+const names = COMMANDS.map((c) => c.name);
+
+test("the command table is not empty", () => {
+  expect(names.length).toBeGreaterThan(20);
+});
+
+test.each(names)("stint %s --help is under 40 lines, with its own examples", (name) => {
+  const r = stint([...name.split(" "), "--help"], env);
+  expect(r.code).toBe(0);
+  const lines = r.stdout.trimEnd().split("\n");
+  expect(lines.length).toBeLessThan(40);
+  expect(r.stdout).toMatch(/^usage: stint /);
+  const examples = r.stdout.slice(r.stdout.indexOf("\nExamples:\n"));
+  expect(examples).toContain("\nExamples:\n");
+  expect(examples).toContain(`stint ${name}`);
+  // The settings table moved to `stint help config`; its header no longer shows, doubled or not.
+  expect(r.stdout).not.toMatch(/^settings/im);
+});
+
+test("stint help <command> prints the command's --help", () => {
+  expect(stint(["help", "ca", "rotate"], env).stdout).toBe(stint(["ca", "rotate", "--help"], env).stdout);
+});
+
+test("stint help config lists every CA setting once, under one header", () => {
+  const r = stint(["help", "config"], env);
+  expect(r.code).toBe(0);
+  for (const decl of CA_CONFIG) expect(r.stdout).toContain(`      ${decl.key}: `);
+  expect(r.stdout.match(/^settings/gim)).toHaveLength(1);
+});
+
+test("stint help agent-config lists the agent's settings", () => {
+  const r = stint(["help", "agent-config"], env);
+  expect(r.code).toBe(0);
+  expect(r.stdout).toContain("--ca-fingerprint");
+});
+
+test("stint help with an unknown topic exits 2", () => {
+  expect(stint(["help", "nonsense"], env).code).toBe(2);
+});
+
+test("stint --version prints package.json's version", () => {
+  const { version } = JSON.parse(readFileSync(join(__dirname, "../../package.json"), "utf8")) as {
+    version: string;
+  };
+  for (const flag of ["--version", "-V"]) {
+    const r = stint([flag], env);
+    expect(r).toMatchObject({ code: 0, stdout: `stint ${version}\n` });
+  }
+});
+
+test.each(names)("stint %s with an unknown flag exits 2 with one line", (name) => {
+  const r = stint([...name.split(" "), "--no-such-flag"], env);
+  expect(r.code).toBe(2);
+  expect(r.stderr.trim().split("\n")).toHaveLength(1);
+  expect(r.stderr).toContain("--no-such-flag");
+});
+
+test.each(names)("stint %s with stray arguments exits 2", (name) => {
+  // No command takes two positional arguments.
+  const r = stint([...name.split(" "), "stray-one", "stray-two"], env);
+  expect(r.code).toBe(2);
+  expect(r.stderr.trim().split("\n")).toHaveLength(1);
+});
+
+test("an unknown command exits 2", () => {
+  expect(stint(["ca", "rotat"], env).code).toBe(2);
+  expect(stint(["nonsense"], env).code).toBe(2);
+});
