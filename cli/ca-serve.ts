@@ -6,12 +6,14 @@ import { startCrlHttpServer } from "../acme/crl-http";
 import { mountCrl } from "../acme/crl-routes";
 import { mountFeed } from "../acme/feed-routes";
 import type { ListenerLimits } from "../acme/listener-limits";
+import { ORDER_RECOVERY_INTERVAL_MS, OrderRecovery } from "../acme/order-recovery";
 import { startCaServer } from "../acme/server";
 import { FeedService } from "../ca/feed";
 import { IssuerWatch } from "../ca/issuer-watch";
 import { fingerprintSha256 } from "../ca/keys";
 import { isPostgresUrl, openStore, STORE_FILE } from "../ca/store/open";
 import { configSummary } from "../common/config";
+import { StintError } from "../common/errors";
 import { createLogger, type Logger } from "../common/logger";
 import { processMetrics, Registry } from "../common/metrics";
 import { acmeDeps } from "./acme-setup";
@@ -29,14 +31,17 @@ import {
 } from "./context";
 import { listenParts } from "./listen";
 
-const OWN_FLAGS = { "insecure-no-passphrase": { type: "boolean" } } as const;
+const OWN_FLAGS = {
+  "insecure-no-passphrase": { type: "boolean" },
+  init: { type: "boolean" },
+} as const;
 
 export const caServe: Command = {
   name: "ca serve",
-  summary: "run the CA's HTTPS server (creates the CA on first run)",
+  summary: "run the CA's HTTPS server (--init creates the CA on first run)",
   examples: [
     "STINT_CA_PASSPHRASE=… stint ca serve --data-dir /var/lib/stint --listen 0.0.0.0:8443",
-    "stint ca serve --config /etc/stint/ca.yaml",
+    "stint ca serve --init --data-dir ./dev-ca --insecure-no-passphrase",
     "stint help config",
   ],
   help: () =>
@@ -45,9 +50,10 @@ export const caServe: Command = {
       "Serves the ACME API (/acme/directory), the admin API (/admin/), CRLs (/crl/), the revocation\n" +
         "feed (/feed, /feed/events), /health, /bundle.pem, /bundle.json and /metrics over\n" +
         "HTTPS with a certificate from the CA's own intermediate, renewed before it expires. With\n" +
-        "crl.httpListen, a plain-HTTP listener also serves /crl/, /ca/<issuer>.cer and /bundle.pem. On first\n" +
-        "run in an empty data directory it creates the CA as `stint ca init` would. Stops cleanly on SIGTERM or SIGINT.",
-      "  --insecure-no-passphrase   allow unencrypted CA keys when no passphrase is set (development only)",
+        "crl.httpListen, a plain-HTTP listener also serves /crl/, /ca/<issuer>.cer and /bundle.pem. A data\n" +
+        "directory without a CA is refused unless --init is given. Stops cleanly on SIGTERM or SIGINT.",
+      "  --init                     create the CA first if there is none, as `stint ca init` would\n" +
+        "  --insecure-no-passphrase   allow unencrypted CA keys when no passphrase is set (development only)",
     ),
   async run(argv) {
     const { values } = parseFlags(argv, caFlagOptions(OWN_FLAGS));
@@ -55,7 +61,9 @@ export const caServe: Command = {
     const log = createLogger({ level: cfg["log.level"], component: "ca" });
     exitOnUncaught(log);
 
-    if (await needsInit(cfg)) {
+    if (await needsInit(cfg, values.init === true)) {
+      // A mistyped --data-dir must not become a new CA with a new root that no workload trusts.
+      if (values.init !== true) throw noCa(cfg);
       const created = await initCa(cfg, values["insecure-no-passphrase"] === true);
       const { keysEncrypted, ...rest } = created;
       // Named so the log redactor (which hides fields about keys) keeps it visible.
@@ -90,6 +98,9 @@ export const caServe: Command = {
       onChange: () => feed.rebuild("issuers"),
     });
     await issuerWatch.start();
+    // Before the listener opens: a client retrying a finalize the last run was killed in must find its order ready.
+    const recovery = new OrderRecovery({ store, log, intervalMs: ORDER_RECOVERY_INTERVAL_MS });
+    await recovery.start();
     const { host, port } = listenParts(cfg.listen);
     const server = await startCaServer({
       authority,
@@ -140,6 +151,7 @@ export const caServe: Command = {
       process.once("SIGINT", () => stop("SIGINT"));
     });
     issuerWatch.stop();
+    await recovery.stop();
     feed.stop();
     await server.close();
     await crlHttp?.close();
@@ -177,13 +189,30 @@ function exitOnUncaught(log: Logger): void {
   process.on("unhandledRejection", die("unhandled promise rejection"));
 }
 
-/** First run: no store yet (SQLite file missing, or a PostgreSQL store with no issuers). */
-async function needsInit(cfg: CaConfig): Promise<boolean> {
+/**
+ * First run: no store yet (SQLite file missing, or a PostgreSQL store with no
+ * issuers). Without `init`, the PostgreSQL schema is not created either.
+ */
+async function needsInit(cfg: CaConfig, init: boolean): Promise<boolean> {
   if (!isPostgresUrl(cfg["store.url"])) return !existsSync(join(cfg.dataDir, STORE_FILE));
-  const store = await openStore(cfg.dataDir, { url: cfg["store.url"], create: true });
+  let store: Awaited<ReturnType<typeof openStore>>;
+  try {
+    store = await openStore(cfg.dataDir, { url: cfg["store.url"], create: init });
+  } catch (err) {
+    if (err instanceof StintError && err.code === "ERR_NOT_INITIALIZED") return true;
+    throw err;
+  }
   try {
     return (await store.listIssuers()).length === 0;
   } finally {
     await store.close();
   }
+}
+
+function noCa(cfg: CaConfig): StintError {
+  const where = isPostgresUrl(cfg["store.url"]) ? "the PostgreSQL store (store.url)" : cfg.dataDir;
+  return new StintError(
+    "ERR_NOT_INITIALIZED",
+    `no CA in ${where}: run "stint ca init" first, or pass --init to create one here (check --data-dir if a CA should be there)`,
+  );
 }
