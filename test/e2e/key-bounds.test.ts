@@ -346,7 +346,7 @@ describe("rsa-4096", () => {
       "--key-type",
       "rsa-4096",
     ]);
-    expect(r.code).toBe(0);
+    expect({ code: r.code, stderr: r.code === 0 ? "" : r.stderr }).toEqual({ code: 0, stderr: "" });
     const leaf = new X509Certificate(readFileSync(join(state, "out", "cert.pem")));
     expect(leaf.publicKey.asymmetricKeyDetails).toMatchObject({
       modulusLength: 4096,
