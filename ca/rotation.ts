@@ -128,14 +128,20 @@ async function keyIsHere(ctx: RotationContext, issuer: IssuerRecord): Promise<bo
   }
 }
 
-async function issuerKey(ctx: RotationContext, issuer: IssuerRecord): Promise<KeyObject> {
+/** Refuses when a step needs an issuer's key and it is not in the data directory. */
+export async function requireKeyHere(ctx: RotationContext, issuer: IssuerRecord): Promise<string> {
   if (!issuer.keyPath || !(await keyIsHere(ctx, issuer))) {
     throw new StintError(
       "ERR_KEY_OFFLINE",
       `the key of ${issuer.kind} ${issuer.id} is not on this host; sign where it is (stint ca intermediate-csr, stint root sign, stint ca import-intermediate)`,
     );
   }
-  return (await loadPrivateKey(join(ctx.dataDir, issuer.keyPath), ctx.passphrase)).key;
+  return issuer.keyPath;
+}
+
+async function issuerKey(ctx: RotationContext, issuer: IssuerRecord): Promise<KeyObject> {
+  const keyPath = await requireKeyHere(ctx, issuer);
+  return (await loadPrivateKey(join(ctx.dataDir, keyPath), ctx.passphrase)).key;
 }
 
 function event(
@@ -196,7 +202,7 @@ export async function rotateIntermediate(
 }
 
 /** The root a routine rotation signs under: the current intermediate's, which must still be active. */
-function signingRoot(issuers: readonly IssuerRecord[], current: IssuerRecord | null): IssuerRecord {
+export function signingRoot(issuers: readonly IssuerRecord[], current: IssuerRecord | null): IssuerRecord {
   const root =
     (current && issuers.find((i) => i.id === current.parentId)) ??
     issuers.find((i) => i.kind === "root" && i.state === "active");
@@ -210,7 +216,7 @@ function signingRoot(issuers: readonly IssuerRecord[], current: IssuerRecord | n
 }
 
 /** Checks an intermediate signed elsewhere: by one of our active roots, for a key we hold, not known yet. */
-async function importedIntermediate(
+export async function importedIntermediate(
   ctx: RotationContext,
   issuers: readonly IssuerRecord[],
   certDer: Buffer,
@@ -303,7 +309,27 @@ export async function taintIssuer(
   id: string,
   deadline: Date | null,
 ): Promise<IssuerRecord> {
-  const issuers = await ctx.store.listIssuers();
+  const issuer = checkTaint(ctx, await ctx.store.listIssuers(), id, deadline);
+  await ctx.store.setMeta(
+    taintKey(issuer.id),
+    JSON.stringify({ at: ctx.now.toISOString(), deadline: deadline?.toISOString() ?? null }),
+  );
+  await ctx.store.setIssuerState(
+    issuer.id,
+    "tainted",
+    event(ctx, "issuer.taint", issuer.id, { revokeAt: deadline?.toISOString() ?? null }),
+  );
+  await bump(ctx.store, ISSUERS_GENERATION);
+  return issuer;
+}
+
+/** What taintIssuer refuses, shared with its dry run (ca/rotation-plan.ts). */
+export function checkTaint(
+  ctx: RotationContext,
+  issuers: readonly IssuerRecord[],
+  id: string,
+  deadline: Date | null,
+): IssuerRecord {
   const issuer = findIssuer(issuers, id);
   if (issuer.kind !== "intermediate") {
     throw new StintError(
@@ -322,16 +348,6 @@ export async function taintIssuer(
   if (deadline && deadline.getTime() <= ctx.now.getTime()) {
     throw new StintError("ERR_USAGE", "the revocation deadline must be in the future");
   }
-  await ctx.store.setMeta(
-    taintKey(issuer.id),
-    JSON.stringify({ at: ctx.now.toISOString(), deadline: deadline?.toISOString() ?? null }),
-  );
-  await ctx.store.setIssuerState(
-    issuer.id,
-    "tainted",
-    event(ctx, "issuer.taint", issuer.id, { revokeAt: deadline?.toISOString() ?? null }),
-  );
-  await bump(ctx.store, ISSUERS_GENERATION);
   return issuer;
 }
 
@@ -354,6 +370,27 @@ export async function revokeIssuer(
   opts: { force: boolean },
 ): Promise<RevokeIssuerResult> {
   const issuers = await ctx.store.listIssuers();
+  const { issuer, progress } = await checkRevokeIssuer(ctx, issuers, id, opts);
+  await ctx.store.setMeta(revokedKey(issuer.id), JSON.stringify({ at: ctx.now.toISOString() }));
+  await ctx.store.appendAudit(
+    event(ctx, "issuer.revoke", issuer.id, {
+      live: progress.live,
+      unreplaced: progress.unreplaced,
+      forced: opts.force,
+    }),
+  );
+  const rootCrlSigned = await resignRootCrl(ctx, issuers, issuer.parentId);
+  await bump(ctx.store, ISSUERS_GENERATION);
+  return { issuer, progress, rootCrlSigned };
+}
+
+/** What revokeIssuer refuses, shared with its dry run; returns the issuer and how many certificates it cuts off. */
+export async function checkRevokeIssuer(
+  ctx: RotationContext,
+  issuers: readonly IssuerRecord[],
+  id: string,
+  opts: { force: boolean },
+): Promise<{ issuer: IssuerRecord; progress: IssuerProgress }> {
   const issuer = findIssuer(issuers, id);
   if (issuer.kind !== "intermediate") {
     throw new StintError(
@@ -378,17 +415,7 @@ export async function revokeIssuer(
         "wait for agents to renew (stint_issuer_unreplaced_certificates on /metrics) or pass --force to cut them off now",
     );
   }
-  await ctx.store.setMeta(revokedKey(issuer.id), JSON.stringify({ at: ctx.now.toISOString() }));
-  await ctx.store.appendAudit(
-    event(ctx, "issuer.revoke", issuer.id, {
-      live: progress.live,
-      unreplaced: progress.unreplaced,
-      forced: opts.force,
-    }),
-  );
-  const rootCrlSigned = await resignRootCrl(ctx, issuers, issuer.parentId);
-  await bump(ctx.store, ISSUERS_GENERATION);
-  return { issuer, progress, rootCrlSigned };
+  return { issuer, progress };
 }
 
 /** Re-signs a root's CRL with every revoked intermediate under it, if its key is here. */
@@ -471,19 +498,7 @@ export async function activateRoot(
     permittedDnsSuffixes?: readonly string[];
   },
 ): Promise<ActivateRootResult> {
-  const issuers = await ctx.store.listIssuers();
-  const next = issuers.find((i) => i.kind === "root" && i.state === "prepared");
-  if (!next)
-    throw new StintError("ERR_ROTATION_STATE", "no prepared root; run `stint ca root prepare` first");
-  const current = activeIntermediate(issuers) ?? null;
-  const oldRoot = signingRoot(issuers, current);
-  const safeAt = next.createdAt.getTime() + opts.bundleRefreshMs;
-  if (safeAt > ctx.now.getTime() && !opts.force) {
-    throw new StintError(
-      "ERR_ROTATION_STATE",
-      `verifiers refetch the bundle every ${Math.round(opts.bundleRefreshMs / 1000)} s; activate after ${new Date(safeAt).toISOString()}, when all of them trust root ${next.id} (or pass --force)`,
-    );
-  }
+  const { next, current, oldRoot } = await checkActivateRoot(ctx, await ctx.store.listIssuers(), opts);
   const nextKey = await issuerKey(ctx, next);
   const crossDer = await createCrossCertificate({
     issuer: { certDer: oldRoot.certDer, privateKey: await issuerKey(ctx, oldRoot) },
@@ -518,6 +533,29 @@ export async function activateRoot(
   return { root: { ...next, state: "active" }, intermediate: made.record, crossSignedBy: oldRoot.id };
 }
 
+/** What activateRoot refuses, shared with its dry run: the roots involved and the intermediate it retires. */
+export async function checkActivateRoot(
+  ctx: RotationContext,
+  issuers: readonly IssuerRecord[],
+  opts: { bundleRefreshMs: number; force: boolean },
+): Promise<{ next: IssuerRecord; current: IssuerRecord | null; oldRoot: IssuerRecord }> {
+  const next = issuers.find((i) => i.kind === "root" && i.state === "prepared");
+  if (!next)
+    throw new StintError("ERR_ROTATION_STATE", "no prepared root; run `stint ca root prepare` first");
+  const current = activeIntermediate(issuers) ?? null;
+  const oldRoot = signingRoot(issuers, current);
+  const safeAt = next.createdAt.getTime() + opts.bundleRefreshMs;
+  if (safeAt > ctx.now.getTime() && !opts.force) {
+    throw new StintError(
+      "ERR_ROTATION_STATE",
+      `verifiers refetch the bundle every ${Math.round(opts.bundleRefreshMs / 1000)} s; activate after ${new Date(safeAt).toISOString()}, when all of them trust root ${next.id} (or pass --force)`,
+    );
+  }
+  await requireKeyHere(ctx, next);
+  await requireKeyHere(ctx, oldRoot);
+  return { next, current, oldRoot };
+}
+
 /**
  * Root rotation, step 3: the old root leaves the bundle (sequence bumped) and
  * chains stop carrying its cross-certificate. Refuses while the old root is
@@ -528,7 +566,18 @@ export async function retireRoot(
   ctx: RotationContext,
   opts: { id?: string; force: boolean },
 ): Promise<IssuerRecord> {
-  const issuers = await ctx.store.listIssuers();
+  const root = await checkRetireRoot(ctx, await ctx.store.listIssuers(), opts);
+  await ctx.store.setIssuerState(root.id, "retired", event(ctx, "issuer.retire", root.id, { kind: "root" }));
+  await bump(ctx.store, BUNDLE_SEQUENCE, ISSUERS_GENERATION);
+  return root;
+}
+
+/** What retireRoot refuses, shared with its dry run: the root it would retire. */
+export async function checkRetireRoot(
+  ctx: RotationContext,
+  issuers: readonly IssuerRecord[],
+  opts: { id?: string; force: boolean },
+): Promise<IssuerRecord> {
   const current = activeIntermediate(issuers);
   const root = opts.id
     ? findIssuer(issuers, opts.id)
@@ -562,7 +611,5 @@ export async function retireRoot(
       }
     }
   }
-  await ctx.store.setIssuerState(root.id, "retired", event(ctx, "issuer.retire", root.id, { kind: "root" }));
-  await bump(ctx.store, BUNDLE_SEQUENCE, ISSUERS_GENERATION);
   return root;
 }

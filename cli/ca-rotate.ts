@@ -8,6 +8,15 @@ import {
   rotateIntermediate,
   taintIssuer,
 } from "../ca/rotation";
+import {
+  describePlan,
+  planActivateRoot,
+  planRetireRoot,
+  planRevokeIssuer,
+  planRotate,
+  planTaint,
+  type RotationPlan,
+} from "../ca/rotation-plan";
 import type { IssuerRecord } from "../ca/store";
 import { openStore } from "../ca/store/open";
 import { formatDuration, parseDuration } from "../common/duration";
@@ -32,6 +41,9 @@ import { readPemFile } from "./pem-file";
  */
 
 const JSON_FLAG = { json: { type: "boolean" } } as const;
+const DRY_RUN_FLAG = { "dry-run": { type: "boolean" } } as const;
+const DRY_RUN_HELP =
+  "  --dry-run                  print what would change (issuers, certificate counts); change nothing\n";
 const NEW_KEY_FLAGS = {
   ...JSON_FLAG,
   "ttl-days": { type: "string" },
@@ -87,6 +99,12 @@ async function withRotation<T>(
   }
 }
 
+/** --dry-run: the step's checks and what it would change, with nothing written (ca/rotation-plan.ts). */
+async function dryRun(values: Values, plan: (ctx: RotationContext, cfg: CaConfig) => Promise<RotationPlan>) {
+  const result = await withRotation(values, { writesKeys: false }, plan);
+  return report(values, { dryRun: true, ...result }, describePlan(result));
+}
+
 function issuerJson(i: IssuerRecord) {
   return { id: i.id, kind: i.kind, state: i.state, subject: i.subject, notAfter: i.notAfter.toISOString() };
 }
@@ -132,6 +150,7 @@ const NEW_KEY_HELP =
   "  --json                     print the result as JSON";
 
 async function rotate(name: string, values: Values, importFile: string | undefined): Promise<number> {
+  const dry = values["dry-run"] === true;
   const importedDer =
     importFile === undefined
       ? undefined
@@ -141,6 +160,7 @@ async function rotate(name: string, values: Values, importFile: string | undefin
           "intermediate certificate",
           "give the file `stint root sign` wrote",
         );
+  if (dry) return dryRun(values, (ctx) => planRotate(ctx, { importedDer }));
   const result = await withRotation(values, { writesKeys: importedDer === undefined }, (ctx) =>
     rotateIntermediate(ctx, {
       ttlDays: ttlDays(name, values, DEFAULT_INTERMEDIATE_TTL_DAYS),
@@ -176,10 +196,12 @@ export const caRotate = command({
     "Then run `stint ca admin-cert`: the admin API accepts only an admin certificate from the active\n" +
     "intermediate. " +
     TAKEN_UP,
-  flags: { ...NEW_KEY_FLAGS, import: { type: "string" } },
+  flags: { ...NEW_KEY_FLAGS, ...DRY_RUN_FLAG, import: { type: "string" } },
   flagHelp:
-    "  --import FILE              activate this intermediate (PEM) instead of creating one\n" + NEW_KEY_HELP,
-  examples: ["stint ca rotate", "stint ca rotate --import int.pem --json"],
+    "  --import FILE              activate this intermediate (PEM) instead of creating one\n" +
+    DRY_RUN_HELP +
+    NEW_KEY_HELP,
+  examples: ["stint ca rotate --dry-run", "stint ca rotate", "stint ca rotate --import int.pem --json"],
   maxPositionals: 0,
   run: (values) => rotate("ca rotate", values, values.import as string | undefined),
 });
@@ -232,11 +254,12 @@ export const caTaint = command({
     "(the active intermediate cannot be tainted). Watch stint_issuer_unreplaced_certificates on\n" +
     "/metrics, then run `stint ca revoke-issuer ISSUER`; with --revoke-at the server does it itself then.\n" +
     TAKEN_UP,
-  flags: { ...JSON_FLAG, "revoke-at": { type: "string" } },
+  flags: { ...JSON_FLAG, ...DRY_RUN_FLAG, "revoke-at": { type: "string" } },
   flagHelp:
     "  --revoke-at WHEN           have the server revoke the issuer then (e.g. 30m, or 2026-11-23T18:00:00Z)\n" +
+    DRY_RUN_HELP +
     "  --json                     print the result as JSON",
-  examples: ["stint ca taint ISSUER_ID", "stint ca taint ISSUER_ID --revoke-at 30m"],
+  examples: ["stint ca taint ISSUER_ID --dry-run", "stint ca taint ISSUER_ID --revoke-at 30m"],
   maxPositionals: 1,
   run: async (values, positionals) => {
     if (positionals.length !== 1)
@@ -244,6 +267,8 @@ export const caTaint = command({
     const now = new Date();
     const deadline =
       values["revoke-at"] === undefined ? null : parseDeadline(values["revoke-at"] as string, now);
+    if (values["dry-run"] === true)
+      return dryRun(values, (ctx) => planTaint({ ...ctx, now }, positionals[0]!, deadline));
     const issuer = await withRotation(values, { writesKeys: false }, (ctx) =>
       taintIssuer({ ...ctx, now }, positionals[0]!, deadline),
     );
@@ -267,15 +292,20 @@ export const caRevokeIssuer = command({
     "The root's CRL is re-signed when the root's key is in the data directory; otherwise only the\n" +
     "feed lists it. " +
     TAKEN_UP,
-  flags: { ...JSON_FLAG, force: { type: "boolean" } },
+  flags: { ...JSON_FLAG, ...DRY_RUN_FLAG, force: { type: "boolean" } },
   flagHelp:
     "  --force                    revoke even though some certificates were not replaced yet\n" +
+    DRY_RUN_HELP +
     "  --json                     print the result as JSON",
-  examples: ["stint ca revoke-issuer ISSUER_ID", "stint ca revoke-issuer ISSUER_ID --force --json"],
+  examples: ["stint ca revoke-issuer ISSUER_ID --dry-run", "stint ca revoke-issuer ISSUER_ID --force --json"],
   maxPositionals: 1,
   run: async (values, positionals) => {
     if (positionals.length !== 1)
       throw usage("ca revoke-issuer", "give the issuer id to revoke (see stint ca status)");
+    if (values["dry-run"] === true)
+      return dryRun(values, (ctx) =>
+        planRevokeIssuer(ctx, positionals[0]!, { force: values.force === true }),
+      );
     const result = await withRotation(values, { writesKeys: false }, (ctx) =>
       revokeIssuer(ctx, positionals[0]!, { force: values.force === true }),
     );
@@ -328,13 +358,19 @@ export const caRootActivate = command({
     "trust only the old root and for those that trust the new one. Refuses until one\n" +
     "bundle.refreshHint has passed since `root prepare`, unless --force. Both roots' keys must be here.\n" +
     TAKEN_UP,
-  flags: { ...NEW_KEY_FLAGS, force: { type: "boolean" } },
+  flags: { ...NEW_KEY_FLAGS, ...DRY_RUN_FLAG, force: { type: "boolean" } },
   flagHelp:
     "  --force                    activate before every verifier can have fetched the new root\n" +
+    DRY_RUN_HELP +
     NEW_KEY_HELP,
-  examples: ["stint ca root activate", "stint ca root activate --ttl-days 365"],
+  examples: ["stint ca root activate --dry-run", "stint ca root activate --ttl-days 365"],
   maxPositionals: 0,
   run: async (values) => {
+    if (values["dry-run"] === true) {
+      return dryRun(values, (ctx, cfg) =>
+        planActivateRoot(ctx, { bundleRefreshMs: cfg["bundle.refreshHint"], force: values.force === true }),
+      );
+    }
     const result = await withRotation(values, { writesKeys: true }, (ctx, cfg) =>
       activateRoot(ctx, {
         intermediateTtlDays: ttlDays("ca root activate", values, DEFAULT_INTERMEDIATE_TTL_DAYS),
@@ -368,14 +404,19 @@ export const caRootRetire = command({
     "the bundle (sequence bumped) and chains stop carrying its cross-certificate. Refuses while live\n" +
     "certificates of intermediates under it have not been replaced by renewal, unless --force. " +
     TAKEN_UP,
-  flags: { ...JSON_FLAG, force: { type: "boolean" } },
+  flags: { ...JSON_FLAG, ...DRY_RUN_FLAG, force: { type: "boolean" } },
   flagHelp:
     "  --force                    retire even though some certificates under it were not replaced yet\n" +
+    DRY_RUN_HELP +
     "  --json                     print the result as JSON",
-  examples: ["stint ca root retire", "stint ca root retire ROOT_ID --force"],
+  examples: ["stint ca root retire --dry-run", "stint ca root retire ROOT_ID --force"],
   maxPositionals: 1,
   run: async (values, positionals) => {
     if (positionals.length > 1) throw usage("ca root retire", "give at most one root id");
+    if (values["dry-run"] === true)
+      return dryRun(values, (ctx) =>
+        planRetireRoot(ctx, { id: positionals[0], force: values.force === true }),
+      );
     const root = await withRotation(values, { writesKeys: false }, (ctx) =>
       retireRoot(ctx, { id: positionals[0], force: values.force === true }),
     );
