@@ -6,6 +6,7 @@ import type {
   AttestationRecord,
   AuthorizationRecord,
   ChallengeRecord,
+  JoinTokenSpend,
 } from "../ca/store-acme";
 import { isStintError, StintError } from "../common/errors";
 import type { AcmeContext } from "./context";
@@ -138,6 +139,8 @@ type Passed = { attested: AttestedRecord } | { attested: null };
 interface AttestedRecord {
   record: AttestationRecord;
   audit: AuditEvent;
+  /** A join token, spent in the transaction that records the attestation. */
+  token?: JoinTokenSpend;
 }
 
 /**
@@ -167,9 +170,13 @@ function prepareValidation(
           ? { ...c, status, error, validated: status === "valid" ? new Date() : null }
           : c,
       );
-    let passed: Passed;
     try {
-      passed = await check();
+      const passed = await check();
+      if (passed.attested === null) {
+        return await casAuthorization(ctx, current, { status: "valid", challenges: mark("valid", null) });
+      }
+      // A token used meanwhile by another authorization fails here, as a refusal below, with nothing written.
+      return await record(passed.attested, current.status, mark("valid", null));
     } catch (err) {
       // Only refusals become the challenge's error; a fault of ours stays a 500 and leaves the challenge to retry.
       if (!(err instanceof StintError) || problemFor(err).internal) throw err;
@@ -196,19 +203,28 @@ function prepareValidation(
         challenges: mark("invalid", { ...problem }),
       });
     }
-    if (passed.attested === null) {
-      return casAuthorization(ctx, current, { status: "valid", challenges: mark("valid", null) });
-    }
-    const { record, audit } = passed.attested;
+  };
+
+  async function record(
+    attested: AttestedRecord,
+    expect: AuthorizationRecord["status"],
+    challenges: ChallengeRecord[],
+  ): Promise<AuthorizationRecord> {
     try {
-      const valid = await ctx.store.recordAttestation(record, current.status, mark("valid", null), audit);
-      attempt?.log("attestation accepted", null, record);
+      const valid = await ctx.store.recordAttestation(
+        attested.record,
+        expect,
+        challenges,
+        attested.audit,
+        attested.token,
+      );
+      attempt?.log("attestation accepted", null, attested.record);
       return valid;
     } catch (err) {
       if (!isStintError(err, "ERR_STORE_CONFLICT")) throw err;
-      return (await ctx.store.getAuthorization(authz.id)) ?? current;
+      return (await ctx.store.getAuthorization(authz.id)) ?? authz;
     }
-  };
+  }
 }
 
 /**
@@ -281,6 +297,9 @@ function attestation(
       return {
         record,
         audit: event("attest.ok", now, { attestationId: id, entryId, entryHash: hash, selectors, evidence }),
+        ...(attested.spend && {
+          token: { hash: attested.spend.hash, now, spend: attested.spend.audit },
+        }),
       };
     },
     /** The attest.refused record: what was proven before the refusal, and the evidence's reference if known. */

@@ -13,7 +13,7 @@ export const JOIN_TOKEN_DEFAULT_TTL_MS = 10 * 60_000;
 /** Join tokens are meant to be used within minutes; a day is the most a token may live. */
 export const JOIN_TOKEN_MAX_TTL_MS = 24 * 3_600_000;
 
-/** A secret as newJoinToken makes it: 32 bytes in base64url, 43 characters. */
+/** A secret as newJoinToken makes it: 32 bytes in base64url, 43 characters (never a leading "-" since issue 19; older ones may have it). */
 const SECRET = /^[A-Za-z0-9_-]{43}$/;
 
 export interface NewJoinToken {
@@ -45,7 +45,9 @@ export function newJoinToken(opts: NewJoinTokenOptions): NewJoinToken {
     );
   }
   const random = opts.random ?? randomBytes;
-  const secret = random(32).toString("base64url");
+  // A leading "-" makes `--join-token -AEH…` an option to every parser; 1 draw in 64 is redrawn.
+  let secret = random(32).toString("base64url");
+  while (secret.startsWith("-")) secret = random(32).toString("base64url");
   return {
     id: random(8).toString("hex"),
     secret,

@@ -117,11 +117,22 @@ export interface JoinTokenRecord {
   createdAt: Date;
 }
 
-/** The token consumeJoinToken found by its hash: taken now, or already used or expired (ids are not secret). */
+/**
+ * The token found by its hash: taken now (consumeJoinToken), still usable
+ * (findJoinToken), or already used or expired (ids are not secret).
+ */
 export interface JoinTokenUse {
-  outcome: "taken" | "used" | "expired";
+  outcome: "taken" | "usable" | "used" | "expired";
   id: string;
   spiffeId: string;
+}
+
+/** A join token recordAttestation takes in the transaction that makes its authorization valid. */
+export interface JoinTokenSpend {
+  hash: string;
+  now: Date;
+  /** The `token.spend` audit record, appended in that transaction too. */
+  spend: (token: { id: string; spiffeId: string }) => AuditEvent;
 }
 
 export interface AcmeStateStore {
@@ -182,12 +193,17 @@ export interface AcmeStateStore {
    * Records a successful attestation and makes its authorization valid with
    * it (entry, selectors, attestation id, `challenges`), in one transaction
    * with the audit record; compare-and-set from `expect` as updateAuthorization.
+   * With `token`, the join token is taken in the same transaction, so a crash
+   * never leaves a token spent for an authorization still pending; when it can
+   * no longer be taken (used meanwhile, expired), nothing is written and
+   * ERR_ATTESTATION says why.
    */
   recordAttestation(
     attestation: AttestationRecord,
     expect: AuthorizationStatus,
     challenges: ChallengeRecord[],
     audit: AuditEvent,
+    token?: JoinTokenSpend,
   ): Promise<AuthorizationRecord>;
   getAttestation(id: string): Promise<AttestationRecord | null>;
 
@@ -199,6 +215,8 @@ export interface AcmeStateStore {
   deleteEntry(id: string, audit: AuditEvent): Promise<void>;
 
   createJoinToken(token: JoinTokenRecord, audit: AuditEvent): Promise<void>;
+  /** The token with this hash as of `now` (usable, used, expired), without taking it; null when unknown. */
+  findJoinToken(hash: string, now: Date): Promise<JoinTokenUse | null>;
   /**
    * Marks the token with this hash used, atomically: of two concurrent calls
    * exactly one gets outcome "taken"; the other gets "used". When it takes the

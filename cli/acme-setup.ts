@@ -18,7 +18,7 @@ export async function acmeDeps(
   log: Logger,
 ): Promise<AcmeDeps> {
   const attestors: Attestor[] = [
-    new JoinTokenAttestor({ consume: (hash, now, spend) => store.consumeJoinToken(hash, now, spend) }),
+    new JoinTokenAttestor({ find: (hash, now) => store.findJoinToken(hash, now) }),
   ];
   if (cfg["attest.k8sSat.issuer"] !== "") {
     const config = await loadK8sSatConfig({

@@ -1,4 +1,5 @@
 import { selectorProblem } from "../../ca/entries";
+import type { AuditEvent } from "../../ca/store";
 import { StintError } from "../../common/errors";
 
 /**
@@ -37,6 +38,12 @@ export interface Attestation {
    * certificate's fingerprint), never a token, a JWT or a signature.
    */
   evidence: string;
+  /**
+   * A one-time secret (join_token's hash) to spend in the transaction that
+   * makes the authorization valid, with its `token.spend` audit record: the
+   * secret is spent with what it bought, or not at all.
+   */
+  spend?: { hash: string; audit: (token: { id: string; spiffeId: string }) => AuditEvent };
 }
 
 export interface Attestor {

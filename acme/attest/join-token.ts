@@ -16,19 +16,10 @@ import {
  * carry the secret (nor its hash, which identifies it).
  */
 
-/** What this attestor needs from storage; the store implements it (AcmeStateStore.consumeJoinToken). */
+/** What this attestor needs from storage; the store implements it (AcmeStateStore.findJoinToken). */
 export interface JoinTokenLedger {
-  /**
-   * Atomically marks the token with this hash used and, in the same
-   * transaction, appends `spend(token)` to the audit log; or says why it
-   * could not ("expired", "used"), or null for an unknown hash. Of two
-   * concurrent calls with the same hash, at most one gets outcome "taken".
-   */
-  consume(
-    hash: string,
-    now: Date,
-    spend: (token: { id: string; spiffeId: string }) => AuditEvent,
-  ): Promise<JoinTokenUse | null>;
+  /** The token with this hash as of `now`, not taken: taking it is recordAttestation's, with the authorization. */
+  find(hash: string, now: Date): Promise<JoinTokenUse | null>;
 }
 
 export class JoinTokenAttestor implements Attestor {
@@ -44,52 +35,45 @@ export class JoinTokenAttestor implements Attestor {
         "join_token evidence token is not a join token (43 base64url characters, as `stint token create` prints)",
       );
     }
-    // Consumed before the SPIFFE ID check: a token shown with a request for another
-    // identity is spent, since whoever presented it may not be who it was meant for.
-    const use = await this.ledger.consume(hashJoinToken(token), ctx.now, (t) => spendRecord(t, ctx));
-    if (use === null) {
+    const hash = hashJoinToken(token);
+    const found = await this.ledger.find(hash, ctx.now);
+    if (found === null) {
       throw new StintError(
         "ERR_ATTESTATION",
         "join token is not known to this CA (mistyped, or created elsewhere)",
       );
     }
-    const reference = `join_token:${use.id}`;
+    const reference = `join_token:${found.id}`;
     ctx.reference?.(reference);
-    if (use.outcome === "expired") {
+    if (found.outcome === "expired") {
       throw new StintError("ERR_ATTESTATION", "join token has expired; ask an administrator for a new one");
     }
-    if (use.outcome === "used") {
+    if (found.outcome === "used") {
       throw new StintError("ERR_ATTESTATION", "join token has already been used; join tokens work only once");
     }
-    if (use.spiffeId !== ctx.spiffeId) {
+    // Refused before anything is spent: a typo in the SPIFFE ID must not cost the token.
+    if (found.spiffeId !== ctx.spiffeId) {
       throw new StintError(
         "ERR_ATTESTATION",
-        `join token ${use.id} was created for ${use.spiffeId}, not for ${ctx.spiffeId}; it is now spent`,
+        `join token ${found.id} was created for ${found.spiffeId}, not for ${ctx.spiffeId}; it was not spent`,
       );
     }
     return {
-      selectors: grantedSelectors(this.name, [`join_token:${use.id}`]),
+      selectors: grantedSelectors(this.name, [`join_token:${found.id}`]),
       reusable: false,
       evidence: reference,
+      spend: { hash, audit: (t) => spendRecord(t, ctx) },
     };
   }
 }
 
-/** The `token.spend` audit record: who spent which token, and whether it was for its own SPIFFE ID. */
+/** The `token.spend` audit record: who spent which token, for its own SPIFFE ID. */
 function spendRecord(token: { id: string; spiffeId: string }, ctx: AttestationContext): AuditEvent {
-  const own = token.spiffeId === ctx.spiffeId;
   return {
     at: ctx.now,
     actor: ctx.account,
     action: "token.spend",
     subject: token.id,
-    details: own
-      ? { spiffeId: token.spiffeId, outcome: "accepted" }
-      : {
-          spiffeId: token.spiffeId,
-          outcome: "refused",
-          requested: ctx.spiffeId,
-          reason: "created for another SPIFFE ID",
-        },
+    details: { spiffeId: token.spiffeId, outcome: "accepted" },
   };
 }

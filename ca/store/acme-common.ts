@@ -8,6 +8,7 @@ import type {
   ChallengeRecord,
   EntryRecord,
   JoinTokenRecord,
+  JoinTokenUse,
   OrderRecord,
 } from "../store-acme";
 
@@ -52,6 +53,11 @@ export function refusedToken(usedAt: number | null, expiresAt: number, now: Date
   return usedAt === null && expiresAt <= now.getTime() ? "expired" : "used";
 }
 
+/** A token's state as findJoinToken reports it. */
+export function tokenState(usedAt: number | null, expiresAt: number, now: Date): JoinTokenUse["outcome"] {
+  return usedAt === null && expiresAt > now.getTime() ? "usable" : refusedToken(usedAt, expiresAt, now);
+}
+
 /** The audit record of a token just taken, checked like the one that created it. */
 export function spentAudit(
   spend: (token: { id: string; spiffeId: string }) => AuditEvent,
@@ -63,6 +69,17 @@ export function spentAudit(
     throw new RangeError(`the audit event for spending join token ${token.id} must not carry its hash`);
   }
   return event;
+}
+
+/** Why recordAttestation could not take its join token: nothing was written. */
+export function tokenNotTaken(use: JoinTokenUse | null): StintError {
+  const why =
+    use === null
+      ? "is not known to this CA"
+      : use.outcome === "expired"
+        ? "has expired; ask an administrator for a new one"
+        : "has already been used; join tokens work only once";
+  return new StintError("ERR_ATTESTATION", `join token ${use ? `${use.id} ` : ""}${why}`);
 }
 
 /** The hash is what consumeJoinToken takes, so it must never reach the audit log, which admins export. */

@@ -9,6 +9,7 @@ import type {
   ChallengeRecord,
   EntryRecord,
   JoinTokenRecord,
+  JoinTokenSpend,
   OrderRecord,
   OrderStatus,
 } from "../store-acme";
@@ -82,8 +83,9 @@ export abstract class AcmeStateDelegate implements AcmeStateStore {
     expect: AuthorizationStatus,
     challenges: ChallengeRecord[],
     audit: AuditEvent,
+    token?: JoinTokenSpend,
   ) {
-    return this.acme.recordAttestation(attestation, expect, challenges, audit);
+    return this.acme.recordAttestation(attestation, expect, challenges, audit, token);
   }
   getAttestation(id: string) {
     return this.acme.getAttestation(id);
@@ -102,6 +104,9 @@ export abstract class AcmeStateDelegate implements AcmeStateStore {
   }
   createJoinToken(token: JoinTokenRecord, audit: AuditEvent) {
     return this.acme.createJoinToken(token, audit);
+  }
+  findJoinToken(hash: string, now: Date) {
+    return this.acme.findJoinToken(hash, now);
   }
   consumeJoinToken(hash: string, now: Date, spend: (token: { id: string; spiffeId: string }) => AuditEvent) {
     return this.acme.consumeJoinToken(hash, now, spend);

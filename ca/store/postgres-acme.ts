@@ -11,6 +11,7 @@ import type {
   ChallengeRecord,
   EntryRecord,
   JoinTokenRecord,
+  JoinTokenSpend,
   JoinTokenUse,
   OrderRecord,
   OrderStatus,
@@ -29,6 +30,8 @@ import {
   orderPatchColumns,
   refusedToken,
   spentAudit,
+  tokenNotTaken,
+  tokenState,
   UNCLAIMED_CERTIFICATE_SQL,
 } from "./acme-common";
 import {
@@ -52,7 +55,7 @@ import {
   orderParams,
   placeholders,
 } from "./postgres-acme-rows";
-import type { WriteOp } from "./postgres-batch";
+import type { BatchTx, WriteOp } from "./postgres-batch";
 import { mapConstraint } from "./postgres-rows";
 
 /** What the ACME state borrows from the PostgresStore it belongs to. */
@@ -296,6 +299,7 @@ export class PostgresAcmeState implements AcmeStateStore {
     expect: AuthorizationStatus,
     challenges: ChallengeRecord[],
     audit: AuditEvent,
+    token?: JoinTokenSpend,
   ): Promise<AuthorizationRecord> {
     const columns = authorizationPatchColumns(attestedPatch(attestation, challenges), (values) => values);
     const id = attestation.authorizationId;
@@ -318,6 +322,10 @@ export class PostgresAcmeState implements AcmeStateStore {
           "ERR_STORE_CONFLICT",
           `authorization ${id} is ${current.rows[0].status}, not ${expect}`,
         );
+      }
+      if (token) {
+        const use = await takeToken(tx, token.hash, token.now, token.spend);
+        if (use?.outcome !== "taken") throw tokenNotTaken(use);
       }
       try {
         await tx.query(
@@ -407,15 +415,19 @@ export class PostgresAcmeState implements AcmeStateStore {
     now: Date,
     spend: (token: { id: string; spiffeId: string }) => AuditEvent,
   ): Promise<JoinTokenUse | null> {
-    return this.host.write(async (tx) => {
-      const rows = (await tx.query<ConsumeRow>(CONSUME_JOIN_TOKEN_SQL, [hash, now.getTime()])).rows;
-      if (rows.length === 0) return null;
-      const r = rows[0];
-      const token = { id: r.id, spiffeId: r.spiffe_id };
-      if (!r.taken) return { outcome: refusedToken(r.used_at, r.expires_at!, now), ...token };
-      tx.appendAudit(spentAudit(spend, token, hash));
-      return { outcome: "taken", ...token };
-    });
+    return this.host.write((tx) => takeToken(tx, hash, now, spend));
+  }
+
+  async findJoinToken(hash: string, now: Date): Promise<JoinTokenUse | null> {
+    const rows = await this.host.run<{
+      id: string;
+      spiffe_id: string;
+      used_at: number | null;
+      expires_at: number;
+    }>("SELECT id, spiffe_id, used_at, expires_at FROM join_tokens WHERE hash = $1", [hash]);
+    if (rows.length === 0) return null;
+    const r = rows[0];
+    return { outcome: tokenState(r.used_at, Number(r.expires_at), now), id: r.id, spiffeId: r.spiffe_id };
   }
 
   /** UPDATE … WHERE id AND status = expect, returning the new row, or nothing when nothing matched. */
@@ -435,4 +447,20 @@ export class PostgresAcmeState implements AcmeStateStore {
       [...columns.map(([, v]) => v), id, expect],
     );
   }
+}
+
+/** Inside a batch: takes the token and appends its spend record, or says why it could not. */
+async function takeToken(
+  tx: BatchTx,
+  hash: string,
+  now: Date,
+  spend: (token: { id: string; spiffeId: string }) => AuditEvent,
+): Promise<JoinTokenUse | null> {
+  const rows = (await tx.query<ConsumeRow>(CONSUME_JOIN_TOKEN_SQL, [hash, now.getTime()])).rows;
+  if (rows.length === 0) return null;
+  const r = rows[0];
+  const token = { id: r.id, spiffeId: r.spiffe_id };
+  if (!r.taken) return { outcome: refusedToken(r.used_at, r.expires_at!, now), ...token };
+  tx.appendAudit(spentAudit(spend, token, hash));
+  return { outcome: "taken", ...token };
 }

@@ -11,6 +11,7 @@ import type {
   ChallengeRecord,
   EntryRecord,
   JoinTokenRecord,
+  JoinTokenSpend,
   JoinTokenUse,
   OrderRecord,
   OrderStatus,
@@ -25,6 +26,8 @@ import {
   orderPatchColumns,
   refusedToken,
   spentAudit,
+  tokenNotTaken,
+  tokenState,
   UNCLAIMED_CERTIFICATE_SQL,
 } from "./acme-common";
 import {
@@ -266,6 +269,7 @@ export class SqliteAcmeState implements AcmeStateStore {
     expect: AuthorizationStatus,
     challenges: ChallengeRecord[],
     audit: AuditEvent,
+    token?: JoinTokenSpend,
   ): Promise<AuthorizationRecord> {
     const columns = authorizationPatchColumns(attestedPatch(attestation, challenges), JSON.stringify);
     return this.host.write((tail) => {
@@ -282,6 +286,10 @@ export class SqliteAcmeState implements AcmeStateStore {
         if (current === undefined)
           throw new StintError("ERR_NOT_FOUND", `authorization ${id} does not exist`);
         throw new StintError("ERR_STORE_CONFLICT", `authorization ${id} is ${current.status}, not ${expect}`);
+      }
+      if (token) {
+        const use = this.takeToken(tail, token.hash, token.now, token.spend);
+        if (use?.outcome !== "taken") throw tokenNotTaken(use);
       }
       try {
         this.st.insertAttestation.run(attestationParams(attestation));
@@ -364,21 +372,40 @@ export class SqliteAcmeState implements AcmeStateStore {
     now: Date,
     spend: (token: { id: string; spiffeId: string }) => AuditEvent,
   ): Promise<JoinTokenUse | null> {
-    return this.host.write((tail) => {
-      const taken = this.st.takeJoinToken.get({ hash, now: now.getTime() });
-      if (taken !== undefined) {
-        const token = { id: taken.id, spiffeId: taken.spiffe_id };
-        this.host.audit(tail, spentAudit(spend, token, hash));
-        return { outcome: "taken", ...token };
-      }
-      const state = this.st.joinTokenState.get(hash);
-      if (state === undefined) return null;
-      return {
-        outcome: refusedToken(state.used_at, state.expires_at, now),
-        id: state.id,
-        spiffeId: state.spiffe_id,
-      };
-    });
+    return this.host.write((tail) => this.takeToken(tail, hash, now, spend));
+  }
+
+  async findJoinToken(hash: string, now: Date): Promise<JoinTokenUse | null> {
+    this.host.assertOpen();
+    const state = this.st.joinTokenState.get(hash);
+    if (state === undefined) return null;
+    return {
+      outcome: tokenState(state.used_at, state.expires_at, now),
+      id: state.id,
+      spiffeId: state.spiffe_id,
+    };
+  }
+
+  /** Inside a write: takes the token and appends its spend record, or says why it could not. */
+  private takeToken(
+    tail: AuditTail,
+    hash: string,
+    now: Date,
+    spend: (token: { id: string; spiffeId: string }) => AuditEvent,
+  ): JoinTokenUse | null {
+    const taken = this.st.takeJoinToken.get({ hash, now: now.getTime() });
+    if (taken !== undefined) {
+      const token = { id: taken.id, spiffeId: taken.spiffe_id };
+      this.host.audit(tail, spentAudit(spend, token, hash));
+      return { outcome: "taken", ...token };
+    }
+    const state = this.st.joinTokenState.get(hash);
+    if (state === undefined) return null;
+    return {
+      outcome: refusedToken(state.used_at, state.expires_at, now),
+      id: state.id,
+      spiffeId: state.spiffe_id,
+    };
   }
 
   /** Prepared on first use, so a store still at an older schema prepares what it can. */

@@ -320,6 +320,15 @@ describe("attestation refusals", () => {
     });
   });
 
+  it("a join token shown for another SPIFFE ID, refused without spending it", async () => {
+    const token = joinToken(id("typo/meant"));
+    expect(await refused(id("typo/typed"), "join_token", () => joinTokenEvidence(token))).toMatch(
+      /was created for spiffe:\/\/e2e\.example\/typo\/meant, not for spiffe:\/\/e2e\.example\/typo\/typed; it was not spent$/,
+    );
+    const got = await enroll(id("typo/meant"), "join_token", () => joinTokenEvidence(token));
+    expect(sanUris(got.cert)).toEqual([id("typo/meant")]);
+  });
+
   it("an expired join token", async () => {
     const token = joinToken(id("late"), ["--ttl", "1s"]);
     await new Promise((r) => setTimeout(r, 1500));

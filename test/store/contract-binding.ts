@@ -11,6 +11,7 @@ import {
   entry,
   event,
   issuer,
+  joinToken,
   later,
   MINUTE,
   order,
@@ -226,6 +227,80 @@ export function bindingStoreContract(
       await store.updateOrder("ord1", "processing", { status: "valid", certificateSerial: c1.serial });
       expect(await store.unclaimedCertificate(att.id)).toBeNull();
       expect(await store.listProcessingOrders(10)).toEqual([]);
+    });
+
+    it("spends a join token only in the transaction that makes its authorization valid", async () => {
+      const { a, e, az } = await enrollment();
+      const spend = (t: { id: string; spiffeId: string }) =>
+        event("token.spend", t.id, { spiffeId: t.spiffeId });
+      const [t1, t2, t3] = ["00000000000000a1", "00000000000000a2", "00000000000000a3"].map((id) =>
+        joinToken(id),
+      );
+      for (const t of [t1, t2, t3]) await store.createJoinToken(t, event("join_token.create", t.id));
+      const using = (t: typeof t1) => ({ hash: t.hash, now: later(MINUTE), spend });
+      const usable = (t: typeof t1) => ({ outcome: "usable", id: t.id, spiffeId: t.spiffeId });
+      expect(await store.findJoinToken(t1.hash, later(MINUTE))).toEqual(usable(t1));
+      expect(await store.findJoinToken(t1.hash, later(60 * MINUTE))).toMatchObject({ outcome: "expired" });
+      expect(await store.findJoinToken("00".repeat(32), later(MINUTE))).toBeNull();
+
+      const att = attestation("att1", az, e);
+      await store.recordAttestation(att, "pending", validated(az), event("attest.ok", SPIFFE), using(t1));
+      expect(await store.findJoinToken(t1.hash, later(MINUTE))).toMatchObject({ outcome: "used" });
+      const before = (await store.listAudit(0, 100)).length;
+
+      // Spent already: the second authorization stays pending, with no attestation and no record.
+      const az2 = authorization("az2", a.id);
+      await store.createOrder(order("ord2", a.id, [az2]), [az2]);
+      await expect(
+        store.recordAttestation(
+          attestation("att2", az2, e),
+          "pending",
+          validated(az2),
+          event("attest.ok", SPIFFE),
+          using(t1),
+        ),
+      ).rejects.toMatchObject({
+        code: "ERR_ATTESTATION",
+        message: "join token 00000000000000a1 has already been used; join tokens work only once",
+      });
+      // The authorization moved on meanwhile: the token stays unspent.
+      await expect(
+        store.recordAttestation(
+          attestation("att3", az, e),
+          "pending",
+          validated(az),
+          event("attest.ok", SPIFFE),
+          using(t2),
+        ),
+      ).rejects.toMatchObject({ code: "ERR_STORE_CONFLICT" });
+      await reopen();
+      expect(await store.getAuthorization(az2.id)).toEqual(az2);
+      for (const id of ["att2", "att3"]) expect(await store.getAttestation(id)).toBeNull();
+      expect(await store.findJoinToken(t2.hash, later(MINUTE))).toEqual(usable(t2));
+      expect((await store.listAudit(0, 100)).length).toBe(before);
+
+      // Of ten authorizations racing for one token, exactly one becomes valid and spends it.
+      const racers = Array.from({ length: 10 }, (_, i) => authorization(`race${i}`, a.id));
+      await store.createOrder(order("ord3", a.id, racers), racers);
+      const results = await Promise.allSettled(
+        racers.map((r, i) =>
+          store.recordAttestation(
+            attestation(`attr${i}`, r, e),
+            "pending",
+            validated(r),
+            event("attest.ok", SPIFFE),
+            using(t3),
+          ),
+        ),
+      );
+      expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+      const records = await store.listAudit(0, 100);
+      verifyAuditChain(records);
+      expect(records.slice(before).map((r) => [r.action, r.subject])).toEqual([
+        ["token.spend", t3.id],
+        ["attest.ok", SPIFFE],
+      ]);
+      expect(records.filter((r) => r.action === "token.spend").map((r) => r.subject)).toEqual([t1.id, t3.id]);
     });
 
     it("keeps attestations and bindings append-only", async () => {
