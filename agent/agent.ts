@@ -59,6 +59,8 @@ export const FEED_FILE = "feed.bin";
 const MAX_FEED_BYTES = 16 * 1024 * 1024;
 const MAX_CRL_BYTES = 4 * 1024 * 1024;
 const FEED_RETRY_MS = 30_000;
+/** How often an agent waiting for new evidence looks at it (a token file is one small read). */
+const EVIDENCE_POLL_MS = 1000;
 
 function newKey(type: KeyAlgorithm): KeyObject {
   switch (type) {
@@ -124,6 +126,10 @@ export class Agent {
   private readonly crls: CrlKeeper;
   /** Whether the crls.pem already on disk (from before a restart) has been looked at. */
   private crlsAdopted = false;
+  /** Whether the operator was told what to do since the agent last needed new evidence: once is enough. */
+  private reattestLogged = false;
+  /** When the pass after an issuance is due: the planned renewal or the next ARI poll, whichever is first. */
+  private afterIssue: Date | null = null;
 
   private constructor(
     private readonly opts: AgentOptions,
@@ -171,20 +177,17 @@ export class Agent {
     this.status.certificateNotAfter = held?.notAfter ?? null;
     if (held === null || held.notAfter.getTime() <= now.getTime()) {
       const why = await this.opts.evidence.unavailable();
-      if (why !== null) {
-        this.status.state = "cannot-reattest";
-        throw new StintError(
-          "ERR_ATTESTATION",
+      if (why !== null)
+        throw this.reattestNeeded(
           held ? `the certificate expired at ${held.notAfter.toISOString()}, and ${why}` : why,
         );
-      }
       await this.issue(() => this.enroll());
-      return { renewed: true, next: this.wakeAt(this.status.nextRenewal ?? now) };
+      return { renewed: true, next: this.wakeAt(this.afterIssue ?? now) };
     }
     const { at, recheck } = await this.renewalPlan(held, now);
     if (force || at.getTime() <= now.getTime()) {
       await this.issue(() => this.renew(held));
-      return { renewed: true, next: this.wakeAt(this.status.nextRenewal ?? now) };
+      return { renewed: true, next: this.wakeAt(this.afterIssue ?? now) };
     }
     const crlsChanged = await this.refreshCrls(held.chain, now);
     if (bundleChanged || crlsChanged) await this.publish(held.chainPem, await this.currentKeyPem());
@@ -243,7 +246,7 @@ export class Agent {
         const message = err instanceof Error ? err.message : String(err);
         this.status.lastError = message;
         this.status.renewalsFailed++;
-        if (this.status.state !== "cannot-reattest") {
+        if (this.status.state !== "reattest-needed") {
           const expired =
             this.status.certificateNotAfter !== null &&
             this.status.certificateNotAfter.getTime() <= Date.now();
@@ -253,7 +256,9 @@ export class Agent {
         const now = new Date();
         const notAfter = this.status.certificateNotAfter;
         waitMs = this.backoff.next(now, notAfter && notAfter > now ? notAfter : null);
-        this.opts.log.warn("renewal failed; keeping the current files and retrying", {
+        // Waiting for new evidence was logged once, with what to do; each retry need not say it again.
+        const level = this.status.state === "reattest-needed" ? "debug" : "warn";
+        this.opts.log[level]("renewal failed; keeping the current files and retrying", {
           error: message,
           retryInSeconds: Math.round(waitMs / 100) / 10,
           attempt: this.backoff.attempts,
@@ -261,7 +266,50 @@ export class Agent {
         });
       }
       waitMs = Math.min(waitMs, this.bundleRefreshMs());
-      if ((await control.sleep(waitMs)) === "stop") return;
+      const woke =
+        this.status.state === "reattest-needed"
+          ? await this.sleepUntilEvidence(waitMs, control.sleep)
+          : await control.sleep(waitMs);
+      if (woke === "stop") return;
+    }
+  }
+
+  /**
+   * The agent cannot get a certificate with the evidence it has (the CA
+   * refused the current one and the join token is spent): /health turns 503
+   * with state reattest-needed, and the operator is told once what to do.
+   */
+  private reattestNeeded(why: string): StintError {
+    this.status.state = "reattest-needed";
+    if (!this.reattestLogged) {
+      this.reattestLogged = true;
+      this.opts.log.error("the agent needs new attestation evidence to get a certificate", {
+        reason: why,
+        spiffeId: this.opts.spiffeId,
+      });
+    }
+    return new StintError("ERR_ATTESTATION", why);
+  }
+
+  /**
+   * Sleeps like `sleep`, but looks at the evidence every second and wakes as
+   * soon as it can attest again (a new token written to the token file), so
+   * no signal or restart is needed.
+   */
+  private async sleepUntilEvidence(
+    ms: number,
+    sleep: (ms: number) => Promise<"timeout" | "wake" | "stop">,
+  ): Promise<"timeout" | "wake" | "stop"> {
+    const until = Date.now() + ms;
+    for (;;) {
+      const r = await sleep(Math.max(0, Math.min(EVIDENCE_POLL_MS, until - Date.now())));
+      if (r !== "timeout") return r;
+      if ((await this.opts.evidence.unavailable().catch(() => "unreadable")) === null) {
+        this.opts.log.info("new attestation evidence found; attesting again");
+        this.backoff.reset();
+        return "wake";
+      }
+      if (Date.now() >= until) return "timeout";
     }
   }
 
@@ -376,7 +424,12 @@ export class Agent {
       const csr = buildCsr({ key, spiffeId: this.opts.spiffeId, dnsNames: [...this.opts.dnsNames] });
       return { chainPem: await client.renewWithCertificate(held.chain, currentKey, csr), key };
     } catch (err) {
-      if (!isProblem(err, "unauthorized") || (await this.opts.evidence.unavailable()) !== null) throw err;
+      if (!isProblem(err, "unauthorized")) throw err;
+      const why = await this.opts.evidence.unavailable();
+      if (why !== null)
+        throw this.reattestNeeded(
+          `the CA refused to renew the current certificate (${(err as Error).message}), and ${why}`,
+        );
       this.opts.log.warn("the CA refused to renew the current certificate; attesting again", {
         error: (err as Error).message,
       });
@@ -386,7 +439,8 @@ export class Agent {
 
   /** Gets a certificate, checks it, switches the files, runs the hook. */
   private async issue(get: () => Promise<{ chainPem: string; key: KeyObject }>): Promise<void> {
-    this.status.state = "renewing";
+    // A try while new evidence is needed must not flip /health to healthy for its duration.
+    if (this.status.state !== "reattest-needed") this.status.state = "renewing";
     const { chainPem, key } = await get();
     const keyPem = key.export({ type: "pkcs8", format: "pem" }) as string;
     this.checkChain(chainPem, keyPem);
@@ -395,12 +449,16 @@ export class Agent {
     await this.publish(chainPem, keyPem);
     const leaf = new X509Certificate(pemDecodeAll(chainPem, "CERTIFICATE", "chain")[0]);
     this.status.state = "ok";
+    this.reattestLogged = false;
     this.status.lastRenewal = new Date();
     this.status.lastError = null;
     this.status.renewalsOk++;
     this.status.certificateNotAfter = new Date(leaf.validTo);
     this.plan = null;
-    this.status.nextRenewal = (await this.renewalPlan(await this.held().then((h) => h!), new Date())).at;
+    const plan = await this.renewalPlan(await this.held().then((h) => h!), new Date());
+    this.status.nextRenewal = plan.at;
+    // Ask ARI again at its Retry-After even before the planned renewal: a revocation or taint moves the window.
+    this.afterIssue = new Date(Math.min(plan.at.getTime(), plan.recheck.getTime()));
     this.opts.log.info("certificate switched", {
       serial: leaf.serialNumber.toLowerCase(),
       notAfter: leaf.validTo,

@@ -64,9 +64,12 @@ export function joinTokenProvider(opts: {
     reusable: false,
     async unavailable() {
       const used = await readFile(marker, "utf8").catch(() => "");
-      return used.trim() !== "" && used.trim() === (await hash())
-        ? "the join token was already used, and join tokens work once; the certificate cannot be renewed by attestation: give the agent a new token (`stint token create`)"
-        : null;
+      if (used.trim() === "" || used.trim() !== (await hash())) return null;
+      const remedy =
+        opts.token === "" && opts.tokenFile !== ""
+          ? `write a new token (\`stint token create\`) to ${opts.tokenFile}: the agent picks it up without a restart`
+          : "restart the agent with a new token (`stint token create`), or give it --join-token-file so a new one is picked up without a restart";
+      return `the join token was already used (join tokens work once): ${remedy}`;
     },
     async evidence() {
       return joinTokenEvidence(await secret());

@@ -11,14 +11,14 @@ import { CONTENT_TYPE, type Registry } from "../common/metrics";
  * network, so it shows no secrets, though /health does show the last error text.
  */
 
-export type AgentState = "starting" | "ok" | "renewing" | "failing" | "expired" | "cannot-reattest";
+export type AgentState = "starting" | "ok" | "renewing" | "failing" | "expired" | "reattest-needed";
 export const AGENT_STATES: readonly AgentState[] = [
   "starting",
   "ok",
   "renewing",
   "failing",
   "expired",
-  "cannot-reattest",
+  "reattest-needed",
 ];
 
 export interface AgentStatus {
@@ -121,7 +121,11 @@ export function crlMetrics(
 
 const iso = (d: Date | null) => (d === null ? null : d.toISOString());
 
-/** The /health document, and whether it is healthy: a certificate is held and has not expired. */
+/**
+ * The /health document, and whether it is healthy: a certificate is held, has
+ * not expired, and can be renewed (not reattest-needed: a revoked certificate
+ * is still within its dates, but the workload must not count on it).
+ */
 export function healthDocument(
   s: AgentStatus,
   now: Date,
@@ -129,7 +133,7 @@ export function healthDocument(
   const t = now.getTime();
   const notAfter = s.certificateNotAfter;
   return {
-    healthy: notAfter !== null && notAfter.getTime() > t,
+    healthy: notAfter !== null && notAfter.getTime() > t && s.state !== "reattest-needed",
     body: {
       state: s.state,
       spiffeId: s.spiffeId,

@@ -9,6 +9,7 @@ import {
 } from "../agent/attestation";
 import { agentMetrics, crlMetrics, startHealthServer } from "../agent/health";
 import { splitCommand } from "../agent/hooks";
+import { Backoff } from "../agent/schedule";
 import { Trust } from "../agent/trust";
 import type { KeyAlgorithm } from "../ca/spki";
 import { flagOptions } from "../common/config";
@@ -74,11 +75,9 @@ export const agent: Command = {
       );
     }
     await ensureDir(cfg.stateDir, 0o700);
-    const trust = await Trust.load({
-      stateDir: cfg.stateDir,
-      caUrl: cfg.caUrl,
-      fingerprint: cfg.caFingerprint,
-    });
+    const trustFrom = { stateDir: cfg.stateDir, caUrl: cfg.caUrl, fingerprint: cfg.caFingerprint };
+    const trust = values.once === true ? await Trust.load(trustFrom) : await firstTrust(trustFrom, cfg, log);
+    if (trust === null) return 0;
     const stint = await Agent.open(
       {
         caUrl: cfg.caUrl,
@@ -119,6 +118,56 @@ export const agent: Command = {
     return daemon(stint, cfg, log, values.force === true);
   },
 };
+
+/**
+ * Daemon mode: the trusted roots, retrying with backoff while the CA cannot be
+ * reached (agents often start before the CA, or with it). Anything else (a
+ * wrong fingerprint, say) still ends the agent. Null when stopped by a signal.
+ */
+async function firstTrust(
+  from: Parameters<typeof Trust.load>[0],
+  cfg: AgentConfig,
+  log: Logger,
+): Promise<Trust | null> {
+  const backoff = new Backoff({ baseMs: cfg["backoff.base"], capMs: cfg["backoff.cap"] });
+  let stop: (() => void) | null = null;
+  const stopped = new Promise<"stop">((resolve) => {
+    stop = () => resolve("stop");
+  });
+  const onSignal = () => stop?.();
+  process.once("SIGTERM", onSignal);
+  process.once("SIGINT", onSignal);
+  try {
+    for (;;) {
+      try {
+        return await Trust.load(from);
+      } catch (err) {
+        if (!(err instanceof StintError) || err.code !== "ERR_CONNECTION") throw err;
+        const waitMs = backoff.next(new Date());
+        log.warn("cannot reach the CA yet; retrying", {
+          error: err.message,
+          retryInSeconds: Math.round(waitMs / 100) / 10,
+          attempt: backoff.attempts,
+        });
+        let timer: NodeJS.Timeout | undefined;
+        const slept = await Promise.race([
+          stopped,
+          new Promise<"timeout">((resolve) => {
+            timer = setTimeout(() => resolve("timeout"), waitMs);
+          }),
+        ]);
+        clearTimeout(timer);
+        if (slept === "stop") {
+          log.info("stopped before the CA could be reached");
+          return null;
+        }
+      }
+    }
+  } finally {
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+  }
+}
 
 function evidenceProvider(cfg: AgentConfig, flagToken: string): EvidenceProvider {
   switch (cfg.attestor) {

@@ -103,6 +103,14 @@ describe("GET /health", () => {
     });
   });
 
+  it("is 503 while the agent needs new evidence, even with a certificate still within its dates", async () => {
+    // Revoked and the join token spent: the workload must not count on this certificate.
+    current = status({ state: "reattest-needed", lastError: "the join token was already used" });
+    const res = await get(`${server.url}/health`);
+    expect(res.status).toBe(503);
+    expect(JSON.parse(res.body)).toMatchObject({ state: "reattest-needed", secondsUntilExpiry: 3600 });
+  });
+
   it("is 503 once the certificate has expired", async () => {
     current = status({ state: "expired", certificateNotAfter: later(-5) });
     const res = await get(`${server.url}/health`);
@@ -175,7 +183,7 @@ describe("GET /metrics", () => {
         `stint_agent_last_renewal_timestamp_seconds ${later(-600).getTime() / 1000}`,
         'stint_agent_state{state="ok"} 1',
         'stint_agent_state{state="failing"} 0',
-        'stint_agent_state{state="cannot-reattest"} 0',
+        'stint_agent_state{state="reattest-needed"} 0',
       ]),
     );
   });

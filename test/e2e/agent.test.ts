@@ -327,6 +327,171 @@ describe("an agent beside a workload", () => {
   }, 90_000);
 });
 
+describe("an agent that cannot renew", () => {
+  /** The agent's /health, once its endpoint is listening. */
+  const health = async (agent: AgentProcess) => {
+    const line = await waitFor("the health endpoint", () =>
+      agent.logs().find((l) => l.msg === "health endpoint listening"),
+    );
+    const r = await httpJson(`${(line as { url: string }).url}/health`);
+    return { status: r.status, body: JSON.parse(r.body) as Record<string, unknown> };
+  };
+  /** waitFor for a probe that must ask over HTTP. */
+  const waitForAsync = async <T>(what: string, probe: () => Promise<T | false>, timeoutMs = 30_000) => {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const v = await probe();
+      if (v) return v;
+      if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+
+  it("says so once its certificate is revoked and its token spent (503 reattest-needed), then takes a new token file without a signal", async () => {
+    const dataDir = join(dir, "ca-revoked");
+    const outDir = join(dir, "out-revoked");
+    const ca = await startServer(CA_ARGS(dataDir, 0));
+    const tokenFile = joinTokenFile(dataDir, ca.url, "60s");
+    const agent = startAgent([
+      "--ca-url",
+      ca.url,
+      "--ca-fingerprint",
+      fingerprint(dataDir),
+      "--spiffe-id",
+      SPIFFE_ID,
+      "--state-dir",
+      join(dir, "state-revoked"),
+      "--out-dir",
+      outDir,
+      "--join-token-file",
+      tokenFile,
+      "--health-listen",
+      "127.0.0.1:0",
+      "--backoff-base",
+      "200ms",
+      "--backoff-cap",
+      "1s",
+    ]);
+    try {
+      await waitFor("the first certificate", () => existsSync(join(outDir, "cert.pem")));
+      const first = readSet(outDir);
+      const revoked = stint(["cert", "revoke", first.serial, "--data-dir", dataDir, "--server", ca.url]);
+      expect(revoked.code).toBe(0);
+
+      // ARI pulls the window forward; the renewal is refused and the token is spent.
+      await waitForAsync(
+        "health to report reattest-needed after a few refused renewals",
+        async () => {
+          const seen = await health(agent);
+          return seen.body.state === "reattest-needed" && (seen.body.renewalsFailed as number) >= 3;
+        },
+        40_000,
+      );
+      const h = await health(agent);
+      expect([h.status, h.body.state]).toEqual([503, "reattest-needed"]);
+      expect(h.body.secondsUntilExpiry as number).toBeGreaterThan(0);
+      // What to do is said once, naming the file to write; the retries do not repeat it.
+      const told = agent
+        .logs()
+        .filter((l) => l.msg === "the agent needs new attestation evidence to get a certificate");
+      expect(told).toHaveLength(1);
+      expect(told[0]).toMatchObject({
+        level: "error",
+        reason: expect.stringContaining(`to ${tokenFile}: the agent picks it up`),
+      });
+      expect(
+        agent
+          .logs()
+          .filter(
+            (l) => l.level === "warn" && Date.parse(l.time as string) > Date.parse(told[0].time as string),
+          ),
+      ).toEqual([]);
+
+      // A new token in the same file: picked up with no SIGHUP and no restart.
+      writeFileSync(tokenFile, readFileSync(joinTokenFile(dataDir, ca.url, "60s")));
+      await waitFor(
+        "a new certificate from the new token",
+        () => {
+          try {
+            return readSet(outDir).serial !== first.serial;
+          } catch {
+            return false;
+          }
+        },
+        20_000,
+      );
+      expect(agent.logs().some((l) => l.msg === "new attestation evidence found; attesting again")).toBe(
+        true,
+      );
+      const after = await waitForAsync("health to turn ok", async () => {
+        const r = await health(agent);
+        return r.status === 200 && r;
+      });
+      expect(after.body.state).toBe("ok");
+    } finally {
+      await agent.stop();
+      await ca.stop();
+    }
+  }, 90_000);
+
+  it("in daemon mode, waits with backoff for a CA that is not up yet instead of exiting", async () => {
+    const dataDir = join(dir, "ca-late");
+    const outDir = join(dir, "out-late");
+    const init = stint([
+      "ca",
+      "init",
+      "--insecure-no-passphrase",
+      "--data-dir",
+      dataDir,
+      "--trust-domain",
+      TD,
+    ]);
+    expect(init.code).toBe(0);
+    const port = await freePort();
+    const tokenFile = join(dir, "token-late");
+    const agent = startAgent([
+      "--ca-url",
+      `https://127.0.0.1:${port}`,
+      "--ca-fingerprint",
+      fingerprint(dataDir),
+      "--spiffe-id",
+      SPIFFE_ID,
+      "--state-dir",
+      join(dir, "state-late"),
+      "--out-dir",
+      outDir,
+      "--join-token-file",
+      tokenFile,
+      "--health-listen",
+      "",
+      "--backoff-base",
+      "200ms",
+      "--backoff-cap",
+      "1s",
+    ]);
+    let ca: ServerProcess | null = null;
+    try {
+      const retries = await waitFor("retries while the CA is down", () => {
+        const r = agent.logs().filter((l) => l.msg === "cannot reach the CA yet; retrying");
+        return r.length >= 3 && r;
+      });
+      expect(agent.child.exitCode).toBeNull();
+      expect(retries.map((r) => r.attempt)).toEqual([1, 2, 3, ...retries.slice(3).map((_, i) => i + 4)]);
+      ca = await startServer(CA_ARGS(dataDir, port));
+      writeFileSync(tokenFile, readFileSync(joinTokenFile(dataDir, ca.url, "60s")));
+      await waitFor(
+        "the first certificate once the CA is up",
+        () => existsSync(join(outDir, "cert.pem")),
+        30_000,
+      );
+      expect(readSet(outDir).notAfter).toBeGreaterThan(Date.now());
+    } finally {
+      await agent.stop();
+      await ca?.stop();
+    }
+  }, 90_000);
+});
+
 describe("killed at random points during renewals", () => {
   it("always leaves a complete, matching set (200 kills)", async () => {
     const dataDir = join(dir, "ca-kill");
