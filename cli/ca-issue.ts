@@ -1,4 +1,4 @@
-import { readFile } from "node:fs/promises";
+import { lstat, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { bundlePem } from "../ca/bundle";
 import { parseCsr } from "../ca/csr";
@@ -10,6 +10,7 @@ import { ensureDir, writeFileAtomic, writeSecretFile } from "../common/files";
 import { parsePemBlocks } from "../formats/pem";
 import { type Command, parseFlags, printJson } from "./command";
 import { caFlagOptions, caHelp, loadConfigFromFlags, openCa } from "./context";
+import { refuseReservedId } from "./spiffe-flag";
 
 const OWN_FLAGS = {
   "spiffe-id": { type: "string" },
@@ -18,8 +19,31 @@ const OWN_FLAGS = {
   csr: { type: "string" },
   out: { type: "string" },
   "key-type": { type: "string" },
+  force: { type: "boolean" },
   json: { type: "boolean" },
 } as const;
+
+const OUT_FILES = ["key.pem", "cert.pem", "bundle.pem"] as const;
+
+/**
+ * --out never replaces a key or certificate in use unless --force: checked
+ * before the CA signs anything, so a refusal leaves no certificate behind.
+ */
+async function refuseOverwrite(dir: string): Promise<void> {
+  for (const name of OUT_FILES) {
+    // lstat: a dangling symlink counts too; writing through it would land somewhere unexpected.
+    const exists = await lstat(join(dir, name)).then(
+      () => true,
+      () => false,
+    );
+    if (exists) {
+      throw new StintError(
+        "ERR_FILE",
+        `${join(dir, name)} already exists; choose another --out directory, or pass --force to replace its files`,
+      );
+    }
+  }
+}
 
 const usage = (msg: string) => new StintError("ERR_USAGE", `${msg} (see stint ca issue --help)`);
 
@@ -57,7 +81,8 @@ export const caIssue: Command = {
         "  --dns NAME                 a DNS name to add; repeat for more (must be under policy.dnsSuffixes)\n" +
         "  --ttl DURATION             lifetime, e.g. 15m (default policy.defaultTtl)\n" +
         "  --csr FILE                 PKCS#10 request (PEM or DER); its names, if any, must match the flags\n" +
-        "  --out DIR                  write key.pem (0600), cert.pem (leaf + intermediate) and bundle.pem\n" +
+        "  --out DIR                  write key.pem (0600), cert.pem (leaf + intermediate) and bundle.pem;\n" +
+        "                             refuses when any of them exists, unless --force\n" +
         "  --key-type TYPE            key for --out: ec-p256 (default), ec-p384, ed25519, rsa-2048, rsa-3072,\n" +
         "                             rsa-4096 (policy.keyTypes must allow it)\n" +
         "  --json                     print serial, names and validity as JSON",
@@ -66,8 +91,10 @@ export const caIssue: Command = {
     const { values } = parseFlags(argv, caFlagOptions(OWN_FLAGS));
     const spiffeId = values["spiffe-id"] as string | undefined;
     if (!spiffeId) throw usage("--spiffe-id is required");
+    refuseReservedId("ca issue", spiffeId);
     if (Boolean(values.csr) === Boolean(values.out))
       throw usage("give exactly one of --csr FILE or --out DIR");
+    if (values.out && values.force !== true) await refuseOverwrite(values.out as string);
     const dnsNames = (values.dns as string[] | undefined) ?? [];
     const ttlMs = values.ttl ? parseDuration(values.ttl as string) : undefined;
     const cfg = loadConfigFromFlags(values);
@@ -103,7 +130,7 @@ export const caIssue: Command = {
       if (values.out) {
         const dir = values.out as string;
         await ensureDir(dir, 0o755);
-        await writeSecretFile(join(dir, "key.pem"), keyPem!, { overwrite: true });
+        await writeSecretFile(join(dir, "key.pem"), keyPem!, { overwrite: values.force === true });
         await writeFileAtomic(join(dir, "cert.pem"), issued.chainPem, 0o644);
         await writeFileAtomic(join(dir, "bundle.pem"), bundlePem(authority.trustedRoots()), 0o644);
       }

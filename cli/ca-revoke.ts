@@ -5,6 +5,7 @@ import { formatDuration } from "../common/duration";
 import { isStintError, StintError } from "../common/errors";
 import { type Command, parseFlags, printJson } from "./command";
 import { caFlagOptions, caHelp, loadConfigFromFlags, openCa } from "./context";
+import { refuseReservedId } from "./spiffe-flag";
 
 /** `stint ca revoke`: revocation on the CA host itself, straight into the store, without the server. */
 
@@ -67,6 +68,7 @@ export const caRevoke: Command = {
     const serialFlag = values.serial as string | undefined;
     const spiffeId = values["spiffe-id"] as string | undefined;
     if (Boolean(serialFlag) === Boolean(spiffeId)) throw usage("give exactly one of --serial or --spiffe-id");
+    if (spiffeId) refuseReservedId("ca revoke", spiffeId);
     if (values.reason === undefined) throw usage(`--reason is required (${REASON_NAMES})`);
     const reason = parseRevocationReason(values.reason);
     const serial = serialFlag ? normalizeSerial(serialFlag) : undefined;

@@ -30,6 +30,7 @@ import {
   rotationContext,
 } from "./context";
 import { listenParts } from "./listen";
+import { listenError } from "./listen-error";
 
 const OWN_FLAGS = {
   "insecure-no-passphrase": { type: "boolean" },
@@ -120,6 +121,8 @@ export const caServe: Command = {
         await mountCrl(authority, log),
         mountFeed(feed),
       ],
+    }).catch((err: unknown) => {
+      throw listenError(err, "HTTPS (listen)", host, port);
     });
     log.info("listening", {
       url: server.url,
@@ -138,6 +141,9 @@ export const caServe: Command = {
           metrics,
           ...listenParts(cfg["crl.httpListen"]),
           limits: listenerLimits(cfg),
+        }).catch((err: unknown) => {
+          const { host: crlHost, port: crlPort } = listenParts(cfg["crl.httpListen"]);
+          throw listenError(err, "CRLs over HTTP (crl.httpListen)", crlHost, crlPort);
         })
       : null;
     if (crlHttp) log.info("serving CRLs over plain HTTP", { url: crlHttp.url });

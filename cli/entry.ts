@@ -2,6 +2,7 @@ import { ADMIN_PATHS, type AdminEntry } from "../acme/admin";
 import { StintError } from "../common/errors";
 import { AdminClient, adminFlagOptions, adminHelp, formatTable, pathWith } from "./admin-client";
 import { type Command, parseFlags, printJson } from "./command";
+import { refuseReservedId } from "./spiffe-flag";
 
 /** `stint entry create|list|delete`: registration entries, through the admin API. */
 
@@ -47,6 +48,7 @@ export const entryCreate: Command = {
     const spiffeId = values["spiffe-id"] as string | undefined;
     const selectors = (values.selector as string[] | undefined) ?? [];
     if (!spiffeId) throw usage("entry create", "--spiffe-id is required");
+    refuseReservedId("entry create", spiffeId);
     if (selectors.length === 0) throw usage("entry create", "give at least one --selector");
     const client = await AdminClient.fromFlags(values);
     const entry = await client.post<AdminEntry>(ADMIN_PATHS.entries, {
