@@ -13,8 +13,13 @@ export const JOIN_TOKEN_DEFAULT_TTL_MS = 10 * 60_000;
 /** Join tokens are meant to be used within minutes; a day is the most a token may live. */
 export const JOIN_TOKEN_MAX_TTL_MS = 24 * 3_600_000;
 
-/** A secret as newJoinToken makes it: 32 bytes in base64url, 43 characters (never a leading "-" since issue 19; older ones may have it). */
-const SECRET = /^[A-Za-z0-9_-]{43}$/;
+/**
+ * A token as newJoinToken makes it: the SPIFFE ID it is for in base64url, a
+ * dot, and 32 random bytes in base64url (43 characters); or, made before the
+ * ID was carried, the 43 characters alone. The whole string is hashed, so an
+ * edited ID makes a token the CA does not know.
+ */
+const TOKEN = /^(?:([A-Za-z0-9_-]{12,2800})\.)?[A-Za-z0-9_-]{43}$/;
 
 export interface NewJoinToken {
   /** Public handle (16 hex digits): in selectors `join_token:<id>`, listings and audit records. */
@@ -45,16 +50,32 @@ export function newJoinToken(opts: NewJoinTokenOptions): NewJoinToken {
     );
   }
   const random = opts.random ?? randomBytes;
-  // A leading "-" makes `--join-token -AEH…` an option to every parser; 1 draw in 64 is redrawn.
-  let secret = random(32).toString("base64url");
-  while (secret.startsWith("-")) secret = random(32).toString("base64url");
+  const spiffeId = parseSpiffeId(opts.spiffeId).uri;
+  // The agent reads its SPIFFE ID from the token, so it needs no --spiffe-id. The token starts with
+  // base64url("spiffe://…") = "c3BpZmZlOi8v…", never with "-", which parsers would take for an option.
+  const secret = `${Buffer.from(spiffeId, "utf8").toString("base64url")}.${random(32).toString("base64url")}`;
   return {
     id: random(8).toString("hex"),
     secret,
     hash: hashJoinToken(secret),
-    spiffeId: parseSpiffeId(opts.spiffeId).uri,
+    spiffeId,
     expiresAt: new Date(opts.now.getTime() + ttlMs),
   };
+}
+
+/**
+ * The SPIFFE ID a token names (not checked: only the CA, which knows the
+ * token's hash, can tell whether it is genuine), or null for a token made
+ * before tokens carried it, or text that is not a token.
+ */
+export function joinTokenSpiffeId(token: string): string | null {
+  const prefix = TOKEN.exec(token)?.[1];
+  if (prefix === undefined) return null;
+  try {
+    return parseSpiffeId(Buffer.from(prefix, "base64url").toString("utf8")).uri;
+  } catch {
+    return null;
+  }
 }
 
 export function hashJoinToken(secret: string): string {
@@ -63,5 +84,5 @@ export function hashJoinToken(secret: string): string {
 
 /** Whether `text` has the shape of a join token secret (not whether it is a valid one). */
 export function looksLikeJoinTokenSecret(text: unknown): text is string {
-  return typeof text === "string" && SECRET.test(text);
+  return typeof text === "string" && TOKEN.test(text);
 }

@@ -40,7 +40,8 @@ export const AGENT_CONFIG = declareConfig([
     key: "spiffeId",
     type: "string",
     default: "",
-    description: "The SPIFFE ID this workload enrolls for (required).",
+    description:
+      "The SPIFFE ID this workload enrolls for; with a join token, the one the token names when empty.",
     validate: (v) => {
       if (v === "") return undefined;
       try {
@@ -218,7 +219,8 @@ export type AgentConfig = ConfigOf<typeof AGENT_CONFIG>;
 function checkAgentConfig(cfg: AgentConfig): string | undefined {
   if (cfg.caUrl === "")
     return "caUrl is required: the CA's address, e.g. --ca-url https://ca.example.com:8443";
-  if (cfg.spiffeId === "")
+  // A join token names its SPIFFE ID (cli/agent-identity.ts); other attestors prove facts, not a name.
+  if (cfg.spiffeId === "" && cfg.attestor !== "join_token")
     return "spiffeId is required: the identity to enroll for, e.g. --spiffe-id spiffe://example.org/web";
   if (cfg.attestor === "x509pop" && (cfg["x509pop.certFile"] === "" || cfg["x509pop.keyFile"] === "")) {
     return "the x509pop attestor needs x509pop.certFile and x509pop.keyFile";

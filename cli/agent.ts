@@ -18,6 +18,7 @@ import { ensureDir, fileError } from "../common/files";
 import { createLogger, type Logger } from "../common/logger";
 import { processMetrics, Registry } from "../common/metrics";
 import { AGENT_CONFIG, type AgentConfig, loadAgentConfig } from "./agent-config";
+import { agentSpiffeId } from "./agent-identity";
 import { type Command, type Options, parseFlags } from "./command";
 import { listenParts } from "./listen";
 
@@ -78,10 +79,11 @@ export const agent: Command = {
     const trustFrom = { stateDir: cfg.stateDir, caUrl: cfg.caUrl, fingerprint: cfg.caFingerprint };
     const trust = values.once === true ? await Trust.load(trustFrom) : await firstTrust(trustFrom, cfg, log);
     if (trust === null) return 0;
+    const spiffeId = await agentSpiffeId(cfg, (values["join-token"] as string | undefined) ?? "");
     const stint = await Agent.open(
       {
         caUrl: cfg.caUrl,
-        spiffeId: cfg.spiffeId,
+        spiffeId,
         dnsNames: cfg.dnsNames,
         stateDir: cfg.stateDir,
         outDir: cfg.outDir,

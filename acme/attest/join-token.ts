@@ -32,7 +32,7 @@ export class JoinTokenAttestor implements Attestor {
     if (!looksLikeJoinTokenSecret(token)) {
       throw new StintError(
         "ERR_MALFORMED",
-        "join_token evidence token is not a join token (43 base64url characters, as `stint token create` prints)",
+        "join_token evidence token is not a join token (as `stint token create` prints it)",
       );
     }
     const hash = hashJoinToken(token);

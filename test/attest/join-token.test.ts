@@ -4,6 +4,8 @@ import { parseSelector } from "../../ca/entries";
 import {
   hashJoinToken,
   JOIN_TOKEN_DEFAULT_TTL_MS,
+  joinTokenSpiffeId,
+  looksLikeJoinTokenSecret,
   type NewJoinToken,
   newJoinToken,
 } from "../../ca/join-token";
@@ -80,11 +82,15 @@ async function refused(
 }
 
 describe("newJoinToken", () => {
-  it("makes an 8-byte hex id, a 32-byte base64url secret stored only as its SHA-256, bound to the canonical ID", () => {
+  it("makes an 8-byte hex id, a token naming its ID and 32 random bytes stored only as its SHA-256, bound to the canonical ID", () => {
     const t = newJoinToken({ spiffeId: ID, now: NOW });
     expect(t.id).toMatch(/^[0-9a-f]{16}$/);
-    expect(t.secret).toMatch(/^[A-Za-z0-9_-]{43}$/);
-    expect(Buffer.from(t.secret, "base64url")).toHaveLength(32);
+    const [named, random] = t.secret.split(".");
+    expect(Buffer.from(named, "base64url").toString()).toBe(ID);
+    expect(random).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(Buffer.from(random, "base64url")).toHaveLength(32);
+    expect(joinTokenSpiffeId(t.secret)).toBe(ID);
+    expect(looksLikeJoinTokenSecret(t.secret)).toBe(true);
     expect(t.hash).toBe(hashJoinToken(t.secret));
     expect(t.hash).toMatch(/^[0-9a-f]{64}$/);
     expect(t.spiffeId).toBe(ID);
@@ -93,15 +99,23 @@ describe("newJoinToken", () => {
     expect(newJoinToken({ spiffeId: ID, now: NOW }).secret).not.toBe(t.secret);
   });
 
-  it("never makes a secret that begins with '-', which command lines would read as an option", () => {
-    // 0xf8 encodes as "-" in base64url's first character: the first draw is refused, the second kept.
-    const draws = [Buffer.alloc(32, 0xf8), Buffer.alloc(32, 0x41)];
-    const random = (n: number) => (n === 32 ? draws.shift()! : Buffer.alloc(n, 1));
-    const t = newJoinToken({ spiffeId: ID, now: NOW, random });
+  it("never makes a token that begins with '-', which command lines would read as an option", () => {
+    // Random bytes that would encode as "-…" on their own: the token still starts with the ID.
+    const t = newJoinToken({ spiffeId: ID, now: NOW, random: (n) => Buffer.alloc(n, 0xf8) });
     expect(Buffer.alloc(32, 0xf8).toString("base64url")[0]).toBe("-");
-    expect(t.secret).toBe(Buffer.alloc(32, 0x41).toString("base64url"));
-    expect(draws).toEqual([]);
-    for (let i = 0; i < 2000; i++) expect(newJoinToken({ spiffeId: ID, now: NOW }).secret[0]).not.toBe("-");
+    expect(t.secret.startsWith("c3BpZmZlOi8v")).toBe(true); // base64url("spiffe://")
+    expect(looksLikeJoinTokenSecret(t.secret)).toBe(true);
+  });
+
+  it("reads the SPIFFE ID a token names, and nothing from older or malformed tokens", () => {
+    const old = Buffer.alloc(32, 7).toString("base64url");
+    expect(looksLikeJoinTokenSecret(old)).toBe(true);
+    expect(joinTokenSpiffeId(old)).toBeNull();
+    const named = (text: string) => `${Buffer.from(text).toString("base64url")}.${old}`;
+    expect(joinTokenSpiffeId(named("spiffe://example.org/db"))).toBe("spiffe://example.org/db");
+    expect(joinTokenSpiffeId(named("https://example.org/db"))).toBeNull();
+    expect(joinTokenSpiffeId(`${named("spiffe://example.org/db")}x`)).toBeNull();
+    expect(looksLikeJoinTokenSecret(`-${old}`)).toBe(false);
   });
 
   it("has a known-answer hash (hex SHA-256 of the UTF-8 secret)", () => {
@@ -210,13 +224,13 @@ describe("join_token attestor", () => {
       attestor.attest({ token: almost.secret }, ctx()),
       almost,
       "ERR_MALFORMED",
-      "join_token evidence token is not a join token (43 base64url characters, as `stint token create` prints)",
+      "join_token evidence token is not a join token (as `stint token create` prints it)",
     );
     await refused(
       attestor.attest({ token: 5 }, ctx()),
       token,
       "ERR_MALFORMED",
-      "join_token evidence token is not a join token (43 base64url characters, as `stint token create` prints)",
+      "join_token evidence token is not a join token (as `stint token create` prints it)",
     );
     await refused(
       attestor.attest({ token: token.secret, extra: 1 }, ctx()),

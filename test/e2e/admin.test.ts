@@ -225,7 +225,12 @@ describe("stint token create", () => {
     );
     expect(token).toEqual({
       id: expect.stringMatching(/^[0-9a-f]{16}$/),
-      token: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/),
+      // The SPIFFE ID it is for, in base64url, then the secret.
+      token: expect.stringMatching(
+        new RegExp(
+          `^${Buffer.from("spiffe://example.org/joiner").toString("base64url")}\\.[A-Za-z0-9_-]{43}$`,
+        ),
+      ),
       spiffeId: "spiffe://example.org/joiner",
       expiresAt: expect.any(String),
       entryId: expect.stringMatching(/^[0-9a-f]{16}$/),
@@ -242,7 +247,7 @@ describe("stint token create", () => {
 
     const text = admin(["token", "create", "--spiffe-id", "spiffe://example.org/joiner2"]);
     expect(text.code).toBe(0);
-    const secret = /^ {2}([A-Za-z0-9_-]{43})$/m.exec(text.stdout)?.[1];
+    const secret = /^ {2}([A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43})$/m.exec(text.stdout)?.[1];
     expect(secret).toBeDefined();
     expect(text.stdout).toMatch(/It is shown only now\./);
 
