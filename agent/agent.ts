@@ -160,6 +160,7 @@ export class Agent {
   async cycle(force = false): Promise<{ renewed: boolean; next: Date }> {
     const now = new Date();
     let bundleChanged = false;
+    let feedChanged = false;
     const refreshDue =
       this.trust.updatedAt === null ||
       now.getTime() - this.trust.updatedAt.getTime() >= this.bundleRefreshMs();
@@ -171,7 +172,7 @@ export class Agent {
     // renews the file's time, which feed-file readers take as its age.
     if (refreshDue || (this.feed === null && now.getTime() - this.feedAttemptAt >= FEED_RETRY_MS)) {
       this.feedAttemptAt = now.getTime();
-      bundleChanged = (await this.syncFeed()) || bundleChanged;
+      feedChanged = await this.syncFeed();
     }
     const held = await this.held();
     this.status.certificateNotAfter = held?.notAfter ?? null;
@@ -190,9 +191,12 @@ export class Agent {
       return { renewed: true, next: this.wakeAt(this.afterIssue ?? now) };
     }
     const crlsChanged = await this.refreshCrls(held.chain, now);
-    if (bundleChanged || crlsChanged) await this.publish(held.chainPem, await this.currentKeyPem());
-    // Servers load CRLs when told to, and refuse every peer once a loaded CRL passes its nextUpdate.
-    if (crlsChanged) await this.reload();
+    if (bundleChanged || feedChanged || crlsChanged)
+      await this.publish(held.chainPem, await this.currentKeyPem());
+    // Servers load bundle.pem and crls.pem only when told to: a new root (root prepare, retire) or CRL
+    // not loaded fails handshakes, and a loaded CRL past its nextUpdate refuses every peer. feed.bin
+    // alone does not reload: its readers (verify/ FeedFile) watch the file.
+    if (bundleChanged || crlsChanged) await this.reload();
     this.status.state = "ok";
     this.status.nextRenewal = at;
     return { renewed: false, next: this.wakeAt(new Date(Math.min(at.getTime(), recheck.getTime()))) };

@@ -162,7 +162,7 @@ export const AGENT_CONFIG = declareConfig([
     type: "string",
     default: "",
     description:
-      'Command run (without a shell) after each switch, e.g. "nginx -s reload"; its exit status is logged.',
+      'Command run (without a shell) after each switch of the set (new certificate, bundle.pem or crls.pem), e.g. "nginx -s reload"; its exit status is logged.',
   },
   {
     key: "signal",

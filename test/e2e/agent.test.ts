@@ -492,6 +492,75 @@ describe("an agent that cannot renew", () => {
   }, 90_000);
 });
 
+describe("the reload hook", () => {
+  it("runs when bundle.pem changes (root prepare), not only when the certificate does", async () => {
+    const dataDir = join(dir, "ca-hook");
+    const outDir = join(dir, "out-hook");
+    const hookLog = join(dir, "hook-bundle.log");
+    const ca = await startServer(CA_ARGS(dataDir, 0));
+    const hook = join(dir, "hook-bundle.js");
+    // Records the certificate and how many roots bundle.pem holds at each reload.
+    writeFileSync(
+      hook,
+      `const fs = require("fs"); const { X509Certificate } = require("crypto");
+       const c = new X509Certificate(fs.readFileSync(process.argv[2] + "/cert.pem"));
+       const roots = fs.readFileSync(process.argv[2] + "/bundle.pem", "utf8").split("BEGIN CERTIFICATE").length - 1;
+       fs.appendFileSync(${JSON.stringify(hookLog)}, c.serialNumber + " " + roots + "\\n");`,
+    );
+    // Without crls.pem, so only bundle.pem changes (CRL changes already ran the hook).
+    const config = join(dir, "agent-hook.json");
+    writeFileSync(config, JSON.stringify({ crls: false }));
+    const agent = startAgent([
+      "--config",
+      config,
+      "--ca-url",
+      ca.url,
+      "--ca-fingerprint",
+      fingerprint(dataDir),
+      "--spiffe-id",
+      SPIFFE_ID,
+      "--state-dir",
+      join(dir, "state-hook"),
+      "--out-dir",
+      outDir,
+      "--join-token-file",
+      joinTokenFile(dataDir, ca.url, "10m"),
+      "--health-listen",
+      "",
+      "--bundle-refresh",
+      "1s",
+      "--exec",
+      `${process.execPath} ${hook} '${outDir}'`,
+    ]);
+    const seen = () => (existsSync(hookLog) ? readFileSync(hookLog, "utf8").trim().split("\n") : []);
+    try {
+      const [first] = await waitFor("the hook after enrollment", () => seen().length >= 1 && seen());
+      const serial = first.split(" ")[0];
+      expect(first).toBe(`${serial} 1`);
+      const prepared = stint([
+        "ca",
+        "root",
+        "prepare",
+        "--json",
+        "--insecure-no-passphrase",
+        "--data-dir",
+        dataDir,
+      ]);
+      expect(prepared.code).toBe(0);
+      // Same certificate, new bundle: the server must be told, or peers under the new root fail.
+      const lines = await waitFor(
+        "the hook after the bundle changed",
+        () => seen().includes(`${serial} 2`) && seen(),
+        20_000,
+      );
+      expect(lines).toEqual([`${serial} 1`, `${serial} 2`]);
+    } finally {
+      await agent.stop();
+      await ca.stop();
+    }
+  }, 60_000);
+});
+
 describe("killed at random points during renewals", () => {
   it("always leaves a complete, matching set (200 kills)", async () => {
     const dataDir = join(dir, "ca-kill");
