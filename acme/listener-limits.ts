@@ -3,6 +3,7 @@ import type { AddressInfo, Socket } from "node:net";
 import { type TLSSocket, Server as TlsServer } from "node:tls";
 import type { Logger } from "../common/logger";
 import type { Registry } from "../common/metrics";
+import { answerParserErrors } from "./parser-errors";
 
 /**
  * Limits that keep slow, idle or numerous connections from holding the CA's
@@ -76,6 +77,8 @@ export function applyListenerLimits(server: HttpServer, limits: ListenerLimits, 
   server.headersTimeout = options.headersTimeout!;
   server.requestTimeout = options.requestTimeout!;
   server.keepAliveTimeout = options.keepAliveTimeout!;
+  // What node's parser refuses (including the 408 of these timeouts) gets a problem document too.
+  answerParserErrors(server);
 
   const perAddress = new Map<string, number>();
   const warned = new Set<string>();
