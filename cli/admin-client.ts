@@ -6,6 +6,7 @@ import { bundlePem } from "../ca/bundle";
 import { openStore } from "../ca/store/open";
 import { type ErrorCode, StintError } from "../common/errors";
 import { parsePemBlocks } from "../formats/pem";
+import { readSavedCa } from "./bootstrap";
 import type { CaConfig } from "./ca-config";
 import type { Options } from "./command";
 import { caFlagOptions, caHelp, loadConfigFromFlags } from "./context";
@@ -29,10 +30,12 @@ const ADMIN_FLAGS = {
 } as const;
 
 const ADMIN_FLAGS_HELP =
-  "  --server URL               the CA's HTTPS address (default from listen, e.g. https://127.0.0.1:8443)\n" +
+  "  --server URL               the CA's HTTPS address (default: saved by `stint ca bootstrap`, else\n" +
+  "                             from listen, e.g. https://127.0.0.1:8443)\n" +
   "  --admin-dir DIR            admin credential (cert.pem, key.pem) (default <dataDir>/admin)\n" +
   "  --ca-file FILE             roots to trust for the server, e.g. <admin-dir>/bundle.pem when the\n" +
-  "                             store is not at hand (default: the roots in the CA's store)";
+  "                             store is not at hand (default: the root `stint ca bootstrap` saved,\n" +
+  "                             else the roots in the CA's store)";
 
 /** Flags of an admin command: its own, the admin connection flags, and the CA settings (dataDir, listen, store). */
 export const adminFlagOptions = (own: Options): Options => caFlagOptions({ ...ADMIN_FLAGS, ...own });
@@ -58,12 +61,16 @@ export class AdminClient {
 
   static async fromFlags(values: FlagValues): Promise<AdminClient> {
     const cfg = loadConfigFromFlags(values);
-    const origin = values.server ? serverOrigin(values.server as string) : originFromListen(cfg.listen);
+    // A CA saved by `stint ca bootstrap` comes before the CA host's own defaults; flags before both.
+    const saved = await readSavedCa();
+    const origin = values.server
+      ? serverOrigin(values.server as string)
+      : (saved?.caUrl ?? originFromListen(cfg.listen));
     const dir = (values["admin-dir"] as string | undefined) ?? join(cfg.dataDir, ADMIN_DIR);
     const { cert, key } = await readCredential(dir);
     const ca = values["ca-file"]
       ? await readText(values["ca-file"] as string, "CA file")
-      : await storeRoots(cfg);
+      : (saved?.rootPem ?? (await storeRoots(cfg)));
     return new AdminClient(origin, { ca, cert, key });
   }
 

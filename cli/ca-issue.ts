@@ -83,6 +83,7 @@ export const caIssue: Command = {
         "  --csr FILE                 PKCS#10 request (PEM or DER); its names, if any, must match the flags\n" +
         "  --out DIR                  write key.pem (0600), cert.pem (leaf + intermediate) and bundle.pem;\n" +
         "                             refuses when any of them exists, unless --force\n" +
+        "  --force                    with --out, replace key.pem, cert.pem and bundle.pem if they exist\n" +
         "  --key-type TYPE            key for --out: ec-p256 (default), ec-p384, ed25519, rsa-2048, rsa-3072,\n" +
         "                             rsa-4096 (policy.keyTypes must allow it)\n" +
         "  --json                     print serial, names and validity as JSON",

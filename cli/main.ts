@@ -7,6 +7,7 @@ import { isStintError } from "../common/errors";
 import { agent } from "./agent";
 import { AGENT_CONFIG } from "./agent-config";
 import { audit } from "./audit";
+import { caBootstrap, caFingerprint } from "./bootstrap";
 import { CA_CONFIG } from "./ca-config";
 import { caAdminCert, caInit } from "./ca-init";
 import { caIntermediateCsr } from "./ca-intermediate-csr";
@@ -30,6 +31,8 @@ export const COMMANDS: readonly Command[] = [
   caRevoke,
   caStatus,
   caAdminCert,
+  caFingerprint,
+  caBootstrap,
   ...ROTATION_COMMANDS,
   caIntermediateCsr,
   rootSign,

@@ -1,0 +1,88 @@
+import "reflect-metadata";
+import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { type ServerProcess, startServer, stint } from "../helpers/cli";
+import { openssl, tempDir } from "../helpers/openssl";
+
+/**
+ * Issue 19: `stint ca bootstrap` as `step ca bootstrap`: a fingerprint (ours or
+ * OpenSSL's colon form) pins the root, the URL and root are saved, and the
+ * admin commands then need neither the CA's store nor --server. A wrong
+ * fingerprint is refused without showing the server's.
+ */
+
+const root = tempDir();
+const dir = join(root, "ca");
+const caEnv = {
+  STINT_CA_PASSPHRASE: "correct horse battery staple",
+  STINT_DATA_DIR: dir,
+  STINT_TRUST_DOMAIN: "example.org",
+};
+// The client: no CA store at hand, its own config directory; only the admin credential is copied over.
+const clientConfig = join(root, "client-config");
+const clientEnv = { STINT_DATA_DIR: join(root, "client"), XDG_CONFIG_HOME: clientConfig };
+let server: ServerProcess;
+let fingerprint: string;
+
+beforeAll(async () => {
+  const init = stint(["ca", "init", "--json"], caEnv);
+  expect(init.code).toBe(0);
+  fingerprint = (JSON.parse(init.stdout) as { rootFingerprint: string }).rootFingerprint;
+  mkdirSync(clientEnv.STINT_DATA_DIR);
+  server = await startServer([], caEnv);
+});
+afterAll(async () => {
+  await server?.stop();
+  rmSync(root, { recursive: true, force: true });
+});
+
+test("stint ca fingerprint prints the root fingerprint ca init printed", () => {
+  expect(stint(["ca", "fingerprint"], caEnv)).toMatchObject({ code: 0, stdout: `${fingerprint}\n` });
+  expect(stint(["ca", "fingerprint", join(dir, "root.pem")], caEnv).stdout).toBe(`${fingerprint}\n`);
+});
+
+test("a fingerprint no root matches is refused, saves nothing, and does not show the real one", () => {
+  const wrong = `sha256:${"ab".repeat(32)}`;
+  const r = stint(["ca", "bootstrap", "--ca-url", server.url, "--fingerprint", wrong], clientEnv);
+  expect(r.code).toBe(1);
+  expect(r.stderr).toContain(`serves no root with fingerprint ${wrong}`);
+  const hex = fingerprint.slice("sha256:".length);
+  for (const shown of [hex, hex.toUpperCase(), hex.match(/../g)!.join(":").toUpperCase()]) {
+    expect(r.stdout + r.stderr).not.toContain(shown);
+  }
+  expect(existsSync(join(clientConfig, "stint"))).toBe(false);
+});
+
+test("a malformed fingerprint is a usage mistake", () => {
+  const r = stint(["ca", "bootstrap", "--ca-url", server.url, "--fingerprint", "sha256:abc"], clientEnv);
+  expect(r.code).toBe(2);
+});
+
+test("bootstrap with OpenSSL's fingerprint form, then admin commands use the saved URL and root", () => {
+  // Without a bootstrap the client has neither the store's roots nor the server's address.
+  const adminDir = ["--admin-dir", join(dir, "admin")];
+  expect(stint(["entry", "list", ...adminDir], clientEnv).code).toBe(1);
+
+  const colon = openssl(["x509", "-in", join(dir, "root.pem"), "-noout", "-fingerprint", "-sha256"]).trim();
+  expect(colon).toMatch(/^sha256 Fingerprint=([0-9A-F]{2}:){31}[0-9A-F]{2}$/i);
+  const r = stint(["ca", "bootstrap", "--ca-url", server.url, "--fingerprint", colon], clientEnv);
+  expect(r).toMatchObject({ code: 0, stderr: "" });
+  expect(r.stdout).toContain(fingerprint);
+
+  expect(stint(["ca", "fingerprint"], clientEnv)).toMatchObject({ code: 0, stdout: `${fingerprint}\n` });
+  const created = stint(
+    ["entry", "create", ...adminDir, "--spiffe-id", "spiffe://example.org/web", "--selector", "k8s:ns:prod"],
+    clientEnv,
+  );
+  expect(created).toMatchObject({ code: 0, stderr: "" });
+  expect(stint(["entry", "list", ...adminDir], clientEnv).stdout).toContain("spiffe://example.org/web");
+
+  // A second bootstrap does not silently replace the first.
+  const again = stint(["ca", "bootstrap", "--ca-url", server.url, "--fingerprint", fingerprint], clientEnv);
+  expect(again.code).toBe(1);
+  expect(again.stderr).toContain("--force");
+  expect(
+    stint(["ca", "bootstrap", "--ca-url", server.url, "--fingerprint", fingerprint, "--force"], clientEnv)
+      .code,
+  ).toBe(0);
+});
