@@ -205,15 +205,6 @@ async function daemon(stint: Agent, cfg: AgentConfig, log: Logger, forceFirst: b
   processMetrics(registry);
   agentMetrics(registry, () => stint.status);
   if (cfg.crls) crlMetrics(registry, () => stint.status);
-  const health =
-    cfg.healthListen === ""
-      ? null
-      : await startHealthServer({
-          listen: listenParts(cfg.healthListen),
-          status: () => stint.status,
-          registry,
-        });
-  if (health) log.info("health endpoint listening", { url: health.url });
 
   let stopped = false;
   let forced = forceFirst;
@@ -233,7 +224,18 @@ async function daemon(stint: Agent, cfg: AgentConfig, log: Logger, forceFirst: b
   process.on("SIGHUP", onHup);
   process.once("SIGTERM", onTerm);
   process.once("SIGINT", onInt);
+  // Handlers first: a SIGHUP sent when the health endpoint reports listening must renew, not end the agent.
+  let health: Awaited<ReturnType<typeof startHealthServer>> | null = null;
   try {
+    health =
+      cfg.healthListen === ""
+        ? null
+        : await startHealthServer({
+            listen: listenParts(cfg.healthListen),
+            status: () => stint.status,
+            registry,
+          });
+    if (health) log.info("health endpoint listening", { url: health.url });
     await stint.run({
       stopped: () => stopped,
       forced: () => {
