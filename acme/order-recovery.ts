@@ -104,16 +104,20 @@ export class OrderRecovery {
   /** Recovers every processing order before the listener opens, then sweeps on the timer. */
   async start(): Promise<void> {
     await this.sweep(() => true);
-    this.timer = setInterval(() => {
-      this.running ??= this.sweep((o) => this.previous.has(o.id))
-        .catch((err) =>
-          this.opts.log.error("order recovery failed; retrying at the next sweep", { error: err }),
-        )
-        .finally(() => {
-          this.running = null;
-        });
-    }, this.opts.intervalMs);
+    this.timer = setInterval(() => void this.tick(), this.opts.intervalMs);
     this.timer.unref();
+  }
+
+  /** One timer sweep (public so tests step it): orders processing since the previous one are recovered. */
+  tick(): Promise<void> {
+    this.running ??= this.sweep((o) => this.previous.has(o.id))
+      .catch((err) =>
+        this.opts.log.error("order recovery failed; retrying at the next sweep", { error: err }),
+      )
+      .finally(() => {
+        this.running = null;
+      });
+    return this.running;
   }
 
   async stop(): Promise<void> {
