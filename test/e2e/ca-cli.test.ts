@@ -241,7 +241,17 @@ describe("stint ca issue", () => {
     const seqs: number[] = [];
     const issueOne = () => {
       const r = stint(
-        ["ca", "issue", "--spiffe-id", "spiffe://example.org/seq", "--out", join(root, "seq"), "--json"],
+        // --force: the same --out directory each time (ca issue refuses to replace files otherwise)
+        [
+          "ca",
+          "issue",
+          "--spiffe-id",
+          "spiffe://example.org/seq",
+          "--out",
+          join(root, "seq"),
+          "--force",
+          "--json",
+        ],
         ca.env,
       );
       expect(r.code).toBe(0);
@@ -354,7 +364,8 @@ describe("failures that must change nothing", () => {
     const before = snapshot(dir);
     for (const cmd of [
       ["ca", "status"],
-      ["ca", "issue", "--spiffe-id", "spiffe://example.org/x", "--out", join(root, "never")],
+      // Not "never": the corrupt-key test's last issue wrote there, and --out does not replace files.
+      ["ca", "issue", "--spiffe-id", "spiffe://example.org/x", "--out", join(root, "never-bad-store")],
     ]) {
       const r = stint([...cmd, "--data-dir", dir], { STINT_CA_PASSPHRASE: PASS });
       expect(r.code).toBe(1);
