@@ -11,7 +11,7 @@ import { StintError } from "../common/errors";
 import { ensureDir, writeFileAtomic, writeSecretFile } from "../common/files";
 import { ADMIN_DIR, adminFiles } from "./admin-client";
 import type { CaConfig } from "./ca-config";
-import { type Command, parseFlags, printJson } from "./command";
+import { type Command, flagValue, parseFlags, printJson } from "./command";
 import {
   caFlagOptions,
   caHelp,
@@ -207,7 +207,9 @@ export const caAdminCert: Command = {
       caFlagOptions({ ttl: { type: "string" }, json: { type: "boolean" } }),
     );
     const cfg = loadConfigFromFlags(values);
-    const ttlMs = values.ttl ? parseDuration(values.ttl as string) : undefined;
+    const ttlMs = values.ttl
+      ? flagValue("ca admin-cert", "ttl", () => parseDuration(values.ttl as string))
+      : undefined;
     const { store, authority } = await openCa(cfg, values);
     try {
       const out = await issueAdminCredential(authority, store, cfg.dataDir, { ttlMs });

@@ -8,7 +8,7 @@ import { parseDuration } from "../common/duration";
 import { StintError } from "../common/errors";
 import { ensureDir, writeFileAtomic, writeSecretFile } from "../common/files";
 import { parsePemBlocks } from "../formats/pem";
-import { type Command, parseFlags, printJson } from "./command";
+import { type Command, flagValue, parseFlags, printJson } from "./command";
 import { caFlagOptions, caHelp, loadConfigFromFlags, openCa } from "./context";
 import { refuseReservedId } from "./spiffe-flag";
 
@@ -97,7 +97,9 @@ export const caIssue: Command = {
       throw usage("give exactly one of --csr FILE or --out DIR");
     if (values.out && values.force !== true) await refuseOverwrite(values.out as string);
     const dnsNames = (values.dns as string[] | undefined) ?? [];
-    const ttlMs = values.ttl ? parseDuration(values.ttl as string) : undefined;
+    const ttlMs = values.ttl
+      ? flagValue("ca issue", "ttl", () => parseDuration(values.ttl as string))
+      : undefined;
     const cfg = loadConfigFromFlags(values);
 
     let spki: Buffer;

@@ -3,7 +3,7 @@ import { parseRevocationReason, REVOCATION_REASONS, revocationReasonName } from 
 import type { CertificateRecord, Store } from "../ca/store";
 import { formatDuration } from "../common/duration";
 import { isStintError, StintError } from "../common/errors";
-import { type Command, parseFlags, printJson } from "./command";
+import { type Command, flagValue, parseFlags, printJson } from "./command";
 import { caFlagOptions, caHelp, loadConfigFromFlags, openCa } from "./context";
 import { refuseReservedId } from "./spiffe-flag";
 
@@ -70,7 +70,7 @@ export const caRevoke: Command = {
     if (Boolean(serialFlag) === Boolean(spiffeId)) throw usage("give exactly one of --serial or --spiffe-id");
     if (spiffeId) refuseReservedId("ca revoke", spiffeId);
     if (values.reason === undefined) throw usage(`--reason is required (${REASON_NAMES})`);
-    const reason = parseRevocationReason(values.reason);
+    const reason = flagValue("ca revoke", "reason", () => parseRevocationReason(values.reason));
     const serial = serialFlag ? normalizeSerial(serialFlag) : undefined;
     const cfg = loadConfigFromFlags(values);
 

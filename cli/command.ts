@@ -1,5 +1,5 @@
 import { type ParseArgsConfig, parseArgs } from "node:util";
-import { StintError } from "../common/errors";
+import { isStintError, StintError } from "../common/errors";
 
 /** One `stint` subcommand: its help text and what it runs. */
 export interface Command {
@@ -27,6 +27,19 @@ export function parseFlags(argv: string[], options: Options, allowPositionals = 
   } catch (err) {
     const msg = err instanceof Error ? err.message.split("\n")[0] : String(err);
     throw new StintError("ERR_USAGE", msg.replace(/\. To specify a positional argument.*$/, ""));
+  }
+}
+
+/**
+ * Parses one flag's value; a value the parser refuses is a usage mistake
+ * (exit 2), whatever code the parser gives it elsewhere.
+ */
+export function flagValue<T>(command: string, flag: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    if (!isStintError(err)) throw err;
+    throw new StintError("ERR_USAGE", `--${flag}: ${err.message} (see stint ${command} --help)`);
   }
 }
 

@@ -85,3 +85,15 @@ test("an unknown command exits 2", () => {
   expect(stint(["ca", "rotat"], env).code).toBe(2);
   expect(stint(["nonsense"], env).code).toBe(2);
 });
+
+test.each([
+  ["ca", "issue", "--spiffe-id", "spiffe://example.org/a", "--out", "unused", "--ttl", "abc"],
+  ["ca", "admin-cert", "--ttl", "soon"],
+  ["ca", "revoke", "--serial", "01", "--reason", "bogus"],
+  ["ca", "taint", "0011223344556677", "--revoke-at", "later"],
+])("a malformed flag value is a usage mistake too: stint %s %s %s", (...args) => {
+  const r = stint(args, env);
+  expect(r.code).toBe(2);
+  expect(r.stderr.trim().split("\n")).toHaveLength(1);
+  expect(r.stderr).toContain("--help");
+});
