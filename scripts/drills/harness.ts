@@ -121,7 +121,7 @@ export function runDrill<S extends Record<string, number>>(spec: DrillSpec<S>): 
       drill: spec.name,
       size,
       ok,
-      command: `npm run drill:${spec.name} --${process.argv.length > 2 ? ` ${process.argv.slice(2).join(" ")}` : ""}`,
+      command: `npm run drill:${spec.name}${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`,
       seconds: elapsed(started),
       settings,
       zeros: result.zeros,
