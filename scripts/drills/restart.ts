@@ -1,0 +1,136 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { STORE_FILE } from "../../ca/store/open";
+import { freePort, mintJoinTokens } from "../bench/acme-load/servers";
+import { runDrill, sleep } from "./harness";
+import { IssuanceLoad } from "./issuance";
+import { CaServer, stintJson } from "./processes";
+import { sqliteIntegrity } from "./store-check";
+
+/**
+ * The CA killed with SIGKILL again and again while clients enroll with join
+ * tokens, then started once more: nothing may be left half-done. A token
+ * spent without the authorization it validated (stranded), or an order left
+ * "processing" after the restart (stuck), would need an administrator.
+ *   npm run drill:restart [-- --short] [--kills 10] [--workers 8]
+ */
+
+interface Settings extends Record<string, number> {
+  kills: number;
+  workers: number;
+}
+
+const TD = "restart.example";
+const SERVE_FLAGS = [
+  "--insecure-no-passphrase",
+  "--acme-rate-limit-per-address",
+  "0",
+  "--acme-rate-limit-per-account",
+  "0",
+];
+
+/** What a crash can strand, read from the store file after the final start's recovery. */
+function stranded(dataDir: string) {
+  const db = new Database(join(dataDir, STORE_FILE), { readonly: true, fileMustExist: true });
+  try {
+    const count = (sql: string) => (db.prepare(sql).get() as { n: number }).n;
+    return {
+      // Spent, yet no attestation names it: the enrollment it paid for never happened.
+      strandedTokens: count(`SELECT count(*) AS n FROM join_tokens AS t WHERE t.used_at IS NOT NULL
+        AND NOT EXISTS (SELECT 1 FROM attestations AS a WHERE a.evidence = 'join_token:' || t.id)`),
+      stuckOrders: count("SELECT count(*) AS n FROM orders WHERE status = 'processing'"),
+      tokensSpent: count("SELECT count(*) AS n FROM join_tokens WHERE used_at IS NOT NULL"),
+      ordersByStatus: Object.fromEntries(
+        (
+          db.prepare("SELECT status, count(*) AS n FROM orders GROUP BY status").all() as {
+            status: string;
+            n: number;
+          }[]
+        ).map((r) => [r.status, r.n]),
+      ),
+    };
+  } finally {
+    db.close();
+  }
+}
+
+runDrill<Settings>({
+  name: "restart",
+  about:
+    "Kills the CA with SIGKILL at random moments while clients enroll with join tokens and renew, starts it\n" +
+    "again each time, then once more, and counts what was left half-done: join tokens spent for no\n" +
+    "authorization (stranded) and orders still processing (stuck). Both must be 0.",
+  settings: {
+    kills: { full: 10, short: 3, help: "kills of the CA" },
+    workers: { full: 8, short: 4, help: "concurrent ACME clients" },
+  },
+  deadlineSeconds: { full: 600, short: 150 },
+  async run(ctx) {
+    const dataDir = join(ctx.tempDir("restart"), "ca");
+    const env = { STINT_DATA_DIR: dataDir, STINT_TRUST_DOMAIN: TD };
+    stintJson(["ca", "init", "--insecure-no-passphrase"], env);
+    const ca = new CaServer("ca", [...SERVE_FLAGS, "--listen", `127.0.0.1:${await freePort()}`], env);
+    ctx.onCleanup(() => ca.stop());
+    await ca.start();
+    const { kills, workers } = ctx.settings;
+    const ids = Array.from(
+      { length: Math.max(workers * 4, (kills + 2) * workers * 3) },
+      (_, i) => `spiffe://${TD}/w/${i}`,
+    );
+    const tokens = await mintJoinTokens(dataDir, ca.url, ids, ctx.log);
+    const load = new IssuanceLoad({
+      directoryUrl: `${ca.url}/acme/directory`,
+      ca: readFileSync(join(dataDir, "root.pem"), "utf8"),
+      workers,
+      tokens: tokens.map((token, i) => ({ token, spiffeId: ids[i] })),
+      // Mostly new enrollments: they are what spends tokens and finalizes orders.
+      renewalsPerOrder: 0,
+      log: ctx.log,
+    });
+    load.start();
+    let done = 0;
+    for (; done < kills && !ctx.overdue(); done++) {
+      const base = load.count;
+      const until = Date.now() + 30_000;
+      while (load.count < base + 2 && Date.now() < until) await sleep(20);
+      await sleep(Math.random() * 800);
+      await ca.kill9();
+      await sleep(Math.random() * 500);
+      await ca.start();
+      ctx.log(`kill ${done + 1}/${kills}: back after ${load.count} certificates`);
+    }
+    const base = load.count;
+    const until = Date.now() + 30_000;
+    while (load.count < base + workers && Date.now() < until) await sleep(50);
+    const issuance = await load.stop();
+    // The last kill may have come mid-finalize: one more start runs the recovery, as a supervisor would.
+    await ca.kill9();
+    await ca.start();
+    // ca serve installs its SIGTERM handler just after logging "listening": a stop sooner is a kill.
+    await sleep(1000);
+    const stopCode = await ca.stop();
+    const left = stranded(dataDir);
+    const integrity = sqliteIntegrity(dataDir);
+    return {
+      zeros: {
+        strandedTokens: left.strandedTokens,
+        stuckOrders: left.stuckOrders,
+        crashes: ca.unexpectedExits,
+        uncleanStops: stopCode === 0 ? 0 : 1,
+        integrityProblems: integrity === "ok" ? 0 : 1,
+        noCertificates: issuance.certificatesReceived > 0 ? 0 : 1,
+      },
+      figures: {
+        kills: done,
+        stopCode,
+        certificatesReceived: issuance.certificatesReceived,
+        tokensSpent: left.tokensSpent,
+        ordersByStatus: left.ordersByStatus,
+        clientsSawStuckOrders: issuance.ordersStuckProcessing,
+        ordersAbandoned: issuance.ordersAbandoned,
+        requestsInterrupted: issuance.requestsInterrupted,
+      },
+    };
+  },
+});
