@@ -91,6 +91,12 @@ export interface OrderRecoveryOptions {
   log: Logger;
   /** How often the timer sweeps; an order is recovered after processing for one to two of these. */
   intervalMs: number;
+  /**
+   * Other processes share the store (PostgreSQL replicas): a finalize may be
+   * under way on one of them when this one starts, so the start sweep only
+   * notes the processing orders and the timer's rule decides, as for the rest.
+   */
+  sharedStore?: boolean;
 }
 
 /** The sweep at start and on a timer; `ca serve` runs it. */
@@ -101,9 +107,9 @@ export class OrderRecovery {
 
   constructor(private readonly opts: OrderRecoveryOptions) {}
 
-  /** Recovers every processing order before the listener opens, then sweeps on the timer. */
+  /** Recovers every processing order before the listener opens (alone on its store), then sweeps on the timer. */
   async start(): Promise<void> {
-    await this.sweep(() => true);
+    await this.sweep(() => this.opts.sharedStore !== true);
     this.timer = setInterval(() => void this.tick(), this.opts.intervalMs);
     this.timer.unref();
   }

@@ -100,7 +100,12 @@ export const caServe: Command = {
     });
     await issuerWatch.start();
     // Before the listener opens: a client retrying a finalize the last run was killed in must find its order ready.
-    const recovery = new OrderRecovery({ store, log, intervalMs: ORDER_RECOVERY_INTERVAL_MS });
+    const recovery = new OrderRecovery({
+      store,
+      log,
+      intervalMs: ORDER_RECOVERY_INTERVAL_MS,
+      sharedStore: isPostgresUrl(cfg["store.url"]),
+    });
     await recovery.start();
     const { host, port } = listenParts(cfg.listen);
     const server = await startCaServer({

@@ -103,3 +103,14 @@ it("on its timer, recovers only orders already processing at the previous sweep"
   await recovery.stop();
   expect(lines.filter((l) => l.includes("recovered orders left processing"))).toHaveLength(1);
 });
+
+it("with a shared store, leaves an order processing at start to the timer's rule (another replica may be finalizing it)", async () => {
+  const log = createLogger({ level: "error", component: "ca", stream: { write: () => true } });
+  await processingOrder("replica", "dns");
+  const recovery = new OrderRecovery({ store, log, intervalMs: 3_600_000, sharedStore: true });
+  await recovery.start();
+  expect(await store.getOrder("replica")).toMatchObject({ status: "processing" });
+  await recovery.tick();
+  expect(await store.getOrder("replica")).toMatchObject({ status: "ready" });
+  await recovery.stop();
+});
