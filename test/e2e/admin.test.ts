@@ -403,7 +403,7 @@ describe("bad input changes nothing", () => {
     [
       "the admin SPIFFE ID",
       ["entry", "create", "--spiffe-id", ADMIN_ID, "--selector", "k8s:ns:prod"],
-      /^stint entry create: SPIFFE IDs under spiffe:\/\/example\.org\/stint\/ are reserved for the CA's own certificates; choose another path$/,
+      /^stint entry create: SPIFFE IDs under \/stint\/ are reserved for the CA's own certificates \(entry create refuses them\); choose another path, or run `stint ca admin-cert` to replace the admin certificate$/,
     ],
     [
       "a DNS name outside policy",

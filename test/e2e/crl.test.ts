@@ -55,8 +55,11 @@ function freePort(): Promise<number> {
   });
 }
 
+let issued = 0;
+
+/** A certificate for spiffe://example.org/<name>, each in its own --out directory (ca issue never replaces files). */
 function issue(name: string, dns: string[] = []): Identity {
-  const out = join(dir, name);
+  const out = join(dir, `${name}-${++issued}`);
   const args = ["ca", "issue", "--spiffe-id", `spiffe://example.org/${name}`, "--out", out, "--json"];
   const r = stint([...args, ...dns.flatMap((d) => ["--dns", d])], env());
   expect(r).toMatchObject({ code: 0, stderr: "" });
