@@ -52,17 +52,15 @@ const fail = (message: string): never => {
 /** Reads a DER CRL; ERR_DER when it is not one, or carries a critical extension this reader does not know. */
 export function readCrl(input: Uint8Array): CrlFacts {
   const raw = Buffer.from(input.buffer, input.byteOffset, input.length);
-  const list = der.expectTlv(raw, 0, der.Tag.SEQUENCE, "CertificateList");
-  if (list.end !== raw.length) fail("trailing bytes after the CRL");
-  const outer = der.children(raw, list);
-  if (
-    outer.length !== 3 ||
-    outer[0].tag !== der.Tag.SEQUENCE ||
-    outer[1].tag !== der.Tag.SEQUENCE ||
-    outer[2].tag !== der.Tag.BIT_STRING
-  ) {
-    fail("not SEQUENCE { tbsCertList, signatureAlgorithm, signatureValue }");
-  }
+  const outer = der.signedParts(
+    raw,
+    {
+      outer: "CertificateList",
+      noun: "the CRL",
+      shape: "not SEQUENCE { tbsCertList, signatureAlgorithm, signatureValue }",
+    },
+    fail,
+  );
   const fields = der.children(raw, outer[0]);
   let i = 0;
   if (fields[0]?.tag === der.Tag.INTEGER) {

@@ -272,3 +272,27 @@ export function decodeTime(buf: Uint8Array, t: Tlv): Date {
   if (t.tag === Tag.UTC_TIME) year += year < 50 ? 2000 : 1900;
   return new Date(Date.UTC(year, Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])));
 }
+
+/**
+ * The three parts of an X.509 SIGNED{} structure (a certificate, a CRL):
+ * to-be-signed, signatureAlgorithm, signatureValue, filling the whole input.
+ * `fail` throws in the calling reader's own words.
+ */
+export function signedParts(
+  raw: Buffer,
+  names: { outer: string; noun: string; shape: string },
+  fail: (message: string) => never,
+): [Tlv, Tlv, Tlv] {
+  const whole = expectTlv(raw, 0, Tag.SEQUENCE, names.outer);
+  if (whole.end !== raw.length) fail(`trailing bytes after ${names.noun}`);
+  const [tbs, alg, bits, ...rest] = children(raw, whole);
+  if (
+    rest.length > 0 ||
+    tbs?.tag !== Tag.SEQUENCE ||
+    alg?.tag !== Tag.SEQUENCE ||
+    bits?.tag !== Tag.BIT_STRING
+  ) {
+    fail(names.shape);
+  }
+  return [tbs, alg, bits];
+}

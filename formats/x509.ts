@@ -134,17 +134,15 @@ const fail = (message: string): never => {
 /** Reads a DER certificate; ERR_DER when it is not one, or has a field this reader cannot make sense of. */
 export function readCertificate(input: Uint8Array): CertificateFacts {
   const raw = Buffer.from(input.buffer, input.byteOffset, input.length);
-  const cert = der.expectTlv(raw, 0, der.Tag.SEQUENCE, "Certificate");
-  if (cert.end !== raw.length) fail("trailing bytes after the certificate");
-  const outer = der.children(raw, cert);
-  if (
-    outer.length !== 3 ||
-    outer[0].tag !== der.Tag.SEQUENCE ||
-    outer[1].tag !== der.Tag.SEQUENCE ||
-    outer[2].tag !== der.Tag.BIT_STRING
-  ) {
-    fail("Certificate is not SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }");
-  }
+  const outer = der.signedParts(
+    raw,
+    {
+      outer: "Certificate",
+      noun: "the certificate",
+      shape: "Certificate is not SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }",
+    },
+    fail,
+  );
   const fields = der.children(raw, outer[0]);
   let i = 0;
   let version = 1;
