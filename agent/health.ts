@@ -1,6 +1,7 @@
 import { createServer, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { StintError } from "../common/errors";
+import { listenError } from "../common/listen-error";
 import type { Logger } from "../common/logger";
 import { CONTENT_TYPE, type Registry } from "../common/metrics";
 
@@ -193,16 +194,14 @@ export function startHealthServer(opts: HealthServerOptions): Promise<HealthServ
   return new Promise((resolve, reject) => {
     const { host, port } = opts.listen;
     const onListenError = (err: NodeJS.ErrnoException) => {
+      const failure = listenError(err, "health", host, port);
+      if (failure !== err) return reject(failure);
       const where = `${host.includes(":") ? `[${host}]` : host}:${port}`;
-      const why =
-        err.code === "EADDRINUSE"
-          ? "the address is already in use"
-          : err.code === "EADDRNOTAVAIL"
-            ? "no local interface has that address"
-            : err.code === "EACCES"
-              ? "permission denied (ports below 1024 need privileges)"
-              : (err.code ?? err.message);
-      reject(new StintError("ERR_CONFIG", `cannot serve health on ${where}: ${why}`, { cause: err }));
+      reject(
+        new StintError("ERR_CONFIG", `cannot serve health on ${where}: ${err.code ?? err.message}`, {
+          cause: err,
+        }),
+      );
     };
     server.once("error", onListenError);
     server.listen(port, host, () => {

@@ -14,6 +14,7 @@ import { fingerprintSha256 } from "../ca/keys";
 import { isPostgresUrl, openStore, STORE_FILE } from "../ca/store/open";
 import { configSummary } from "../common/config";
 import { StintError } from "../common/errors";
+import { listenError } from "../common/listen-error";
 import { createLogger, type Logger } from "../common/logger";
 import { processMetrics, Registry } from "../common/metrics";
 import { acmeDeps } from "./acme-setup";
@@ -30,7 +31,9 @@ import {
   rotationContext,
 } from "./context";
 import { listenParts } from "./listen";
-import { listenError } from "./listen-error";
+
+/** Said after "the address is already in use" for the CA's listeners. */
+const BUSY_HINT = "another stint ca serve, or another server, listens there";
 
 const OWN_FLAGS = {
   "insecure-no-passphrase": { type: "boolean" },
@@ -127,7 +130,7 @@ export const caServe: Command = {
         mountFeed(feed),
       ],
     }).catch((err: unknown) => {
-      throw listenError(err, "HTTPS (listen)", host, port);
+      throw listenError(err, "HTTPS (listen)", host, port, BUSY_HINT);
     });
     log.info("listening", {
       url: server.url,
@@ -148,7 +151,7 @@ export const caServe: Command = {
           limits: listenerLimits(cfg),
         }).catch((err: unknown) => {
           const { host: crlHost, port: crlPort } = listenParts(cfg["crl.httpListen"]);
-          throw listenError(err, "CRLs over HTTP (crl.httpListen)", crlHost, crlPort);
+          throw listenError(err, "CRLs over HTTP (crl.httpListen)", crlHost, crlPort, BUSY_HINT);
         })
       : null;
     if (crlHttp) log.info("serving CRLs over plain HTTP", { url: crlHttp.url });
