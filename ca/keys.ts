@@ -14,6 +14,7 @@ import { readFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { StintError } from "../common/errors";
 import { fileError } from "../common/files";
+import { issuerIdFromKeyId } from "../formats/crl";
 import * as der from "../formats/der";
 import { RSA_PUBLIC_EXPONENT } from "../formats/key-bounds";
 import { toPem } from "../formats/pem";
@@ -108,10 +109,12 @@ export function subjectKeyIdentifier(key: KeyObject): Buffer {
   return keyIdentifier(publicKey.export({ type: "spki", format: "der" }));
 }
 
-/** Issuer ids are the first 8 bytes of the SKI in lowercase hex (see IssuerRecord.id). */
-export function issuerIdFromSki(ski: Uint8Array): string {
-  return Buffer.from(ski.subarray(0, 8)).toString("hex");
-}
+/**
+ * Issuer ids are the first 8 bytes of the SKI in lowercase hex (see
+ * IssuerRecord.id); agents derive the same id from an AKI to fetch
+ * /crl/<id>.crl, so the rule lives once, in formats/crl.ts.
+ */
+export const issuerIdFromSki = issuerIdFromKeyId;
 
 // ---------- private keys at rest ----------
 
