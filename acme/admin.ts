@@ -1,7 +1,7 @@
 import { createHash, randomBytes, X509Certificate } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Authority } from "../ca/authority";
-import { parseEnrollableId, parseSelectors } from "../ca/entries";
+import { parseEnrollableId, parseEntryParent, parseSelectors } from "../ca/entries";
 import { newJoinToken } from "../ca/join-token";
 import { dnsNameAllowed, normalizeDnsName, validityWindow } from "../ca/policy";
 import { parseRevocationReason, revocationReasonName } from "../ca/revocation";
@@ -148,7 +148,9 @@ export function mountAdmin(deps: AdminDeps): (router: Router, origin: string) =>
 
   const createEntry = async (r: AdminRequest, entry: EntryRecord, details: Record<string, unknown> = {}) => {
     const same = (await store.listEntries({ spiffeId: entry.spiffeId })).find(
-      (e) => e.selectors.join("\n") === entry.selectors.join("\n"),
+      (e) =>
+        e.selectors.join("\n") === entry.selectors.join("\n") &&
+        (e.parent ?? null) === (entry.parent ?? null),
     );
     if (same) {
       throw new StintError(
@@ -178,14 +180,16 @@ export function mountAdmin(deps: AdminDeps): (router: Router, origin: string) =>
         "POST",
         ADMIN_PATHS.entries,
         route(async (r) => {
-          const body = await readJson(r.req, ["spiffeId", "selectors", "dnsNames", "ttl"]);
+          const body = await readJson(r.req, ["spiffeId", "selectors", "dnsNames", "ttl", "parent"]);
+          const selectors = parseSelectors(body.selectors);
           const entry: EntryRecord = {
             id: newEntryId(),
             spiffeId: entrySpiffeId(body.spiffeId),
-            selectors: parseSelectors(body.selectors),
+            selectors,
             dnsNames: entryDnsNames(body.dnsNames),
             ttlMs: certTtl("ttl", body.ttl, r.now),
             createdAt: r.now,
+            parent: parseEntryParent(body.parent, authority.trustDomain, selectors),
           };
           await createEntry(r, entry);
           r.res.setHeader("location", `${origin}${ADMIN_PATHS.entries}/${entry.id}`);
@@ -469,6 +473,8 @@ export interface AdminEntry {
   /** Certificate lifetime as a duration ("30m"); null means the policy default. */
   ttl: string | null;
   createdAt: string;
+  /** The node agent that alone may obtain it (agent API); absent for ordinary entries. */
+  parent?: string;
 }
 
 export interface AdminJoinToken {
@@ -527,6 +533,7 @@ function entryJson(e: EntryRecord): AdminEntry {
     dnsNames: e.dnsNames,
     ttl: e.ttlMs === null ? null : formatDuration(e.ttlMs),
     createdAt: e.createdAt.toISOString(),
+    ...(e.parent ? { parent: e.parent } : {}),
   };
 }
 

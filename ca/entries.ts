@@ -17,6 +17,8 @@ export interface RegistrationEntry {
   /** Certificate lifetime for this entry; null means the policy default. */
   ttlMs: number | null;
   createdAt: Date;
+  /** The node agent's SPIFFE ID: served only to it, through the agent API; null/absent for ordinary entries. */
+  parent?: string | null;
 }
 
 /** SPIFFE paths under /stint are the CA's own (its server and admin certificates). */
@@ -50,6 +52,8 @@ interface SelectorKind {
 const K8S_NAME = /^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$/;
 const DNS_LABEL = "[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?";
 const DNS_NAME = new RegExp(`^(?:\\*\\.)?${DNS_LABEL}(?:\\.${DNS_LABEL})*$`);
+// What useradd/groupadd accept (shadow-utils), which also keeps names free of separators and spaces.
+const UNIX_NAME = /^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,30}\$?$/;
 
 const SELECTOR_KINDS: readonly SelectorKind[] = [
   { prefix: "join_token:", value: /^[0-9a-f]{16}$/, hint: "the token id, 16 lowercase hex digits" },
@@ -64,9 +68,24 @@ const SELECTOR_KINDS: readonly SelectorKind[] = [
     value: /^[0-9a-f]{64}$/,
     hint: "the SHA-256 of the CA certificate's DER, 64 lowercase hex digits",
   },
+  // Unix workload attestation by a node agent (the kernel's peer credentials and /proc); values as the kernel reports them.
+  { prefix: "unix:uid:", value: /^(?:0|[1-9][0-9]{0,9})$/, hint: "a numeric user id" },
+  { prefix: "unix:gid:", value: /^(?:0|[1-9][0-9]{0,9})$/, hint: "a numeric group id" },
+  { prefix: "unix:user:", value: UNIX_NAME, hint: "a user name (letters, digits, ., _, -; at most 32)" },
+  { prefix: "unix:group:", value: UNIX_NAME, hint: "a group name (letters, digits, ., _, -; at most 32)" },
+  {
+    prefix: "unix:path:",
+    value: /^\/[^\p{Cc}]{0,4095}$/u,
+    hint: "an absolute path to the executable, starting with /",
+  },
+  {
+    prefix: "unix:sha256:",
+    value: /^[0-9a-f]{64}$/,
+    hint: "the SHA-256 of the executable, 64 lowercase hex digits",
+  },
 ];
 
-const MAX_SELECTOR_LENGTH = 2100;
+const MAX_SELECTOR_LENGTH = 4200;
 
 /** Why `text` is not a valid selector, or null when it is one. Never throws. */
 export function selectorProblem(text: unknown): string | null {
@@ -125,6 +144,8 @@ export function findAuthorizingEntry(
 ): RegistrationEntry | null {
   let best: RegistrationEntry | null = null;
   for (const entry of entries) {
+    // A parented entry is its agent's to serve (acme/agent-api.ts): no ACME attestation ever lends it.
+    if (entry.parent) continue;
     if (entry.spiffeId !== spiffeId || !entryMatches(entry, produced)) continue;
     if (best === null || preferred(entry, best)) best = entry;
   }
@@ -144,13 +165,15 @@ function preferred(a: RegistrationEntry, b: RegistrationEntry): boolean {
  * digest moved, so an entry deleted or changed meanwhile never lends its grant.
  */
 export function entryHash(
-  entry: Pick<RegistrationEntry, "spiffeId" | "selectors" | "dnsNames" | "ttlMs">,
+  entry: Pick<RegistrationEntry, "spiffeId" | "selectors" | "dnsNames" | "ttlMs" | "parent">,
 ): string {
+  // The parent only when there is one, so entries made before schema 6 keep their recorded hashes.
   const text = JSON.stringify([
     entry.spiffeId,
     [...entry.selectors].sort(),
     [...entry.dnsNames].sort(),
     entry.ttlMs,
+    ...(entry.parent ? [entry.parent] : []),
   ]);
   return `sha256:${createHash("sha256").update(text).digest("hex")}`;
 }
@@ -186,4 +209,28 @@ export function entryRefusal(
   const missing = dnsNames.filter((n) => !entry.dnsNames.includes(n));
   if (missing.length > 0) return `${which} no longer lists ${missing.join(", ")}`;
   return null;
+}
+
+/**
+ * An entry's parent as an API request gives it (a node agent's SPIFFE ID in
+ * this trust domain, or absent), checked against its selectors: unix:*
+ * selectors are proven only by a node agent on the workload's host, so an
+ * entry with them and no parent could never authorize anything.
+ */
+export function parseEntryParent(
+  value: unknown,
+  trustDomain: string,
+  selectors: readonly string[],
+): string | null {
+  if (value !== undefined && value !== null && typeof value !== "string") {
+    throw new StintError("ERR_MALFORMED", "parent must be a string: the node agent's SPIFFE ID");
+  }
+  const parent = value ? parseWorkloadId(value, trustDomain).uri : null;
+  if (parent === null && selectors.some((s) => s.startsWith("unix:"))) {
+    throw new StintError(
+      "ERR_MALFORMED",
+      "unix:* selectors are proven by a node agent: give the entry a parent (the agent's SPIFFE ID)",
+    );
+  }
+  return parent;
 }

@@ -105,6 +105,12 @@ export interface EntryRecord {
   /** Certificate lifetime for this workload; null means the policy default. */
   ttlMs: number | null;
   createdAt: Date;
+  /**
+   * The node agent's SPIFFE ID (schema 6): only that agent may obtain this
+   * entry's SVIDs, through the agent API (acme/agent-api.ts), never through
+   * ACME orders. Null or absent: an ordinary entry.
+   */
+  parent?: string | null;
 }
 
 export interface JoinTokenRecord {
@@ -209,8 +215,8 @@ export interface AcmeStateStore {
 
   createEntry(entry: EntryRecord, audit: AuditEvent): Promise<void>;
   getEntry(id: string): Promise<EntryRecord | null>;
-  /** Entries in (spiffeId, createdAt, id) order. */
-  listEntries(filter: { spiffeId?: string }): Promise<EntryRecord[]>;
+  /** Entries in (spiffeId, createdAt, id) order; `parent`: only those parented to this agent ID. */
+  listEntries(filter: { spiffeId?: string; parent?: string }): Promise<EntryRecord[]>;
   /** ERR_NOT_FOUND when there is no such entry. */
   deleteEntry(id: string, audit: AuditEvent): Promise<void>;
 

@@ -11,15 +11,18 @@ const CREATE_FLAGS = {
   selector: { type: "string", multiple: true },
   dns: { type: "string", multiple: true },
   ttl: { type: "string" },
+  parent: { type: "string" },
   json: { type: "boolean" },
 } as const;
 
 const usage = (cmd: string, msg: string) => new StintError("ERR_USAGE", `${msg} (see stint ${cmd} --help)`);
 
 function describe(e: AdminEntry): string {
-  const extra = [e.dnsNames.length ? `dns ${e.dnsNames.join(",")}` : "", e.ttl ? `ttl ${e.ttl}` : ""].filter(
-    Boolean,
-  );
+  const extra = [
+    e.dnsNames.length ? `dns ${e.dnsNames.join(",")}` : "",
+    e.ttl ? `ttl ${e.ttl}` : "",
+    e.parent ? `parent ${e.parent}` : "",
+  ].filter(Boolean);
   return `${e.id}  ${e.spiffeId}  ${e.selectors.join(",")}${extra.length ? `  ${extra.join("  ")}` : ""}`;
 }
 
@@ -29,18 +32,23 @@ export const entryCreate: Command = {
   examples: [
     "stint entry create --spiffe-id spiffe://stint.internal/web --selector k8s:ns:prod --selector k8s:sa:web",
     "stint entry create --spiffe-id spiffe://stint.internal/api --selector x509pop:san:dns:api.internal --dns api.internal --ttl 30m",
+    "stint entry create --spiffe-id spiffe://stint.internal/web --parent spiffe://stint.internal/node/host1 --selector unix:uid:1001",
   ],
   help: () =>
     adminHelp(
-      "stint entry create --spiffe-id ID --selector S [--selector S]... [--dns NAME]... [--ttl 1h] [options]",
+      "stint entry create --spiffe-id ID --selector S [--selector S]... [--dns NAME]... [--ttl 1h] [--parent AGENT_ID] [options]",
       "Creates a registration entry: a workload whose attestation produced ALL of the selectors may\n" +
         "obtain a certificate for the SPIFFE ID (and the DNS names). Selectors: join_token:<id>,\n" +
         "k8s:ns:<namespace>, k8s:sa:<service account>, k8s:pod:<pod>, x509pop:subject:cn:<cn>,\n" +
-        "x509pop:san:dns:<name>, x509pop:san:uri:<uri>, x509pop:ca:fingerprint:<sha256 hex>.",
+        "x509pop:san:dns:<name>, x509pop:san:uri:<uri>, x509pop:ca:fingerprint:<sha256 hex>;\n" +
+        "for node agents (with --parent): unix:uid:<n>, unix:gid:<n>, unix:user:<name>, unix:group:<name>,\n" +
+        "unix:path:<absolute path>, unix:sha256:<hex of the executable>.",
       "  --spiffe-id ID             the identity, spiffe://<trust domain>/<path> (required)\n" +
         "  --selector S               a selector the workload must have; repeat for more (at least one)\n" +
         "  --dns NAME                 a DNS name its certificates may carry; repeat for more\n" +
         "  --ttl DURATION             certificate lifetime for this workload, e.g. 30m (default policy.defaultTtl)\n" +
+        "  --parent AGENT_ID          only the node agent with this SPIFFE ID may obtain it, for a workload on\n" +
+        "                             its host that proves the selectors (never through ACME orders)\n" +
         "  --json                     print the entry as JSON",
     ),
   async run(argv) {
@@ -56,11 +64,12 @@ export const entryCreate: Command = {
       selectors,
       ...(values.dns ? { dnsNames: values.dns } : {}),
       ...(values.ttl ? { ttl: values.ttl } : {}),
+      ...(values.parent ? { parent: values.parent } : {}),
     });
     if (values.json) printJson(entry);
     else
       console.log(
-        `Created entry ${entry.id} for ${entry.spiffeId} (selectors: ${entry.selectors.join(", ")})`,
+        `Created entry ${entry.id} for ${entry.spiffeId} (selectors: ${entry.selectors.join(", ")}${entry.parent ? `; parent ${entry.parent}` : ""})`,
       );
     return 0;
   },
@@ -73,7 +82,7 @@ export const entryList: Command = {
   help: () =>
     adminHelp(
       "stint entry list [--spiffe-id ID] [--json] [options]",
-      "Lists registration entries in SPIFFE ID order: id, SPIFFE ID, selectors, DNS names, TTL.",
+      "Lists registration entries in SPIFFE ID order: id, SPIFFE ID, selectors, DNS names, TTL, parent.",
       "  --spiffe-id ID             only entries for this SPIFFE ID\n" +
         "  --json                     print the entries as a JSON array",
     ),
@@ -95,8 +104,13 @@ export const entryList: Command = {
         e.selectors.join(","),
         e.dnsNames.join(",") || "-",
         e.ttl ?? "default",
+        e.parent ?? "-",
       ]);
-      console.log(formatTable([["ID", "SPIFFE ID", "SELECTORS", "DNS", "TTL"], ...rows]));
+      // The PARENT column only when a node agent's entries are among them, so other listings stay narrow.
+      const parented = page.entries.some((e) => e.parent);
+      const header = ["ID", "SPIFFE ID", "SELECTORS", "DNS", "TTL", "PARENT"];
+      const table = [header, ...rows].map((row) => (parented ? row : row.slice(0, 5)));
+      console.log(formatTable(table));
     }
     return 0;
   },

@@ -71,6 +71,7 @@ export interface EntryRow {
   dns_names: string[];
   ttl_ms: number | null;
   created_at: number;
+  parent: string | null;
 }
 
 export function accountFromRow(r: AccountRow): AccountRecord {
@@ -137,6 +138,8 @@ export function entryFromRow(r: EntryRow): EntryRecord {
     dnsNames: r.dns_names,
     ttlMs: r.ttl_ms,
     createdAt: new Date(r.created_at),
+    // Only when set, so an ordinary entry reads back exactly as it was written.
+    ...(r.parent !== null && { parent: r.parent }),
   };
 }
 
@@ -191,7 +194,7 @@ export function attestationParams(a: AttestationRecord): unknown[] {
 }
 
 export function entryParams(e: EntryRecord): unknown[] {
-  return [e.id, e.spiffeId, e.selectors, e.dnsNames, e.ttlMs, e.createdAt.getTime()];
+  return [e.id, e.spiffeId, e.selectors, e.dnsNames, e.ttlMs, e.createdAt.getTime(), e.parent ?? null];
 }
 
 export function joinTokenParams(t: JoinTokenRecord): unknown[] {

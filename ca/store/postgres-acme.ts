@@ -355,7 +355,7 @@ export class PostgresAcmeState implements AcmeStateStore {
     return this.host.write(async (tx) => {
       try {
         await tx.query(
-          `INSERT INTO entries (${ENTRY_COLUMNS}) VALUES (${placeholders(6)})`,
+          `INSERT INTO entries (${ENTRY_COLUMNS}) VALUES (${placeholders(7)})`,
           entryParams(entry),
         );
       } catch (err) {
@@ -372,9 +372,13 @@ export class PostgresAcmeState implements AcmeStateStore {
     return rows.length === 0 ? null : entryFromRow(rows[0]);
   }
 
-  async listEntries(filter: { spiffeId?: string }): Promise<EntryRecord[]> {
+  async listEntries(filter: { spiffeId?: string; parent?: string }): Promise<EntryRecord[]> {
     const [where, params] =
-      filter.spiffeId === undefined ? ["", []] : [" WHERE spiffe_id = $1", [filter.spiffeId]];
+      filter.parent !== undefined
+        ? [" WHERE parent = $1", [filter.parent]]
+        : filter.spiffeId === undefined
+          ? ["", []]
+          : [" WHERE spiffe_id = $1", [filter.spiffeId]];
     const rows = await this.host.run<EntryRow>(
       `SELECT ${ENTRY_COLUMNS} FROM entries${where} ORDER BY spiffe_id, created_at, id`,
       params,

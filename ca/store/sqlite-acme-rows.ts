@@ -80,6 +80,7 @@ export interface EntryRow {
   dns_names: string;
   ttl_ms: number | null;
   created_at: number;
+  parent: string | null;
 }
 
 export function accountFromRow(r: AccountRow): AccountRecord {
@@ -146,6 +147,8 @@ export function entryFromRow(r: EntryRow): EntryRecord {
     dnsNames: JSON.parse(r.dns_names) as string[],
     ttlMs: r.ttl_ms,
     createdAt: new Date(r.created_at),
+    // Only when set, so an ordinary entry reads back exactly as it was written.
+    ...(r.parent !== null && { parent: r.parent }),
   };
 }
 
@@ -213,6 +216,7 @@ export function entryParams(e: EntryRecord) {
     dnsNames: JSON.stringify(e.dnsNames),
     ttlMs: e.ttlMs,
     createdAt: e.createdAt.getTime(),
+    parent: e.parent ?? null,
   };
 }
 
@@ -285,7 +289,7 @@ export function prepareAcmeStatements(db: Database.Database) {
     ),
 
     insertEntry: db.prepare<ReturnType<typeof entryParams>>(
-      `INSERT INTO entries (${ENTRY_COLUMNS}) VALUES (@id, @spiffeId, @selectors, @dnsNames, @ttlMs, @createdAt)`,
+      `INSERT INTO entries (${ENTRY_COLUMNS}) VALUES (@id, @spiffeId, @selectors, @dnsNames, @ttlMs, @createdAt, @parent)`,
     ),
     getEntry: db.prepare<[string], EntryRow>(`SELECT ${ENTRY_COLUMNS} FROM entries WHERE id = ?`),
     listEntries: db.prepare<[], EntryRow>(
@@ -293,6 +297,9 @@ export function prepareAcmeStatements(db: Database.Database) {
     ),
     listEntriesOf: db.prepare<[string], EntryRow>(
       `SELECT ${ENTRY_COLUMNS} FROM entries WHERE spiffe_id = ? ORDER BY spiffe_id, created_at, id`,
+    ),
+    listEntriesByParent: db.prepare<[string], EntryRow>(
+      `SELECT ${ENTRY_COLUMNS} FROM entries WHERE parent = ? ORDER BY spiffe_id, created_at, id`,
     ),
     deleteEntry: db.prepare<[string]>("DELETE FROM entries WHERE id = ?"),
 

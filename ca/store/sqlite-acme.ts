@@ -332,10 +332,14 @@ export class SqliteAcmeState implements AcmeStateStore {
     return row === undefined ? null : entryFromRow(row);
   }
 
-  async listEntries(filter: { spiffeId?: string }): Promise<EntryRecord[]> {
+  async listEntries(filter: { spiffeId?: string; parent?: string }): Promise<EntryRecord[]> {
     this.host.assertOpen();
     const rows =
-      filter.spiffeId === undefined ? this.st.listEntries.all() : this.st.listEntriesOf.all(filter.spiffeId);
+      filter.parent !== undefined
+        ? this.st.listEntriesByParent.all(filter.parent)
+        : filter.spiffeId === undefined
+          ? this.st.listEntries.all()
+          : this.st.listEntriesOf.all(filter.spiffeId);
     return rows.map(entryFromRow);
   }
 

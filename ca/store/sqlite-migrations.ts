@@ -261,6 +261,15 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX orders_processing ON orders (created_at, id) WHERE status = 'processing';
     `,
   },
+  {
+    version: 6,
+    description: "registration entries: the node agent (parent) allowed to obtain them",
+    sql: `
+      ALTER TABLE entries ADD COLUMN parent TEXT;
+      -- Partial: the agent API lists one agent's entries; ordinary entries have no parent and cost nothing.
+      CREATE INDEX entries_parent ON entries (parent, spiffe_id, created_at, id) WHERE parent IS NOT NULL;
+    `,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

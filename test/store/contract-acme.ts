@@ -387,6 +387,23 @@ export function acmeStoreContract(
       expect(await auditActions()).toEqual([...Array(5).fill("entry.create"), "entry.delete"]);
     });
 
+    it("keeps an entry's parent and lists one node agent's entries (schema 6)", async () => {
+      const node = "spiffe://example.org/node/host1";
+      const entries = [
+        { ...entry("p2", "spiffe://example.org/web", later(2)), parent: node },
+        { ...entry("p1", "spiffe://example.org/api", later(1)), parent: node },
+        { ...entry("p3", "spiffe://example.org/db", later(3)), parent: "spiffe://example.org/node/host2" },
+        entry("p4", "spiffe://example.org/web", later(4)),
+      ];
+      for (const e of entries) await store.createEntry(e, event("entry.create", e.id));
+      await reopen();
+      expect((await store.listEntries({ parent: node })).map((e) => e.id)).toEqual(["p1", "p2"]);
+      expect(await store.getEntry("p1")).toEqual(entries[1]);
+      expect(await store.getEntry("p4")).toEqual(entries[3]);
+      expect((await store.getEntry("p4"))?.parent).toBeUndefined();
+      expect(await store.listEntries({ parent: "spiffe://example.org/node/none" })).toEqual([]);
+    });
+
     it("consumes a join token once, and tells used, expired and unknown tokens apart", async () => {
       const t = joinToken("00112233aabbccdd");
       const expiring = joinToken("ffeeddcc44332211", { expiresAt: later(5 * MINUTE) });

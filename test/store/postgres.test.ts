@@ -50,6 +50,8 @@ bindingStoreContract(
       await db.query(statement);
     },
     toSchema3: [
+      "DROP INDEX entries_parent",
+      "ALTER TABLE entries DROP COLUMN parent",
       "DROP TABLE certificate_bindings",
       "DROP TABLE attestations",
       "DROP FUNCTION stint_append_only()",

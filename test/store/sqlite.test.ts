@@ -58,6 +58,8 @@ bindingStoreContract("sqlite", () => SqliteStore.open(freshPath(), { create: tru
     }
   },
   toSchema3: [
+    "DROP INDEX entries_parent",
+    "ALTER TABLE entries DROP COLUMN parent",
     "DROP TABLE certificate_bindings",
     "DROP TABLE attestations",
     "ALTER TABLE authorizations DROP COLUMN attestation_id",
