@@ -6,12 +6,13 @@ import { type Cert, criticalProblem, describe, issuerProblem, keyIdsAgree, keyOf
 
 /** The roots a verifier trusts. Immutable; a new bundle is a new object. */
 export class TrustBundle {
-  readonly anchors: readonly X509Certificate[];
   private readonly bySubject = new Map<string, Cert[]>();
   private readonly ders = new Set<string>();
 
-  private constructor(private readonly certs: Cert[]) {
-    this.anchors = certs.map((c) => c.x509);
+  private constructor(
+    private readonly certs: Cert[],
+    readonly anchors: readonly X509Certificate[],
+  ) {
     for (const c of certs) {
       const key = c.facts.subject.toString("base64");
       this.bySubject.set(key, [...(this.bySubject.get(key) ?? []), c]);
@@ -27,12 +28,15 @@ export class TrustBundle {
   static from(input: string | Buffer | readonly Uint8Array[]): TrustBundle {
     const ders = bundleDers(input);
     if (ders.length === 0) throw new StintError("ERR_CONFIG", "trust bundle: it holds no certificate");
+    const anchors: X509Certificate[] = [];
     const certs = ders.map((d, i) => {
       const role = `root ${i + 1}`;
       let c: Cert;
       try {
         const facts = readCertificate(d);
-        c = { x509: new X509Certificate(d), facts, role };
+        const x509 = new X509Certificate(d);
+        anchors.push(x509);
+        c = { x509, facts, role };
         keyOf(c);
       } catch (err) {
         const why = isStintError(err) ? err.message : "not an X.509 certificate with a key Node can use";
@@ -44,12 +48,12 @@ export class TrustBundle {
       if (problem) throw new StintError("ERR_CONFIG", `trust bundle: ${describe(c)} ${problem}`);
       return c;
     });
-    return new TrustBundle(certs);
+    return new TrustBundle(certs, anchors);
   }
 
   /** The roots as PEM text (what TLS options and feed checks take). */
   toPem(): string {
-    return this.certs.map((c) => toPem("CERTIFICATE", c.x509.raw)).join("");
+    return this.certs.map((c) => toPem("CERTIFICATE", c.facts.der)).join("");
   }
 
   /** Roots whose subject is `child`'s issuer and whose key id (if both sides carry one) matches. */

@@ -1,5 +1,6 @@
-import type { KeyObject, X509Certificate } from "node:crypto";
+import { type KeyObject, X509Certificate } from "node:crypto";
 import { type CertificateFacts, extensionName, KeyUsage, OID, unhandledCritical } from "../formats/x509";
+import { publicKeyOf } from "./signature";
 
 // What the path validator's modules share: a parsed certificate, refusals, and rules for every certificate.
 
@@ -18,22 +19,35 @@ export type ChainFailureCode =
   | "spiffe";
 
 export interface Cert {
-  x509: X509Certificate;
   facts: CertificateFacts;
   role: string;
-  /** Read lazily: the public key costs an object per access, so it is taken once. */
+  /** Read lazily, and only for a certificate that signs (or a key type the DER alone cannot tell). */
   key?: KeyObject;
+  /** Node's parse, built only to print a name in a reason: on the way to a verdict it is never needed. */
+  x509?: X509Certificate | null;
 }
 
 export const keyOf = (c: Cert): KeyObject => {
-  c.key ??= c.x509.publicKey;
+  c.key ??= publicKeyOf(c.facts.spki);
   return c.key;
 };
+
+/** Node's one-line text of the subject or issuer name, for reasons; "" when Node cannot read the certificate. */
+export function nameOfField(c: Cert, field: "subject" | "issuer"): string {
+  if (c.x509 === undefined) {
+    try {
+      c.x509 = new X509Certificate(c.facts.der);
+    } catch {
+      c.x509 = null;
+    }
+  }
+  return nameText(c.x509?.[field]);
+}
 
 /** "CN=Example Root, O=example.org", or the SPIFFE ID for a leaf that has one. */
 function nameOf(c: Cert): string {
   if (c.role === "leaf" && c.facts.uris.length === 1) return printable(c.facts.uris[0]);
-  return nameText(c.x509.subject) || "empty subject";
+  return nameOfField(c, "subject") || "empty subject";
 }
 
 export const describe = (c: Cert): string => `${c.role} certificate (${nameOf(c)})`;

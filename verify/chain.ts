@@ -13,6 +13,7 @@ import {
   refuse,
   type Usage,
 } from "./cert";
+import type { CaMemo } from "./memo";
 import { nameConstraintProblem, unsupportedConstraint } from "./names";
 import { findPath } from "./path";
 import { type CompiledPolicy, DEFAULT_POLICY, MAX_CHAIN } from "./policy";
@@ -72,6 +73,8 @@ export interface ChainOptions {
   policy?: CompiledPolicy;
   /** Incremented per signature check, so tests and metrics can see the expensive work. */
   counters?: { signatures: number };
+  /** CA certificates read and signatures checked before, by the same verifier (verify/memo.ts). */
+  memo?: CaMemo;
 }
 
 /** Validates `chain` (DER, leaf first) against `bundle`. Never throws, whatever the input. */
@@ -102,21 +105,25 @@ function validate(chain: readonly Uint8Array[], bundle: TrustBundle, opts: Chain
   if (chain.length > MAX_CHAIN) {
     refuse("malformed", `the chain has ${chain.length} certificates; at most ${MAX_CHAIN} are accepted`);
   }
-  const presented = chain.map((d, i) => parse(d, i === 0 ? "leaf" : `intermediate ${i}`));
+  const presented = chain.map((d, i) => parse(d, i === 0 ? "leaf" : `intermediate ${i}`, opts.memo));
   const policy = opts.policy ?? DEFAULT_POLICY;
-  const found = findPath(presented, bundle, { policy, counters: opts.counters }, (path, anchor) =>
-    checkPath(path, anchor, opts, policy),
-  );
+  const search = { policy, counters: opts.counters, memo: opts.memo };
+  const found = findPath(presented, bundle, search, (path, anchor) => checkPath(path, anchor, opts, policy));
   const { path, anchor } = found;
   const leaf = path[0];
   const cas = [...path.slice(1), anchor];
   const keyId = (c: Cert): string =>
     (c.facts.subjectKeyId ?? computedKeyId(c.facts.spki)).subarray(0, 8).toString("hex");
   const times = [...path, anchor].map((c) => c.facts);
+  let leafX509: X509Certificate | undefined;
   return {
     ok: true,
     spiffeId: found.result,
-    leaf: leaf.x509,
+    // Built on first use: no caller on the verify path needs Node's parse of the leaf.
+    get leaf() {
+      leafX509 ??= new X509Certificate(leaf.facts.der);
+      return leafX509;
+    },
     issuerId: leaf.facts.authorityKeyId?.subarray(0, 8).toString("hex") ?? keyId(cas[0]),
     sequence: decodeSerial(leaf.facts.serial)?.sequence ?? null,
     notAfter: leaf.facts.notAfter,
@@ -143,12 +150,12 @@ function checkPath(path: Cert[], anchor: Cert, opts: ChainOptions, policy: Compi
   return spiffeId;
 }
 
-function parse(der: Uint8Array, role: string): Cert {
+function parse(der: Uint8Array, role: string, memo: CaMemo | undefined): Cert {
   try {
     if (!(der instanceof Uint8Array)) throw new TypeError("not bytes");
-    // Our strict reader first: it refuses malformed input for a fraction of what Node's parser costs.
-    const facts = readCertificate(der);
-    return { x509: new X509Certificate(der), facts, role };
+    // Our strict reader is the only parse: Node's X509Certificate costs more than a signature check.
+    const facts = memo && role !== "leaf" ? memo.read(der) : readCertificate(der);
+    return { facts, role };
   } catch (err) {
     const why = isStintError(err, "ERR_DER") ? err.message : "it is not a DER X.509 certificate";
     return refuse("malformed", `the ${role} certificate cannot be read: ${why}`);

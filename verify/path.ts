@@ -1,7 +1,9 @@
 import { algorithmText, signatureAlgorithmName } from "./algorithms";
 import type { TrustBundle } from "./bundle";
-import { type Cert, describe, keyIdsAgree, keyOf, nameText, Refusal } from "./cert";
+import { type Cert, describe, keyIdsAgree, keyOf, nameOfField, Refusal } from "./cert";
+import type { CaMemo } from "./memo";
 import type { CompiledPolicy } from "./policy";
+import { signatureVerifies } from "./signature";
 
 /**
  * Path building (RFC 4158 in small): TLS peers send intermediates in any
@@ -34,6 +36,8 @@ export interface Found<T> {
 export interface SearchOptions {
   policy: CompiledPolicy;
   counters?: { signatures: number };
+  /** Signatures of CA certificates that verified before (the verifier's memory); none without it. */
+  memo?: CaMemo;
 }
 
 /**
@@ -63,6 +67,11 @@ export function findPath<T>(
   const signedBy = (child: Cert, issuer: Cert): boolean => {
     const known = verified.get(child)?.get(issuer);
     if (known !== undefined) return known;
+    if (opts.memo?.verified(child, issuer)) {
+      if (!verified.has(child)) verified.set(child, new Map());
+      verified.get(child)?.set(issuer, true);
+      return true;
+    }
     if (signatures >= MAX_SIGNATURES) {
       stopped = `gave up after ${MAX_SIGNATURES} signature checks`;
       return false;
@@ -71,12 +80,13 @@ export function findPath<T>(
     if (opts.counters) opts.counters.signatures++;
     let ok: boolean;
     try {
-      ok = child.x509.verify(keyOf(issuer));
+      ok = signatureVerifies(child.facts, keyOf(issuer));
     } catch {
       ok = false;
     }
     if (!verified.has(child)) verified.set(child, new Map());
     verified.get(child)?.set(issuer, ok);
+    if (ok) opts.memo?.remember(child, issuer);
     return ok;
   };
 
@@ -121,7 +131,7 @@ export function findPath<T>(
       );
     }
 
-    const unused = presented.filter((c) => !path.includes(c) && !bundle.contains(c.x509.raw));
+    const unused = presented.filter((c) => !path.includes(c) && !bundle.contains(c.facts.der));
     const issuers = unused.filter(
       (c) => c.facts.subject.equals(child.facts.issuer) && keyIdsAgree(child.facts, c.facts),
     );
@@ -160,7 +170,7 @@ export function findPath<T>(
   throw new Refusal("untrusted", `no path to a trusted root was found: path building ${stopped ?? "failed"}`);
 }
 
-const issuerText = (c: Cert): string => nameText(c.x509.issuer) || "an empty name";
+const issuerText = (c: Cert): string => nameOfField(c, "issuer") || "an empty name";
 
 function noIssuer(child: Cert, unused: Cert[]): Refusal {
   const whose = `(whose issuer is ${issuerText(child)})`;

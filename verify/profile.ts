@@ -3,6 +3,7 @@ import { keyTypeOf } from "./algorithms";
 import { type Cert, criticalProblem, describe, keyOf, refuse } from "./cert";
 import { constraintProblem, sanProblem } from "./names";
 import { CA_KEYS, type CompiledPolicy } from "./policy";
+import { fixedShapeKeyType } from "./signature";
 
 /**
  * The RFC 5280 rules every certificate on a path must follow on its own,
@@ -142,7 +143,9 @@ function checkConstraintsAndAccess(c: Cert, at: Position): void {
 function checkKey(c: Cert, allowed: ReadonlySet<string>, what: string): void {
   let key: ReturnType<typeof keyTypeOf>;
   try {
-    key = keyTypeOf(keyOf(c));
+    // The common key types follow from the SPKI's bytes; only unusual ones need a KeyObject.
+    const fixed = fixedShapeKeyType(c.facts.spki);
+    key = fixed ? { type: fixed, text: fixed } : keyTypeOf(keyOf(c));
   } catch {
     refuse("bad-key", `${describe(c)} has a public key this verifier cannot read`);
   }

@@ -14,6 +14,7 @@ import {
   type Usage,
   validateChain,
 } from "./chain";
+import { CaMemo } from "./memo";
 
 /**
  * The verifier a service holds: path validation against the trust bundle,
@@ -169,6 +170,7 @@ export function createVerifier(opts: VerifierOptions): Verifier {
   const byChain = new Lru<CacheEntry>(cacheSize);
   const byLeaf = new Lru<CacheEntry>(cacheSize);
   const counters = { signatures: 0 };
+  const memo = new CaMemo();
   let hits = 0;
   let misses = 0;
 
@@ -185,7 +187,7 @@ export function createVerifier(opts: VerifierOptions): Verifier {
       return entry.result;
     }
     misses++;
-    const result = validateChain(ders, bundle, { usage, now, clockSkew, policy, counters });
+    const result = validateChain(ders, bundle, { usage, now, clockSkew, policy, counters, memo });
     if (result.ok) {
       const e = { result, validFrom: result.validFrom.getTime(), validUntil: result.validUntil.getTime() };
       byChain.set(key, e);
@@ -341,6 +343,7 @@ export function createVerifier(opts: VerifierOptions): Verifier {
   const clear = () => {
     byChain.clear();
     byLeaf.clear();
+    memo.clear();
   };
 
   return {
