@@ -1,22 +1,31 @@
 import { KeyObject } from "node:crypto";
+import pino from "pino";
+import { prettyFactory } from "pino-pretty";
 import { StintError } from "./errors";
 
 /**
- * Structured logs: one JSON object per line,
- * {"time","level","component","msg",...fields}. Keys, tokens and evidence must
- * never reach a log, so fields are copied through a redactor rather than
- * trusted: secret-looking keys at any depth, key material and binary data are
- * replaced before serialization.
+ * Structured logs through pino: one JSON object per line,
+ * {"level","time","component","msg",...fields}, or with format "pretty" one
+ * human line per record (pino-pretty), for a terminal. Keys, tokens and
+ * evidence must never reach a log, so fields are copied through a redactor
+ * before pino sees them: pino's own redaction takes fixed paths, and a secret
+ * may sit under any key at any depth. Secret-looking keys, key material and
+ * binary data are replaced before serialization.
  */
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
+/** The log.format setting: "auto" is "pretty" when stderr is a terminal, "json" otherwise. */
+export const LOG_FORMATS = ["auto", "json", "pretty"] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
 
 export type LogFields = Readonly<Record<string, unknown>>;
 type LogFn = (msg: string, fields?: LogFields) => void;
 
 export interface Logger {
   readonly level: LogLevel;
+  /** The format lines are written in ("auto" already resolved). */
+  readonly format: "json" | "pretty";
   debug: LogFn;
   info: LogFn;
   warn: LogFn;
@@ -27,13 +36,25 @@ export interface Logger {
   child(fields: LogFields): Logger;
 }
 
+type Stream = { write(chunk: string): unknown; isTTY?: boolean };
+
 export interface LoggerOptions {
   level?: LogLevel;
   /** Anything with write(string); process.stderr by default. */
-  stream?: { write(chunk: string): unknown };
+  stream?: Stream;
+  /** "json" by default; "auto" picks "pretty" when the stream is a terminal. */
+  format?: LogFormat;
+  /** Colours in the pretty format; by default when the stream is a terminal and NO_COLOR is unset. */
+  colors?: boolean;
   component: string;
   /** Injected for tests. */
   now?: () => Date;
+}
+
+/** "auto" resolved against the stream lines will be written to. */
+export function resolveLogFormat(format: LogFormat, stream: Stream = process.stderr): "json" | "pretty" {
+  if (format !== "auto") return format;
+  return stream.isTTY === true ? "pretty" : "json";
 }
 
 const SECRET_KEY = /pass|secret|token|key|evidence|authorization|jws|private/i;
@@ -68,37 +89,74 @@ export function isSecretKey(key: string): boolean {
 const noop: LogFn = () => {};
 
 export function createLogger(opts: LoggerOptions): Logger {
-  return build(opts, opts.component, {});
+  const stream = opts.stream ?? process.stderr;
+  const format = resolveLogFormat(opts.format ?? "json", stream);
+  const now = opts.now ?? (() => new Date());
+  const out = pino(
+    {
+      level: opts.level ?? "info",
+      base: null,
+      // The envelope is level, time, then the record the wrapper builds: component and msg first.
+      timestamp: () => `,"time":"${now().toISOString()}"`,
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    format === "pretty" ? prettyStream(stream, opts.colors ?? defaultColors(stream)) : stream,
+  );
+  return build(out, format, opts.component, {});
 }
 
-function build(opts: LoggerOptions, component: string, base: Record<string, unknown>): Logger {
-  const min = LOG_LEVELS.indexOf(opts.level ?? "info");
-  const stream = opts.stream ?? process.stderr;
-  const now = opts.now ?? (() => new Date());
-  const withStacks = min === 0;
+function build(
+  out: pino.Logger,
+  format: "json" | "pretty",
+  component: string,
+  base: Record<string, unknown>,
+): Logger {
+  const withStacks = out.isLevelEnabled("debug");
   const emitter = (level: LogLevel): LogFn => {
-    // Disabled levels get a shared no-op, so a suppressed call costs one function call.
-    if (LOG_LEVELS.indexOf(level) < min) return noop;
+    // Disabled levels get a shared no-op, so a suppressed call costs one function call and reads no field.
+    if (!out.isLevelEnabled(level)) return noop;
     return (msg, fields) => {
-      const line: Record<string, unknown> = { time: now().toISOString(), level, component, msg, ...base };
-      if (fields) addFields(line, fields, withStacks);
-      stream.write(`${JSON.stringify(line)}\n`);
+      // msg inside the object (not pino's msg argument) keeps it before the fields, where people look.
+      const record: Record<string, unknown> = { component, msg, ...base };
+      if (fields) addFields(record, fields, withStacks);
+      out[level](record);
     };
   };
   return {
-    level: LOG_LEVELS[min]!,
+    level: out.level as LogLevel,
+    format,
     debug: emitter("debug"),
     info: emitter("info"),
     warn: emitter("warn"),
     error: emitter("error"),
-    enabled: (level) => LOG_LEVELS.indexOf(level) >= min,
+    enabled: (level) => out.isLevelEnabled(level),
     child(fields) {
       const { component: sub, ...rest } = fields;
       const merged = { ...base };
       addFields(merged, rest, withStacks);
-      return build(opts, typeof sub === "string" ? sub : component, merged);
+      return build(out, format, typeof sub === "string" ? sub : component, merged);
     },
   };
+}
+
+function defaultColors(stream: Stream): boolean {
+  return stream.isTTY === true && !process.env["NO_COLOR"];
+}
+
+/**
+ * One line per record for a terminal: time, level, component, message, then
+ * the fields as compact JSON. Written synchronously, like the JSON lines, so a
+ * crash loses no line.
+ */
+function prettyStream(dest: Stream, colorize: boolean): Stream {
+  const pretty = prettyFactory({
+    colorize,
+    singleLine: true,
+    translateTime: "SYS:HH:MM:ss.l",
+    ignore: "component",
+    messageFormat: "{component}: {msg}",
+  });
+  return { write: (line: string) => dest.write(pretty(line)) };
 }
 
 function addFields(into: Record<string, unknown>, fields: LogFields, withStacks: boolean): void {

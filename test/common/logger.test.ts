@@ -1,7 +1,7 @@
 import { generateKeyPairSync } from "node:crypto";
 import { PassThrough } from "node:stream";
 import { StintError } from "../../common/errors";
-import { createLogger, isSecretKey, type LoggerOptions } from "../../common/logger";
+import { createLogger, isSecretKey, type LoggerOptions, resolveLogFormat } from "../../common/logger";
 
 const TIME = new Date("2030-01-02T03:04:05.678Z");
 
@@ -16,9 +16,10 @@ function collect(opts: Partial<LoggerOptions> = {}) {
 describe("createLogger", () => {
   it("writes one JSON object per line with the envelope first", () => {
     const { log, lines } = collect();
+    expect(log.format).toBe("json");
     log.info("hello", { serial: "0a1b", count: 2 });
     expect(lines).toEqual([
-      '{"time":"2030-01-02T03:04:05.678Z","level":"info","component":"test","msg":"hello","serial":"0a1b","count":2}',
+      '{"level":"info","time":"2030-01-02T03:04:05.678Z","component":"test","msg":"hello","serial":"0a1b","count":2}',
     ]);
   });
 
@@ -211,6 +212,35 @@ describe("createLogger", () => {
         accountId: "a1",
       },
     ]);
+  });
+});
+
+describe("log.format", () => {
+  it("auto means pretty on a terminal and JSON anywhere else", () => {
+    expect(resolveLogFormat("auto", { write: () => true, isTTY: true })).toBe("pretty");
+    expect(resolveLogFormat("auto", { write: () => true })).toBe("json");
+    expect(resolveLogFormat("json", { write: () => true, isTTY: true })).toBe("json");
+    expect(resolveLogFormat("pretty", { write: () => true })).toBe("pretty");
+  });
+
+  it("pretty writes one human line per record, redacted like JSON", () => {
+    const { log, lines } = collect({ format: "pretty", colors: false });
+    expect(log.format).toBe("pretty");
+    log.info("certificate issued", { serial: "0a1b", joinToken: "s3cret" });
+    log.child({ component: "acme" }).warn("slow client");
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: test: certificate issued \{.*"serial":"0a1b"/);
+    expect(lines[0]).toContain('"joinToken":"[redacted]"');
+    expect(lines[0]).not.toContain("s3cret");
+    expect(lines[1]).toMatch(/WARN: acme: slow client$/);
+    // No escape sequences when colours are off: the output may be a file.
+    expect(lines.join("")).not.toContain("\u001b[");
+  });
+
+  it("colours pretty lines when asked", () => {
+    const { log, lines } = collect({ format: "pretty", colors: true });
+    log.error("boom");
+    expect(lines[0]).toContain("\u001b[");
   });
 });
 
