@@ -12,7 +12,7 @@ import { AcmeClient, AcmeProblem } from "./acme-client";
 import { AtomicDir } from "./atomic-dir";
 import type { EvidenceProvider } from "./attestation";
 import { checkMatchingPair, credentialFiles } from "./credentials";
-import { CRLS_FILE, CrlKeeper, crlIssuers } from "./crls";
+import { CRLS_FILE, type CrlIssuer, CrlKeeper, crlIssuers } from "./crls";
 import { buildCsr } from "./csr";
 import type { AgentStatus } from "./health";
 import { runHook, signalProcess } from "./hooks";
@@ -124,6 +124,10 @@ export class Agent {
   /** The verified feed's signer chain: the CA's active intermediate, whose CRL peers issued from it need. */
   private feedChain: Buffer[] = [];
   private readonly crls: CrlKeeper;
+  /** Issuers the verified feed lists: those with unexpired certificates, which peers may still present. */
+  private feedIssuerIds = new Set<string>();
+  /** The CAs whose CRLs the last refresh wanted (see refreshCrls). */
+  private crlIssuersWanted = new Map<string, CrlIssuer>();
   /** Whether the crls.pem already on disk (from before a restart) has been looked at. */
   private crlsAdopted = false;
   /** Whether the operator was told what to do since the agent last needed new evidence: once is enough. */
@@ -218,6 +222,12 @@ export class Agent {
     try {
       const roots = pemDecodeAll(this.trust.roots.pem, "CERTIFICATE", "roots");
       const issuers = crlIssuers([chain, this.feedChain], roots);
+      // After a rotation, peers present the old intermediate until they renew, and a CRL-checking
+      // server refuses a chain through a CA whose CRL it lacks: keep the CRLs of intermediates the
+      // agent has left while the feed still lists unexpired certificates of theirs.
+      for (const [id, issuer] of this.crlIssuersWanted)
+        if (!issuers.has(id) && this.feedIssuerIds.has(id)) issuers.set(id, issuer);
+      this.crlIssuersWanted = issuers;
       if (!this.crlsAdopted) {
         this.crlsAdopted = true;
         const onDisk = (await this.out.readCurrent())?.get(CRLS_FILE);
@@ -526,6 +536,7 @@ export class Agent {
         throw new StintError("ERR_MALFORMED", "the CA sent a delta for a plain GET /feed");
       this.feed = envelope;
       this.feedChain = parseSignedFeed(envelope).chain;
+      this.feedIssuerIds = new Set(doc.issuers.map((i) => i.issuerId));
       return true;
     } catch (err) {
       this.opts.log.warn("could not sync the revocation feed; keeping the last one", {
