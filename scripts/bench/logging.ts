@@ -308,7 +308,10 @@ class BaselineFamily<L extends string> {
     for (let i = 0; i < names.length - 1; i++) {
       const v = labels[names[i]!];
       let next = node.get(v) as Map<string, unknown> | undefined;
-      if (next === undefined) node.set(v, (next = new Map()));
+      if (next === undefined) {
+        next = new Map();
+        node.set(v, next);
+      }
       node = next;
     }
     const v = labels[names[names.length - 1]!];
