@@ -20,6 +20,11 @@ export interface MtlsServer {
   key: string;
   clientCa: string;
   crl: string;
+  /**
+   * ssl_verify_depth, 3 unless set: during a root rotation a client already on the new intermediate
+   * presents leaf, intermediate and cross-certificate, which a server trusting the old root must follow.
+   */
+  verifyDepth?: number;
 }
 
 export interface Nginx {
@@ -45,7 +50,7 @@ function config(prefix: string, servers: readonly MtlsServer[]): string {
     ssl_verify_client on;
     ssl_client_certificate ${s.clientCa};
     ssl_crl ${s.crl};
-    ssl_verify_depth 2;
+    ssl_verify_depth ${s.verifyDepth ?? 3};
     # Every request does a full handshake, so every one is checked against the CRLs loaded now.
     ssl_session_tickets off;
     ssl_session_cache off;
