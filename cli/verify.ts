@@ -8,7 +8,7 @@ import { fileError } from "../common/files";
 import { pemDecodeAll } from "../formats/pem";
 import type { AllowRule } from "../verify/authorize";
 import { openVerifier } from "../verify/open";
-import { type Command, parseFlags, printJson } from "./command";
+import { type Command, flagValue, parseFlags, printJson } from "./command";
 
 const FLAGS = {
   bundle: { type: "string" },
@@ -60,6 +60,7 @@ export const verify: Command = {
       "Validates the chain in CERT.pem (leaf first, then intermediates) as a Stint verifier does:",
       "signatures, validity, CA constraints, key usage, SPIFFE rules, the allow rules, and, with",
       "--feed, revocation. Prints the verdict and the reason; exits 0 when accepted, 1 when refused.",
+      "Without --feed, revocation is not checked, and a line on stderr says so.",
       "",
       "options:",
       "  --bundle FILE              trusted roots (PEM), e.g. the agent's bundle.pem (required)",
@@ -72,7 +73,8 @@ export const verify: Command = {
       "  --feed-state FILE          where the highest feed sequence seen is kept, so an older feed is refused",
       "                             later (default $XDG_STATE_HOME/stint/feed-state.json, ~/.local/state/...)",
       "  --clock-skew DURATION      tolerance on validity times (default 30s)",
-      "  --json                     print {ok, code, spiffeId, reason, note} as JSON",
+      "  --json                     print {ok, code, spiffeId, reason, note, revocation} as JSON;",
+      '                             revocation is "checked" with --feed, else "not-checked"',
       "  -h, --help                 this help",
     ].join("\n"),
   async run(argv) {
@@ -97,12 +99,16 @@ export const verify: Command = {
     const usage = values.usage ?? "client";
     if (usage !== "client" && usage !== "server")
       throw new StintError("ERR_USAGE", "--usage is client or server");
+    // Every flag is checked before any file is read: a usage mistake is reported as one.
+    const maxFeedAge =
+      values["max-feed-age"] === undefined
+        ? undefined
+        : flagValue("verify", "max-feed-age", () => parseDuration(values["max-feed-age"] as string));
+    const clockSkew = flagValue("verify", "clock-skew", () => parseDuration(values["clock-skew"] ?? "30s"));
     const chainPem = await readText(positionals[0], "the certificate");
     const chain = pemDecodeAll(chainPem, "CERTIFICATE", positionals[0]);
     if (chain.length === 0) throw new StintError("ERR_PEM", `${positionals[0]} holds no certificate`);
     const bundle = await readText(values.bundle, "the trust bundle");
-    const maxFeedAge =
-      values["max-feed-age"] === undefined ? undefined : parseDuration(values["max-feed-age"]);
 
     const domain = trustDomainOf(chain[0]);
     const allow: AllowRule[] = (values.allow ?? []).map((r) =>
@@ -121,14 +127,22 @@ export const verify: Command = {
       ...feed,
       feedStateFile: values.feed ? (values["feed-state"] ?? defaultFeedStateFile()) : undefined,
       maxFeedAge: values.feed ? maxFeedAge : undefined,
-      clockSkew: parseDuration(values["clock-skew"] ?? "30s"),
+      clockSkew,
     });
     try {
       const result = verifier.verify(chain);
-      if (values.json) printJson(result);
+      // An accepted chain without a feed may still be revoked: say so, where scripts and people both see it.
+      const revocation = values.feed ? "checked" : "not-checked";
+      if (values.json) printJson({ ...result, revocation });
       else {
         const note = result.ok && result.note ? ` (${result.note})` : "";
         console.log(`${result.ok ? "OK" : "REFUSED"} ${result.spiffeId ?? "-"}: ${result.reason}${note}`);
+        if (!values.feed) {
+          console.error(
+            "stint verify: revocation was not checked (no --feed); a revoked certificate would pass. " +
+              "Pass --feed https://CA:PORT (or a feed file) to check it",
+          );
+        }
       }
       return result.ok ? 0 : 1;
     } finally {

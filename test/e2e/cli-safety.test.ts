@@ -3,13 +3,14 @@ import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
-import { STINT, snapshot, stint } from "../helpers/cli";
+import { STINT, snapshot, startServer, stint } from "../helpers/cli";
 import { tempDir } from "../helpers/openssl";
 
 /**
  * Issue 19, safer commands: `ca issue --out` never replaces files, no command
  * issues, registers or revokes an identity under the CA's reserved /stint/
- * path, and a busy listen address gets one line that says so.
+ * path, a busy listen address gets one line that says so, and `stint verify`
+ * without a feed says that it did not check revocation.
  */
 
 const root = tempDir();
@@ -108,4 +109,35 @@ test("ca serve on a busy address says so in one line, as the agent does", () => 
   expect(last).toBe(
     `stint ca serve: cannot serve HTTPS (listen) on 127.0.0.1:${busyPort}: the address is already in use (another stint ca serve, or another server, listens there)`,
   );
+});
+
+test("stint verify says whether revocation was checked: not without --feed, in words and in --json", async () => {
+  const out = join(root, "verified");
+  expect(stint(["ca", "issue", "--spiffe-id", "spiffe://example.org/checked", "--out", out], env).code).toBe(
+    0,
+  );
+  const args = ["verify", join(out, "cert.pem"), "--bundle", join(out, "bundle.pem")];
+  const verifyEnv = { XDG_STATE_HOME: join(root, "verify-state") };
+
+  const plain = stint(args, verifyEnv);
+  expect(plain.code).toBe(0);
+  expect(plain.stdout).toMatch(/^OK spiffe:\/\/example\.org\/checked/);
+  expect(plain.stderr.trim()).toBe(
+    "stint verify: revocation was not checked (no --feed); a revoked certificate would pass. " +
+      "Pass --feed https://CA:PORT (or a feed file) to check it",
+  );
+  const json = stint([...args, "--json"], verifyEnv);
+  expect(json.code).toBe(0);
+  expect(JSON.parse(json.stdout)).toMatchObject({ ok: true, revocation: "not-checked" });
+
+  const server = await startServer([], env);
+  try {
+    const fed = stint([...args, "--feed", server.url], verifyEnv);
+    expect(fed).toMatchObject({ code: 0, stderr: "" });
+    const fedJson = stint([...args, "--feed", server.url, "--json"], verifyEnv);
+    expect(fedJson.code).toBe(0);
+    expect(JSON.parse(fedJson.stdout)).toMatchObject({ ok: true, revocation: "checked" });
+  } finally {
+    await server.stop();
+  }
 });
