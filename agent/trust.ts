@@ -205,9 +205,11 @@ export class Trust {
     );
     const index = unverified.fingerprints.indexOf(opts.fingerprint);
     if (index < 0) {
+      // Never name the fingerprints the server has: that invites pasting one, trusting whoever answered.
       throw new StintError(
         "ERR_UNAUTHORIZED",
-        `the CA at ${opts.caUrl} serves no root with fingerprint ${opts.fingerprint} (it serves ${unverified.fingerprints.join(", ")}); check --ca-fingerprint and --ca-url`,
+        `the CA at ${opts.caUrl} serves no root with fingerprint ${opts.fingerprint}; check the fingerprint ` +
+          "out of band (`stint ca fingerprint` on the CA host, or ask its operator) and --ca-url",
       );
     }
     const pinned = pemDecodeAll(unverified.pem, "CERTIFICATE", "bundle")[index];

@@ -1,7 +1,10 @@
 import { KEY_ALGORITHMS } from "../ca/spki";
 import { type ConfigOf, declareConfig, type LoadOptions, loadConfig } from "../common/config";
+import { StintError } from "../common/errors";
 import { parseSpiffeId } from "../formats/spiffe";
+import { readSavedCa } from "./bootstrap";
 import { LOG_LEVEL_SETTING, listenProblem } from "./ca-config";
+import { checkSettingFlags } from "./command";
 
 /**
  * Settings of `stint agent`. This list is the only place their names are
@@ -21,7 +24,8 @@ export const AGENT_CONFIG = declareConfig([
     key: "caUrl",
     type: "string",
     default: "",
-    description: "The CA's HTTPS address, e.g. https://ca.example.com:8443 (required).",
+    description:
+      "The CA's HTTPS address, e.g. https://ca.example.com:8443; when empty, the CA saved by `stint ca bootstrap`.",
     validate: (v) =>
       v === "" || /^https:\/\/[^/?#]+\/?$/.test(v) ? undefined : `"${v}" must be https://host[:port]`,
   },
@@ -30,7 +34,7 @@ export const AGENT_CONFIG = declareConfig([
     type: "string",
     default: "",
     description:
-      "SHA-256 fingerprint of the CA's root (sha256:<64 hex>), as `stint ca init` printed it; needed until the state directory holds the trusted roots.",
+      "SHA-256 fingerprint of the CA's root (sha256:<64 hex>), as `stint ca init` printed it; needed until the state directory holds the trusted roots, unless `stint ca bootstrap` saved this CA.",
     validate: (v) =>
       v === "" || /^sha256:[0-9a-f]{64}$/.test(v)
         ? undefined
@@ -217,8 +221,6 @@ export type AgentConfig = ConfigOf<typeof AGENT_CONFIG>;
 
 /** What must be given together, named with where each value came from. */
 function checkAgentConfig(cfg: AgentConfig): string | undefined {
-  if (cfg.caUrl === "")
-    return "caUrl is required: the CA's address, e.g. --ca-url https://ca.example.com:8443";
   // A join token names its SPIFFE ID (cli/agent-identity.ts); other attestors prove facts, not a name.
   if (cfg.spiffeId === "" && cfg.attestor !== "join_token")
     return "spiffeId is required: the identity to enroll for, e.g. --spiffe-id spiffe://example.org/web";
@@ -233,6 +235,27 @@ function checkAgentConfig(cfg: AgentConfig): string | undefined {
   return undefined;
 }
 
-export function loadAgentConfig(opts: Omit<LoadOptions<AgentConfig>, "check">): AgentConfig {
-  return loadConfig(AGENT_CONFIG, { ...opts, check: checkAgentConfig });
+/**
+ * The agent's settings, with the CA saved by `stint ca bootstrap` (in
+ * $XDG_CONFIG_HOME/stint) standing in for caUrl and caFingerprint when they
+ * are not given, as it does for the admin commands. Its fingerprint is used
+ * only for the CA it was saved for.
+ */
+export async function loadAgentConfig(opts: Omit<LoadOptions<AgentConfig>, "check">): Promise<AgentConfig> {
+  checkSettingFlags(AGENT_CONFIG, opts.flags, "agent-config");
+  const cfg = loadConfig(AGENT_CONFIG, { ...opts, check: checkAgentConfig });
+  if (cfg.caUrl !== "" && cfg.caFingerprint !== "") return cfg;
+  const saved = await readSavedCa(opts.env);
+  const caUrl = cfg.caUrl === "" ? (saved?.caUrl ?? "") : cfg.caUrl;
+  if (caUrl === "") {
+    throw new StintError(
+      "ERR_CONFIG",
+      "config: caUrl is required: the CA's address, e.g. --ca-url https://ca.example.com:8443, or run `stint ca bootstrap` once",
+    );
+  }
+  const sameCa = saved !== null && sameOrigin(saved.caUrl, caUrl);
+  const caFingerprint = cfg.caFingerprint === "" && sameCa ? saved.fingerprint : cfg.caFingerprint;
+  return Object.freeze({ ...cfg, caUrl, caFingerprint });
 }
+
+const sameOrigin = (a: string, b: string) => a.replace(/\/$/, "") === b.replace(/\/$/, "");

@@ -16,7 +16,7 @@ import { caFlagOptions, caHelp, loadConfigFromFlags } from "./context";
  * A client that remembers its CA, as `step ca bootstrap` does: the operator
  * gives the URL and the root's fingerprint once; the root is fetched, checked
  * against the fingerprint and saved with the URL, and the admin commands
- * (entry, token, cert, audit) use both from then on.
+ * (entry, token, cert, audit) and the agent use both from then on.
  */
 
 /** Where the bootstrap is kept: $XDG_CONFIG_HOME/stint (XDG Base Directory), by default ~/.config/stint. */
@@ -110,7 +110,8 @@ export const caBootstrap: Command = {
       "Fetches the CA's roots, keeps the one with the given SHA-256 fingerprint, checks that the CA's",
       "HTTPS certificate chains to it, and saves the URL and root in $XDG_CONFIG_HOME/stint",
       "(~/.config/stint). `stint entry`, `token`, `cert` and `audit` then use them unless --server or",
-      "--ca-file say otherwise. A fingerprint no root matches is refused without showing the CA's.",
+      "--ca-file say otherwise, and `stint agent` unless --ca-url says so. A fingerprint no root",
+      "matches is refused without showing the CA's.",
       "",
       "options:",
       "  --ca-url URL               the CA's origin, https://host:port",

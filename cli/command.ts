@@ -1,4 +1,5 @@
 import { type ParseArgsConfig, parseArgs } from "node:util";
+import { type ConfigDecl, type LoadOptions, loadConfig } from "../common/config";
 import { isStintError, StintError } from "../common/errors";
 
 /** One `stint` subcommand: its help text and what it runs. */
@@ -40,6 +41,27 @@ export function flagValue<T>(command: string, flag: string, parse: () => T): T {
   } catch (err) {
     if (!isStintError(err)) throw err;
     throw new StintError("ERR_USAGE", `--${flag}: ${err.message} (see stint ${command} --help)`);
+  }
+}
+
+/**
+ * Checks the settings given as flags on their own, before the config file and
+ * the environment are merged in: a bad value typed on the command line is a
+ * usage mistake (exit 2), while the same value in a file or the environment
+ * stays a configuration error (exit 1). `topic` is the `stint help` page that
+ * lists the settings.
+ */
+export function checkSettingFlags(
+  decls: readonly ConfigDecl[],
+  flags: LoadOptions<unknown>["flags"],
+  topic: "config" | "agent-config",
+): void {
+  try {
+    // No file, no environment, no cross-field check: any problem is one flag's value.
+    loadConfig(decls, { env: {}, flags });
+  } catch (err) {
+    if (!isStintError(err) || err.code !== "ERR_CONFIG") throw err;
+    throw new StintError("ERR_USAGE", `${err.message} (see stint help ${topic})`);
   }
 }
 

@@ -10,7 +10,7 @@ import { flagOptions } from "../common/config";
 import { StintError } from "../common/errors";
 import type { Registry } from "../common/metrics";
 import { CA_CONFIG, type CaConfig, loadCaConfig } from "./ca-config";
-import type { Options } from "./command";
+import { checkSettingFlags, type Options } from "./command";
 import { listenParts } from "./listen";
 
 /** What the `stint ca …` commands share: config loading, the passphrase, the store and the authority. */
@@ -47,6 +47,7 @@ export function caHelp(usage: string, about: string, ownFlags: string): string {
 type FlagValues = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
 export function loadConfigFromFlags(values: FlagValues): CaConfig {
+  checkSettingFlags(CA_CONFIG, values, "config"); // a bad flag value is a usage mistake: exit 2
   const file = (values.config as string | undefined) ?? process.env.STINT_CONFIG;
   const cfg = loadCaConfig({ file: file || undefined, env: process.env, flags: values });
   crlHttpOrigin(cfg); // refuses a crl.httpListen that certificates could not name, before anything runs

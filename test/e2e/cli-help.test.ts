@@ -97,3 +97,40 @@ test.each([
   expect(r.stderr.trim().split("\n")).toHaveLength(1);
   expect(r.stderr).toContain("--help");
 });
+
+// A setting typed as a flag is checked as the flag it is: a bad value is a usage mistake (exit 2),
+// with one line naming the flag and what it takes; the same value from the environment or a config
+// file stays a configuration error (exit 1), as the README's CLI reference says.
+test.each([
+  [["ca", "serve", "--listen", "nonsense"], "--listen", "host:port"],
+  [["ca", "serve", "--listen", "127.0.0.1:99999"], "--listen", "host:port"],
+  [["ca", "serve", "--data-dir"], "--data-dir", "argument missing"],
+  [["ca", "init", "--policy-max-ttl", "5x"], "--policy-max-ttl", "is not a duration"],
+  [["ca", "status", "--log-level", "loud"], "--log-level", "is not one of debug, info, warn, error"],
+  [["ca", "rotate", "--key-algorithm", "dsa"], "--key-algorithm", "is not one of"],
+  [["ca", "fingerprint", "--trust-domain", "Not_A_Domain"], "--trust-domain", "lowercase"],
+  [["agent", "--once", "--backoff-base", "soon"], "--backoff-base", "is not a duration"],
+  [["agent", "--once", "--ca-url", "http://ca:8443"], "--ca-url", "https://host[:port]"],
+  [["agent", "--once", "--renew-percent", "99"], "--renew-percent", "between 10 and 90"],
+  [["verify", "c.pem", "--bundle", "b.pem", "--clock-skew", "lots"], "--clock-skew", "duration"],
+  [["verify", "c.pem", "--bundle", "b.pem", "--max-feed-age", "old"], "--max-feed-age", "duration"],
+])("a bad setting flag is a usage mistake: stint %j", (args, flag, expected) => {
+  const r = stint(args, env);
+  expect(r.code).toBe(2);
+  const lines = r.stderr.trim().split("\n");
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toContain(flag);
+  expect(lines[0]).toContain(expected);
+});
+
+test.each([
+  [["ca", "serve"], { STINT_LISTEN: "nonsense" }, "environment STINT_LISTEN"],
+  [["agent", "--once"], { STINT_BACKOFF_BASE: "soon" }, "environment STINT_BACKOFF_BASE"],
+])(
+  "the same bad value from the environment is a configuration error (exit 1): stint %j",
+  (args, vars, where) => {
+    const r = stint(args, { ...env, ...vars });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(where);
+  },
+);
