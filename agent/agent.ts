@@ -206,6 +206,20 @@ export class Agent {
     return { renewed: false, next: this.wakeAt(new Date(Math.min(at.getTime(), recheck.getTime()))) };
   }
 
+  /**
+   * The agent's own certificate and key while valid, and the roots it trusts:
+   * a node agent (agent/workload) authenticates to the CA's agent API with them.
+   */
+  async ownCredentials(): Promise<{ chainPem: string; keyPem: string } | null> {
+    const held = await this.held();
+    if (held === null || held.notAfter.getTime() <= Date.now()) return null;
+    return { chainPem: held.chainPem, keyPem: await this.currentKeyPem() };
+  }
+
+  trustedRootsPem(): string {
+    return this.trust.roots.pem;
+  }
+
   /** `at`, or sooner when a CRL is due. */
   private wakeAt(at: Date): Date {
     const crlDue = this.opts.output.crls ? this.crls.nextDue() : null;

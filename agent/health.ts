@@ -157,6 +157,8 @@ export interface HealthServerOptions {
   listen: { host: string; port: number };
   status: () => AgentStatus;
   registry: Registry;
+  /** More checks under `key` in /health (a node agent's workload SVIDs); unhealthy if any is. */
+  extra?: { key: string; check: (now: Date) => { healthy: boolean; body: Record<string, unknown> } };
   /** Injected for tests. */
   now?: () => Date;
   logger?: Logger;
@@ -180,7 +182,11 @@ export function startHealthServer(opts: HealthServerOptions): Promise<HealthServ
     }
     try {
       if (path === "/metrics") return send(res, 200, CONTENT_TYPE, opts.registry.render(), req.method);
-      const { healthy, body } = healthDocument(opts.status(), now());
+      const at = now();
+      const doc = healthDocument(opts.status(), at);
+      const extra = opts.extra?.check(at);
+      const healthy = doc.healthy && (extra?.healthy ?? true);
+      const body = extra ? { ...doc.body, [opts.extra!.key]: extra.body } : doc.body;
       send(res, healthy ? 200 : 503, "application/json", `${JSON.stringify(body)}\n`, req.method);
     } catch (err) {
       opts.logger?.error("health endpoint failed", { path, error: err });

@@ -9,6 +9,8 @@ import {
 } from "../agent/attestation";
 import { agentMetrics, crlMetrics, startHealthServer } from "../agent/health";
 import { splitCommand } from "../agent/hooks";
+import { verifyJwt } from "../agent/workload/jwt-verifier";
+import { type NodeAgent, startNodeAgent } from "../agent/workload/node-agent";
 import { Backoff } from "../agent/schedule";
 import { Trust } from "../agent/trust";
 import type { KeyAlgorithm } from "../ca/spki";
@@ -28,6 +30,8 @@ const OWN_FLAGS: Options = {
   once: { type: "boolean" },
   force: { type: "boolean" },
   "join-token": { type: "string" },
+  // Node agent mode (issue 14): serve workload SVIDs on a Unix socket; see agent/workload.
+  "workload-api-socket": { type: "string" },
 };
 
 export const agent: Command = {
@@ -50,10 +54,11 @@ export const agent: Command = {
       "  --join-token TOKEN         the join token (visible to `ps`; prefer STINT_JOIN_TOKEN or --join-token-file)",
       "  --ca-url URL               the CA's origin, e.g. https://ca.example.com:8443",
       "  --ca-fingerprint sha256:…  the root's fingerprint, as `stint ca init` printed it",
-      "                             (both default to the CA saved by `stint ca bootstrap`)",
       "  --join-token-file FILE     the join token, from `stint token create`",
       "  --out-dir DIR              where cert.pem, key.pem and bundle.pem go (default ./stint-certs)",
       "  --exec CMD, --signal SIG   reload the workload after each switch",
+      "  --workload-api-socket PATH also serve the SPIFFE Workload API and Envoy SDS on this Unix",
+      "                             socket to every workload whose entry names this agent as parent",
       "  -c, --config FILE          YAML or JSON config file (env STINT_CONFIG)",
       "  -h, --help                 this help",
       "",
@@ -69,7 +74,7 @@ export const agent: Command = {
   async run(argv) {
     const { values } = parseFlags(argv, { ...OWN_FLAGS, ...(flagOptions(AGENT_CONFIG) as Options) });
     const file = (values.config as string | undefined) ?? process.env.STINT_CONFIG;
-    const cfg = await loadAgentConfig({ file: file || undefined, env: process.env, flags: values });
+    const cfg = loadAgentConfig({ file: file || undefined, env: process.env, flags: values });
     const log = createLogger({ level: cfg["log.level"], component: "agent" });
     if (values["join-token"] !== undefined) {
       log.warn(
@@ -106,6 +111,9 @@ export const agent: Command = {
       trust,
     );
 
+    const workloadSocket = (values["workload-api-socket"] as string | undefined) ?? "";
+    if (workloadSocket !== "" && values.once === true)
+      throw new StintError("ERR_USAGE", "--workload-api-socket serves workloads until stopped; drop --once");
     if (values.once === true) {
       const { renewed } = await stint.cycle(values.force === true).catch((err) => {
         throw err instanceof AcmeProblem
@@ -118,7 +126,10 @@ export const agent: Command = {
       });
       return 0;
     }
-    return daemon(stint, cfg, log, values.force === true);
+    return daemon(stint, cfg, log, values.force === true, {
+      socket: workloadSocket,
+      trustDomain: new URL(spiffeId).host,
+    });
   },
 };
 
@@ -201,7 +212,13 @@ async function pkcs12Password(cfg: AgentConfig): Promise<string | null> {
 }
 
 /** Daemon mode: the renewal loop, the health endpoint, SIGHUP to renew now, SIGTERM/SIGINT to stop. */
-async function daemon(stint: Agent, cfg: AgentConfig, log: Logger, forceFirst: boolean): Promise<number> {
+async function daemon(
+  stint: Agent,
+  cfg: AgentConfig,
+  log: Logger,
+  forceFirst: boolean,
+  workloads: { socket: string; trustDomain: string },
+): Promise<number> {
   const registry = new Registry();
   processMetrics(registry);
   agentMetrics(registry, () => stint.status);
@@ -227,7 +244,21 @@ async function daemon(stint: Agent, cfg: AgentConfig, log: Logger, forceFirst: b
   process.once("SIGINT", onInt);
   // Handlers first: a SIGHUP sent when the health endpoint reports listening must renew, not end the agent.
   let health: Awaited<ReturnType<typeof startHealthServer>> | null = null;
+  let nodeAgent: NodeAgent | null = null;
   try {
+    if (workloads.socket !== "") {
+      nodeAgent = await startNodeAgent({
+        caUrl: cfg.caUrl,
+        socketPath: workloads.socket,
+        trustDomain: workloads.trustDomain,
+        own: () => stint.ownCredentials(),
+        roots: () => stint.trustedRootsPem(),
+        verifyJwt,
+        registry,
+        log: log.child({ component: "workload-api" }),
+      });
+    }
+    const served = nodeAgent;
     health =
       cfg.healthListen === ""
         ? null
@@ -235,6 +266,7 @@ async function daemon(stint: Agent, cfg: AgentConfig, log: Logger, forceFirst: b
             listen: listenParts(cfg.healthListen),
             status: () => stint.status,
             registry,
+            extra: served ? { key: "workloads", check: (now) => served.health(now) } : undefined,
           });
     if (health) log.info("health endpoint listening", { url: health.url });
     await stint.run({
@@ -261,6 +293,7 @@ async function daemon(stint: Agent, cfg: AgentConfig, log: Logger, forceFirst: b
     });
   } finally {
     process.off("SIGHUP", onHup);
+    await nodeAgent?.close();
     await health?.close();
   }
   log.info("stopped");
