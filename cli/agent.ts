@@ -9,10 +9,10 @@ import {
 } from "../agent/attestation";
 import { agentMetrics, crlMetrics, startHealthServer } from "../agent/health";
 import { splitCommand } from "../agent/hooks";
-import { verifyJwt } from "../agent/workload/jwt-verifier";
-import { type NodeAgent, startNodeAgent } from "../agent/workload/node-agent";
 import { Backoff } from "../agent/schedule";
 import { Trust } from "../agent/trust";
+import { verifyJwt } from "../agent/workload/jwt-verifier";
+import { type NodeAgent, startNodeAgent } from "../agent/workload/node-agent";
 import type { KeyAlgorithm } from "../ca/spki";
 import { flagOptions } from "../common/config";
 import { StintError } from "../common/errors";
