@@ -50,6 +50,8 @@ export interface AdminDeps {
   authority: Authority;
   store: AdminStore;
   log: Logger;
+  /** Told after revocations commit, so the revocation feed publishes them at once (FeedService.revoked). */
+  onRevoked?: () => Promise<void>;
 }
 
 interface AdminRequest {
@@ -74,6 +76,11 @@ const malformed = (detail: string) => new StintError("ERR_MALFORMED", detail);
 
 export function mountAdmin(deps: AdminDeps): (router: Router, origin: string) => void {
   const { authority, store, log } = deps;
+  // The revocation is durable either way; a feed that fails to rebuild now picks it up at its next poll.
+  const publishRevocations = (): Promise<void> =>
+    deps.onRevoked?.().catch((err: unknown) =>
+      log.error("revocation feed update after a revocation failed", { error: err }),
+    ) ?? Promise.resolve();
 
   const fail = (res: ServerResponse, err: unknown): void => {
     if (res.headersSent) {
@@ -232,6 +239,7 @@ export function mountAdmin(deps: AdminDeps): (router: Router, origin: string) =>
             const afterSerial = page[page.length - 1]!.serial;
             page = await store.listCertificates({ entryId: entry.id, unexpiredAt: r.now, afterSerial });
           }
+          if (revoked.length > 0) await publishRevocations();
           sendJson(r.res, 200, { ...entryJson(entry), ...(revoke ? { revoked } : {}) });
         }),
       )
@@ -340,6 +348,7 @@ export function mountAdmin(deps: AdminDeps): (router: Router, origin: string) =>
           // The authority writes the audit record (cert.revoke) itself.
           await authority.revoke(cert.serial, reason, r.actor, r.now);
           log.info("admin action", { action: "cert.revoke", subject: cert.serial, actor: r.actor });
+          await publishRevocations();
           sendJson(r.res, 200, certificateJson((await store.getCertificate(cert.serial)) ?? cert, r.now));
         }),
       )

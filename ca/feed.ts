@@ -8,10 +8,11 @@ import type { IssuerRecord } from "./store";
  * issuer's revoked set within the window of its unexpired certificates,
  * rebuilt whenever the revoked set changes and at a third of its validity
  * (so a verifier, or a file an agent syncs, never holds one past its
- * nextUpdate), plus deltas from recent sequence numbers. The store is polled
- * for changes (one cheap count), so revocations made by another process — a
- * `stint ca revoke` beside the server, another replica on PostgreSQL — reach
- * the feed as quickly as those made through this one.
+ * nextUpdate), plus deltas from recent sequence numbers. A revocation made
+ * through this server is published as soon as it commits (revoked()); the
+ * store is also polled for changes (one cheap count), so revocations made by
+ * another process — a `stint ca revoke` beside the server, another replica on
+ * PostgreSQL — reach the feed within a poll interval.
  */
 
 /** What the feed needs from storage, declared by its consumer. */
@@ -76,6 +77,8 @@ export class FeedService {
   private lastRevokedCount = -1;
   private watch: Repetition | null = null;
   private building: Promise<void> | null = null;
+  /** The build asked for while one was under way: that one may have read the store too early. */
+  private next: Promise<void> | null = null;
 
   constructor(private readonly opts: FeedOptions) {}
 
@@ -130,14 +133,35 @@ export class FeedService {
     return () => this.listeners.delete(listener);
   }
 
-  /** Rebuilds now (one at a time); the next sequence number is durable before the feed that carries it is served. */
+  /**
+   * Publishes a revocation this process has just committed, without waiting
+   * for the next poll; resolves once followers of /feed/events were told.
+   */
+  revoked(): Promise<void> {
+    return this.rebuild("revocation");
+  }
+
+  /**
+   * Rebuilds now, one build at a time; the next sequence number is durable
+   * before the feed that carries it is served. A call during a build gets a
+   * build after it (shared by every such call), since the running one may
+   * have read the store before the change that prompted this call.
+   */
   rebuild(why: string): Promise<void> {
     if (!this.building) {
       this.building = this.build(why).finally(() => {
         this.building = null;
       });
+      return this.building;
     }
-    return this.building;
+    if (!this.next) {
+      const after = () => {
+        this.next = null;
+        return this.rebuild(why);
+      };
+      this.next = this.building.then(after, after);
+    }
+    return this.next;
   }
 
   private async build(why: string): Promise<void> {

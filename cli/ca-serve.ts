@@ -125,7 +125,7 @@ export const caServe: Command = {
       limits: listenerLimits(cfg),
       mounts: [
         mountAcme(await acmeDeps(cfg, authority, store, log)),
-        mountAdmin({ authority, store, log }),
+        mountAdmin({ authority, store, log, onRevoked: () => feed.revoked() }),
         await mountCrl(authority, log),
         mountFeed(feed),
       ],
