@@ -13,13 +13,14 @@ import { join } from "node:path";
 
 export const NGINX = "/usr/sbin/nginx";
 
-/** One mTLS server block: client certificates required, checked against `clientCa` and `crl`. */
+/** One mTLS server block: client certificates required, checked against `clientCa` and `crl` (when set). */
 export interface MtlsServer {
   port: number;
   cert: string;
   key: string;
   clientCa: string;
-  crl: string;
+  /** CRLs to check every certificate of a client's chain against; none checked when absent. */
+  crl?: string;
   /**
    * ssl_verify_depth, 3 unless set: during a root rotation a client already on the new intermediate
    * presents leaf, intermediate and cross-certificate, which a server trusting the old root must follow.
@@ -49,8 +50,7 @@ function config(prefix: string, servers: readonly MtlsServer[]): string {
     ssl_certificate_key ${s.key};
     ssl_verify_client on;
     ssl_client_certificate ${s.clientCa};
-    ssl_crl ${s.crl};
-    ssl_verify_depth ${s.verifyDepth ?? 3};
+${s.crl ? `    ssl_crl ${s.crl};\n` : ""}    ssl_verify_depth ${s.verifyDepth ?? 3};
     # Every request does a full handshake, so every one is checked against the CRLs loaded now.
     ssl_session_tickets off;
     ssl_session_cache off;
