@@ -221,11 +221,18 @@ export interface StintStartOptions {
   trustDomain: string;
   /** For http-01: the responder's port, and the DNS suffix the names are under. */
   http01?: { port: number; dnsSuffix: string };
+  /** Another build's dist/cli/main.js (an A/B against an older commit); default this build's. */
+  main?: string;
+  /** More `ca serve` flags. */
+  args?: string[];
 }
+
+/** This build's CLI entry point, or `main` when given. */
+export const stintMain = (main?: string): string => main ?? resolve(__dirname, "../../../cli/main.js");
 
 /** `stint ca serve` from this build, on a free port, with rate limits off. */
 export async function startStint(opts: StintStartOptions): Promise<StartedStint> {
-  const main = resolve(__dirname, "../../../cli/main.js");
+  const main = stintMain(opts.main);
   const dataDir = join(opts.dir, "stint");
   const args = [
     main,
@@ -253,6 +260,7 @@ export async function startStint(opts: StintStartOptions): Promise<StartedStint>
           "127.0.0.1",
         ]
       : []),
+    ...(opts.args ?? []),
   ];
   const { child, match, tail } = await launch(
     "stint ca serve",
