@@ -293,23 +293,48 @@ export class AcmeClient {
       const pending = authzs
         .filter((a) => a.status === "pending")
         .sort((a, b) => Number(b.identifier.type === "spiffe") - Number(a.identifier.type === "spiffe"));
+      let allValid = authzs.every((a) => a.status === "pending" || a.status === "valid");
       for (const authz of pending) {
         if (authz.identifier.type === "dns" && pending[0].identifier.type === "spiffe") {
           order = await this.getOrder(order.url);
           if (order.status !== "pending") break;
         }
-        await this.authorizeOne(authz, opts.authorize, wait);
+        allValid = (await this.authorizeOne(authz, opts.authorize, wait)) && allValid;
       }
-      order = await this.waitForOrder(order.url, ["ready", "processing", "valid"], wait);
+      // When every answer said valid the order is ready, so it is finalized without reading it first.
+      if (order.status === "pending" && !allValid)
+        order = await this.waitForOrder(order.url, ["ready", "processing", "valid"], wait);
     }
-    if (order.status === "ready") order = await this.finalize(order, opts.csrDer);
+    return this.finishOrder(order, opts.csrDer, wait);
+  }
+
+  /**
+   * Finalizes an order believed ready, waits for it to be valid and downloads
+   * its certificate. A server that has not yet made it ready answers
+   * orderNotReady (RFC 8555 7.4); then the order is polled and finalized again.
+   */
+  private async finishOrder(order: Order, csrDer: Buffer, wait: WaitOptions): Promise<ObtainedCertificate> {
+    if (order.status === "pending") {
+      try {
+        order = await this.finalize(order, csrDer);
+      } catch (err) {
+        if (!(err instanceof AcmeProblem) || !err.is("orderNotReady")) throw err;
+        order = await this.waitForOrder(order.url, ["ready", "processing", "valid"], wait);
+      }
+    }
+    if (order.status === "ready") order = await this.finalize(order, csrDer);
     if (order.status !== "valid") order = await this.waitForOrder(order.url, ["valid"], wait);
     if (!order.certificate)
       throw new StintError("ERR_MALFORMED", `order ${order.url} is valid but names no certificate URL`);
     return { pem: await this.downloadCertificate(order.certificate), order };
   }
 
-  private async authorizeOne(authz: Authorization, authorize: Authorize, wait: WaitOptions): Promise<void> {
+  /** Answers one authorization's challenge; true when the answer itself said valid (nothing was polled). */
+  private async authorizeOne(
+    authz: Authorization,
+    authorize: Authorize,
+    wait: WaitOptions,
+  ): Promise<boolean> {
     const type = authz.identifier.type === "spiffe" ? "attest-01" : "http-01";
     const challenge = authz.challenges.find((c) => c.type === type);
     if (!challenge)
@@ -317,7 +342,7 @@ export class AcmeClient {
     const result = await authorize(authz, challenge);
     const answered =
       isObject(result) && typeof result.status === "string" ? (result as unknown as Challenge) : undefined;
-    if (answered?.status === "valid") return;
+    if (answered?.status === "valid") return true;
     if (answered?.status === "invalid")
       throw new AcmeProblem(
         answered.error ?? { type: "about:blank", detail: `${type} challenge is invalid` },
@@ -325,6 +350,7 @@ export class AcmeClient {
         { url: answered.url },
       );
     await this.waitForAuthorization(authz.url, wait);
+    return false;
   }
 
   // ---------- certificates ----------

@@ -64,6 +64,25 @@ export interface IssuedCertificate {
   chainPem: string;
 }
 
+/** Told after a certificate is durably issued or revoked: ca serve logs one line for each. */
+export type CertificateEvent =
+  | {
+      kind: "issued";
+      serial: string;
+      issuerId: string;
+      spiffeId: string | null;
+      dnsNames: readonly string[];
+      notAfter: Date;
+      /** "workload" or "server" (the CA's own HTTPS certificate). */
+      profile: string;
+      actor: string;
+      /** The serial renewed without a new attestation (renew-with-certificate), else null. */
+      renews: string | null;
+      /** The attestation method that justified it (join_token, k8s_sat, …), else null. */
+      method: string | null;
+    }
+  | { kind: "revoked"; serial: string; reason: string; actor: string };
+
 export interface ServerCertificateRequest {
   spki: Buffer;
   keyAlgorithm: KeyAlgorithm | null;
@@ -102,6 +121,7 @@ export class Authority {
   private readonly rootCrls = new Map<string, CurrentCrl>();
   private readonly keyed = new Map<string, KeyedIssuer>();
   private readonly changeListeners: (() => void)[] = [];
+  private readonly certificateListeners: ((event: CertificateEvent) => void)[] = [];
   private active!: Active;
   private issuers: IssuerRecord[] = [];
   private rotation: RotationState = { taints: new Map(), revoked: new Map(), cross: new Map() };
@@ -154,6 +174,22 @@ export class Authority {
   /** Called after every reload() that changed the issuers (the server re-issues its own certificate). */
   onIssuersChanged(listener: () => void): void {
     this.changeListeners.push(listener);
+  }
+
+  /** Called after each certificate is durably issued or revoked, once its transaction committed. */
+  onCertificate(listener: (event: CertificateEvent) => void): void {
+    this.certificateListeners.push(listener);
+  }
+
+  /** The event is about something already durable: a listener that throws must not fail it. */
+  private tell(event: CertificateEvent): void {
+    for (const listener of this.certificateListeners) {
+      try {
+        listener(event);
+      } catch {
+        // Listeners only report (ca serve's log line); the audit record is the durable trace.
+      }
+    }
   }
 
   private async load(): Promise<void> {
@@ -380,6 +416,7 @@ export class Authority {
       throw err;
     }
     this.revoked?.inc({ reason: revocationReasonName(reason) });
+    this.tell({ kind: "revoked", serial, reason: revocationReasonName(reason), actor });
     await this.refreshCrlAfterRevoking(serial);
   }
 
@@ -453,6 +490,19 @@ export class Authority {
     );
     this.issued?.inc({ profile });
     this.latency?.observe(Number(process.hrtime.bigint() - started) / 1e9, { profile });
+    const method = bound?.details["method"];
+    this.tell({
+      kind: "issued",
+      serial: record.serial,
+      issuerId: record.issuerId,
+      spiffeId: leaf.spiffeId,
+      dnsNames: leaf.dnsNames,
+      notAfter: leaf.notAfter,
+      profile,
+      actor,
+      renews: binding?.renews ?? null,
+      method: typeof method === "string" ? method : null,
+    });
     return {
       der,
       serial: record.serial,

@@ -75,6 +75,16 @@ export const LOG_LEVEL_SETTING = {
   description: "Lowest level of log lines written to stderr.",
 } as const;
 
+/** Shared like log.level; common/logger.ts resolves "auto" against stderr. */
+export const LOG_FORMAT_SETTING = {
+  key: "log.format",
+  type: "enum",
+  enumValues: ["auto", "json", "pretty"],
+  default: "auto",
+  description:
+    "Format of log lines on stderr: json (one object per line), pretty (one human line per record), or auto: pretty when stderr is a terminal, json otherwise.",
+} as const;
+
 export const CA_CONFIG = declareConfig([
   {
     key: "dataDir",
@@ -401,6 +411,7 @@ export const CA_CONFIG = declareConfig([
     validate: positive,
   },
   LOG_LEVEL_SETTING,
+  LOG_FORMAT_SETTING,
 ]);
 
 export type CaConfig = ConfigOf<typeof CA_CONFIG>;

@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { mountAcme } from "../acme/acme-api";
 import { mountAdmin } from "../acme/admin";
 import { startCrlHttpServer } from "../acme/crl-http";
@@ -8,6 +8,7 @@ import { mountFeed } from "../acme/feed-routes";
 import type { ListenerLimits } from "../acme/listener-limits";
 import { ORDER_RECOVERY_INTERVAL_MS, OrderRecovery } from "../acme/order-recovery";
 import { startCaServer } from "../acme/server";
+import type { Authority, CertificateEvent } from "../ca/authority";
 import { FeedService } from "../ca/feed";
 import { IssuerWatch } from "../ca/issuer-watch";
 import { fingerprintSha256 } from "../ca/keys";
@@ -62,7 +63,7 @@ export const caServe: Command = {
   async run(argv) {
     const { values } = parseFlags(argv, caFlagOptions(OWN_FLAGS));
     const cfg = loadConfigFromFlags(values);
-    const log = createLogger({ level: cfg["log.level"], component: "ca" });
+    const log = createLogger({ level: cfg["log.level"], format: cfg["log.format"], component: "ca" });
     exitOnUncaught(log);
 
     if (await needsInit(cfg, values.init === true)) {
@@ -76,7 +77,8 @@ export const caServe: Command = {
     const metrics = new Registry();
     processMetrics(metrics);
     const { store, authority, trustDomain } = await openCa(cfg, values, metrics);
-    if (authority.insecureKey) {
+    // In pretty mode the startup summary ends with this warning instead, where a person reads it.
+    if (authority.insecureKey && log.format === "json") {
       log.warn("CA keys are stored WITHOUT encryption; use this only for development", {
         dataDir: cfg.dataDir,
       });
@@ -132,14 +134,13 @@ export const caServe: Command = {
     }).catch((err: unknown) => {
       throw listenError(err, "HTTPS (listen)", host, port, BUSY_HINT);
     });
-    log.info("listening", {
+    logStartup(log, {
       url: server.url,
       trustDomain,
-      activeIssuer: authority.activeIssuer.id,
-      rootFingerprints: authority.trustedRoots().map((r) => fingerprintSha256(r.certDer)),
-      // The trust domain in force is the stored one (logged above), not the configured default.
-      config: { ...configSummary(CA_CONFIG, cfg), trustDomain: undefined },
+      cfg,
+      authority,
     });
+    authority.onCertificate((event) => logCertificate(log, event));
 
     // After startCaServer, whose mountCrl signed the first CRLs this listener serves.
     const crlHttp = cfg["crl.httpListen"]
@@ -174,6 +175,80 @@ export const caServe: Command = {
     return 0;
   },
 };
+
+/**
+ * What an operator checks first after a start: where clients go, which root
+ * they must pin, which data this is. JSON: one "listening" record (tests and
+ * drills wait for it). Pretty: a short block, and the unencrypted-keys warning last.
+ */
+function logStartup(
+  log: Logger,
+  s: { url: string; trustDomain: string; cfg: CaConfig; authority: Authority },
+): void {
+  const postgres = isPostgresUrl(s.cfg["store.url"]);
+  const roots = s.authority.trustedRoots();
+  const active = s.authority.activeIssuer;
+  // The root clients pin (--ca-fingerprint): the one above the active intermediate; others are mid-rotation.
+  const root = roots.find((r) => r.id === active.parentId) ?? roots[0];
+  const facts = {
+    url: s.url,
+    directory: `${s.url}/acme/directory`,
+    rootFingerprint: root ? fingerprintSha256(root.certDer) : null,
+    rootFingerprints: roots.map((r) => fingerprintSha256(r.certDer)),
+    dataDir: resolve(s.cfg.dataDir),
+    // The URL may hold a password: name the kind only.
+    store: postgres ? "postgresql" : "sqlite",
+    trustDomain: s.trustDomain,
+    activeIssuer: active.id,
+    encryptedAtRest: !s.authority.insecureKey,
+  };
+  if (log.format === "json") {
+    log.info("listening", {
+      ...facts,
+      // The trust domain in force is the stored one (above), not the configured default.
+      config: { ...configSummary(CA_CONFIG, s.cfg), trustDomain: undefined },
+    });
+    return;
+  }
+  const others = facts.rootFingerprints.length - 1;
+  log.info(`listening on ${facts.url}`);
+  log.info(`  ACME directory   ${facts.directory}`);
+  log.info(
+    `  root fingerprint ${facts.rootFingerprint}${others > 0 ? ` (+${others} more trusted, mid-rotation)` : ""}`,
+  );
+  log.info(`  data             ${facts.dataDir} (${postgres ? "PostgreSQL store.url" : "SQLite"})`);
+  log.info(`  trust domain     ${facts.trustDomain}, issuing with ${facts.activeIssuer}`);
+  if (!facts.encryptedAtRest) {
+    log.warn(
+      "  CA keys are stored WITHOUT encryption (--insecure-no-passphrase): use this only for development",
+    );
+  }
+}
+
+/** One line per certificate issued or revoked, with what an operator searches by; never the key or evidence. */
+function logCertificate(log: Logger, event: CertificateEvent): void {
+  if (event.kind === "revoked") {
+    log.info("certificate revoked", { serial: event.serial, reason: event.reason, actor: event.actor });
+    return;
+  }
+  log.info("certificate issued", {
+    serial: event.serial,
+    spiffeId: event.spiffeId,
+    dnsNames: event.dnsNames,
+    issuer: event.issuerId,
+    notAfter: event.notAfter,
+    via: issuancePath(event),
+    actor: event.actor,
+  });
+}
+
+/** How the certificate was obtained, in the words of the docs. */
+function issuancePath(event: Extract<CertificateEvent, { kind: "issued" }>): string {
+  if (event.profile === "server") return "server-certificate";
+  if (event.renews !== null) return "renew-with-certificate";
+  if (event.method !== null) return `acme attest-01 (${event.method})`;
+  return event.actor === "cli" ? "ca issue" : "acme";
+}
 
 /** The listener limits from the config; the plain-HTTP CRL listener uses the same ones. */
 function listenerLimits(cfg: CaConfig): ListenerLimits {

@@ -63,6 +63,7 @@ describe("CA config", () => {
       "feed.validity": 600_000,
       "feed.pollInterval": 500,
       "log.level": "info",
+      "log.format": "auto",
     });
   });
 
