@@ -153,15 +153,24 @@ async function refreshOrder(
   ctx: AcmeContext,
   order: OrderRecord,
 ): Promise<{ order: OrderRecord; authzs: AuthorizationRecord[] }> {
+  const { next, authzs } = await nextStatus(ctx, order);
+  return { order: next === order.status ? order : await casOrder(ctx, order, { status: next }), authzs };
+}
+
+/** What a pending order's authorizations make of it now (pending, ready or invalid), without writing it. */
+async function nextStatus(
+  ctx: AcmeContext,
+  order: OrderRecord,
+): Promise<{ next: OrderRecord["status"]; authzs: AuthorizationRecord[] }> {
   const authzs = (
     await Promise.all(order.authorizationIds.map((id) => ctx.store.getAuthorization(id)))
   ).filter((a): a is AuthorizationRecord => a !== null);
-  if (order.status !== "pending") return { order, authzs };
+  if (order.status !== "pending") return { next: order.status, authzs };
   if (
     order.expires.getTime() <= Date.now() ||
     authzs.some((a) => a.status === "invalid" || a.status === "deactivated")
   ) {
-    return { order: await casOrder(ctx, order, { status: "invalid" }), authzs };
+    return { next: "invalid", authzs };
   }
   const spiffe = authzs.find((a) => a.identifier.type === "spiffe" && a.status === "valid");
   const entry = spiffe?.entryId ? await ctx.store.getEntry(spiffe.entryId) : null;
@@ -169,7 +178,7 @@ async function refreshOrder(
     (a) =>
       a.status === "valid" || (a.identifier.type === "dns" && entry?.dnsNames.includes(a.identifier.value)),
   );
-  return { order: ready ? await casOrder(ctx, order, { status: "ready" }) : order, authzs };
+  return { next: ready ? "ready" : "pending", authzs };
 }
 
 /** Compare-and-set on the order's status; when another request moved it first, use what it wrote. */
@@ -183,6 +192,23 @@ async function casOrder(
   } catch (err) {
     if (!isStintError(err, "ERR_STORE_CONFLICT")) throw err;
     return (await ctx.store.getOrder(order.id)) ?? order;
+  }
+}
+
+/**
+ * Moves a ready order (or a pending one found ready) to processing. When a
+ * poll made it ready meanwhile the compare-and-set misses: re-read, and go on
+ * from ready; any other status means another finalize got there first.
+ */
+async function startProcessing(ctx: AcmeContext, order: OrderRecord): Promise<OrderRecord> {
+  try {
+    return await ctx.store.updateOrder(order.id, order.status, { status: "processing" });
+  } catch (err) {
+    if (!isStintError(err, "ERR_STORE_CONFLICT")) throw err;
+    const now = await ctx.store.getOrder(order.id);
+    if (now?.status !== "ready")
+      throw new StintError("ERR_ORDER_NOT_READY", `order is ${now?.status ?? "gone"}, not ready`);
+    return ctx.store.updateOrder(order.id, "ready", { status: "processing" });
   }
 }
 
@@ -235,9 +261,14 @@ export function finalize(ctx: AcmeContext): Handler {
     try {
       const vr = await ctx.verify(req, url, ["kid"]);
       const account = await ctx.account(vr);
-      const { order, authzs } = await refreshOrder(ctx, await ownOrder(ctx, account, params.id));
-      if (order.status !== "ready")
+      const read = await ownOrder(ctx, account, params.id);
+      const { next, authzs } = await nextStatus(ctx, read);
+      if (next !== "ready") {
+        const order = next === read.status ? read : await casOrder(ctx, read, { status: next });
         throw new StintError("ERR_ORDER_NOT_READY", `order is ${order.status}, not ready`);
+      }
+      // A pending order whose authorizations are all valid goes straight to processing: one write, not two.
+      const order = read;
       const csr = csrFromPayload(vr.payload);
       const spiffeId = order.identifiers.find((i) => i.type === "spiffe")?.value ?? null;
       const dnsNames = order.identifiers.filter((i) => i.type === "dns").map((i) => i.value);
@@ -253,7 +284,7 @@ export function finalize(ctx: AcmeContext): Handler {
           `CSR names (${[...csr.uris, ...csr.dnsNames].join(", ") || "none"}) must equal the order's identifiers (${[spiffeId, ...dnsNames].filter(Boolean).join(", ")})`,
         );
       }
-      const processing = await ctx.store.updateOrder(order.id, "ready", { status: "processing" });
+      const processing = await startProcessing(ctx, order);
       try {
         const grant = spiffeId ? await attestedGrant(ctx, spiffeId, authzs, dnsNames) : null;
         const issued = await ctx.authority.issue(

@@ -28,6 +28,10 @@ export class Lru<V> {
     this.map.set(key, value);
   }
 
+  delete(key: string): void {
+    this.map.delete(key);
+  }
+
   clear(): void {
     this.map.clear();
   }

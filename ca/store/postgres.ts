@@ -14,6 +14,7 @@ import type {
   RevokedCertificate,
   Store,
 } from "../store";
+import { AcmeCache } from "./acme-cache";
 import { checkBoundEntry, ENTRY_COLUMNS } from "./acme-common";
 import { AcmeStateDelegate } from "./acme-delegate";
 import { ISSUER_PROGRESS_SQL, type ProgressRow, progressFrom, windowsFrom } from "./feed-rows";
@@ -55,7 +56,7 @@ export class PostgresStore extends AcmeStateDelegate implements Store {
   /** Private (#) so util.inspect of a store never prints the pool and the URL inside it. */
   readonly #pool: pg.Pool;
   private readonly writes: PgGroupCommit;
-  protected readonly acme: PostgresAcmeState;
+  protected readonly acme: AcmeCache;
   private closed = false;
 
   /** Only host:port/database is kept: the target's secrets (for scrubbing) are not needed once open. */
@@ -67,10 +68,12 @@ export class PostgresStore extends AcmeStateDelegate implements Store {
     this.#pool = pool;
     // Failures after open pass through as the driver reports them: its messages never hold the password.
     this.writes = new PgGroupCommit(() => pool.connect());
-    this.acme = new PostgresAcmeState({
+    // Replicas change rows behind this one's back, with no cheap way to know: only attestations are cached.
+    const acme = new PostgresAcmeState({
       write: (op) => this.write(op),
       run: (sql, params) => this.run(sql, params),
     });
+    this.acme = new AcmeCache(acme, null);
   }
 
   /**

@@ -17,11 +17,13 @@ import type {
   RevokedCertificate,
   Store,
 } from "../store";
+import { AcmeCache } from "./acme-cache";
 import { checkBoundEntry } from "./acme-common";
 import { AcmeStateDelegate } from "./acme-delegate";
 import { ISSUER_PROGRESS_SQL, type ProgressRow, progressFrom, windowsFrom } from "./feed-rows";
 import { SqliteAcmeState } from "./sqlite-acme";
 import { entryFromRow } from "./sqlite-acme-rows";
+import { sqliteChangeWatch } from "./sqlite-acme-watch";
 import { GroupCommit, type WriteOp } from "./sqlite-batch";
 import { migrate, STORE_FORMAT_KEY } from "./sqlite-migrations";
 import { corruptError, probeStoreFile } from "./sqlite-probe";
@@ -65,7 +67,7 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
 
   private readonly st: Statements;
   private readonly bound: BindingStatements;
-  protected readonly acme: SqliteAcmeState;
+  protected readonly acme: AcmeCache;
   private readonly writes: GroupCommit;
   /** Several reads that must agree with each other (another process may commit between them). */
   private readonly readSnapshot: <T>(read: () => T) => T;
@@ -100,11 +102,12 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
       (err) =>
         sqliteCode(err)?.startsWith("SQLITE_CORRUPT") ? corruptError(path, (err as Error).message) : err,
     );
-    this.acme = new SqliteAcmeState(db, {
+    const acme = new SqliteAcmeState(db, {
       write: (op) => this.write(op),
       audit: (tail, event) => this.appendAuditIn(tail, event),
       assertOpen: () => this.assertOpen(),
     });
+    this.acme = new AcmeCache(acme, sqliteChangeWatch(db));
   }
 
   /**
