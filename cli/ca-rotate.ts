@@ -139,6 +139,8 @@ function command(spec: RotationCommand): Command {
       if (positionals.length > spec.maxPositionals) {
         throw usage(spec.name, `unexpected argument "${positionals[spec.maxPositionals]!.slice(0, 40)}"`);
       }
+      // A malformed --ttl-days is a usage mistake, reported before the passphrase or the store is needed.
+      ttlDays(spec.name, values, 0);
       return spec.run(values, positionals);
     },
   };

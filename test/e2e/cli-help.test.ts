@@ -109,6 +109,8 @@ test.each([
   [["ca", "status", "--log-level", "loud"], "--log-level", "is not one of debug, info, warn, error"],
   [["ca", "rotate", "--key-algorithm", "dsa"], "--key-algorithm", "is not one of"],
   [["ca", "fingerprint", "--trust-domain", "Not_A_Domain"], "--trust-domain", "lowercase"],
+  [["ca", "rotate", "--ttl-days", "abc"], "--ttl-days", "whole number of days"],
+  [["ca", "root", "prepare", "--ttl-days", "0"], "--ttl-days", "whole number of days"],
   [["agent", "--once", "--backoff-base", "soon"], "--backoff-base", "is not a duration"],
   [["agent", "--once", "--ca-url", "http://ca:8443"], "--ca-url", "https://host[:port]"],
   [["agent", "--once", "--renew-percent", "99"], "--renew-percent", "between 10 and 90"],
