@@ -20,6 +20,7 @@ import {
   UsageError,
 } from "./acme-load/run";
 import { startHttp01, stintTrustDomain, stopServersOnSignal } from "./acme-load/servers";
+import { startWatchdog, stopWatchdog } from "./acme-load/watchdog";
 
 /**
  * ACME issuance under load, measured on the server: certificates per second,
@@ -35,7 +36,8 @@ const USAGE = `usage: npm run bench:acme -- (--compare | --directory URL) [optio
   --directory URL        the ACME directory to load (any ACME server)
   --ca-file PEM          roots to trust for the server's TLS certificate (default: the system's)
   --server-pid PID       the server process, to read its CPU time and RSS from /proc
-  --compare              start pebble (from PATH) and a Stint CA, load both, compare
+  --compare              start pebble (from PATH) and a Stint CA, load both, compare: pebble's full flow,
+                         Stint's attest-01 and dns + http-01 full flows (--challenge picks one) and renewal
   --mode full|renew      full ACME flow, or Stint's renew-with-certificate (default full)
   --challenge TYPE       http-01 or attest-01 (Stint, join tokens: needs --data-dir unless --compare);
                          default http-01, or attest-01 for Stint with --compare
@@ -51,6 +53,8 @@ const USAGE = `usage: npm run bench:acme -- (--compare | --directory URL) [optio
                          --count 100000 --rss-every 10000 shows whether memory grows with issuance)
   --http01-port N        port of the http-01 responder (default 5002; --compare picks one)
   --dns-suffix NAME      DNS names are c<n>-<run>.NAME (default bench.test)
+  --metrics              the server is Stint: read its /metrics for requests per certificate by route
+                         (--compare always does)
   --json                 print the result as JSON`;
 
 const FLAGS = {
@@ -70,6 +74,7 @@ const FLAGS = {
   "rss-every": { type: "string" },
   "http01-port": { type: "string" },
   "dns-suffix": { type: "string" },
+  metrics: { type: "boolean" },
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -102,7 +107,13 @@ async function standalone(values: Record<string, unknown>, s: Settings): Promise
   const challenge = s.challenge ?? "http-01";
   if (s.mode === "renew" && challenge !== "attest-01")
     throw new UsageError("--mode renew is Stint's renew-with-certificate: it needs --challenge attest-01");
-  const target: Target = { name: new URL(directoryUrl).host, directoryUrl, ca, serverPid };
+  const target: Target = {
+    name: new URL(directoryUrl).host,
+    directoryUrl,
+    ca,
+    serverPid,
+    ...(values.metrics ? { metricsUrl: `${origin}/metrics` } : {}),
+  };
 
   let names: Names;
   let responder: Server | undefined;
@@ -148,6 +159,7 @@ function table(results: LoadResult[]): string {
     "p50 ms",
     "p99 ms",
     "srv CPU ms/cert",
+    "req/cert",
     "srv RSS MiB",
     "client CPU ms/cert",
   ];
@@ -161,6 +173,7 @@ function table(results: LoadResult[]): string {
     r.latencyMs.p50.toFixed(1),
     r.latencyMs.p99.toFixed(1),
     r.serverCpuMsPerCert?.toFixed(2) ?? "-",
+    r.requestsPerCert?.total.toFixed(2) ?? "-",
     r.serverRssMiB?.toFixed(0) ?? "-",
     r.clientCpuMsPerCert.toFixed(2),
   ]);
@@ -222,8 +235,18 @@ async function main(): Promise<number> {
       const samples = r.serverRssSamples.map((x) => `${x.certificates}: ${x.rssMiB}`).join(", ");
       process.stdout.write(`${r.server} ${r.mode}: server RSS MiB after N certificates: ${samples}\n`);
     }
-    const ratio = (body.stintOverPebble as { serverCpuMsPerCert?: number } | undefined)?.serverCpuMsPerCert;
-    if (ratio !== undefined) process.stdout.write(`server CPU per certificate, stint/pebble: ${ratio}\n`);
+    for (const r of results) {
+      if (!r.requestsPerCert) continue;
+      const routes = Object.entries(r.requestsPerCert).map(([route, n]) => `${route} ${n}`);
+      process.stdout.write(
+        `${r.server} ${r.mode} ${r.challenge}: requests per certificate: ${routes.join(", ")}\n`,
+      );
+    }
+    const ratios = body.stintOverPebble as Record<string, { serverCpuMsPerCert?: number }> | undefined;
+    for (const [challenge, ratio] of Object.entries(ratios ?? {}))
+      process.stdout.write(
+        `server CPU per certificate, stint ${challenge} / pebble: ${ratio.serverCpuMsPerCert}\n`,
+      );
     if (body.pebbleMissing) process.stdout.write(`${body.pebbleMissing}\n`);
     const restarts = results.find((r) => r.pebbleRestarts)?.pebbleRestarts;
     if (restarts)
@@ -234,12 +257,18 @@ async function main(): Promise<number> {
   return results.some((r) => r.failures > 0) ? 1 : 0;
 }
 
+/** Longer than any stall the run's own check (load.ts, 20 s) handles: this one is for a blocked event loop. */
+const WATCHDOG_MS = 60_000;
+
 stopServersOnSignal();
+startWatchdog(WATCHDOG_MS);
 main().then(
   (code) => {
+    stopWatchdog();
     process.exitCode = code;
   },
   (err) => {
+    stopWatchdog();
     if (err instanceof UsageError) {
       console.error(`bench:acme: ${err.message}\n${USAGE}`);
       process.exitCode = 2;

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import type { Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type LoadResult, StallError, type Target } from "./load";
+import { type ChallengeType, type LoadResult, StallError, type Target } from "./load";
 import {
   challengeNote,
   dnsNames,
@@ -34,15 +34,16 @@ export async function compare(s: Settings): Promise<Record<string, unknown>> {
   try {
     const pebbleFull = pebblePath ? await measurePebble(pebblePath, dir, s) : undefined;
 
-    const challenge = s.challenge ?? "attest-01";
+    // Both of Stint's full flows by default: attest-01 (its agents) and dns + http-01 (lego, certbot).
+    const flows: ChallengeType[] = s.challenge ? [s.challenge] : ["attest-01", "http-01"];
     const tokens = new Map<string, string>();
-    if (challenge === "http-01") responder = (await startHttp01(tokens, 0)).server;
-    const http01Port = responder ? (responder.address() as { port: number }).port : 0;
+    responder = (await startHttp01(tokens, 0)).server;
+    const http01Port = (responder.address() as { port: number }).port;
     log("starting stint ca serve");
     const stint = await startStint({
       dir,
       trustDomain: TRUST_DOMAIN,
-      ...(responder ? { http01: { port: http01Port, dnsSuffix: s.dnsSuffix } } : {}),
+      http01: { port: http01Port, dnsSuffix: s.dnsSuffix },
     });
     running.push(stint);
     const target: Target = {
@@ -50,34 +51,45 @@ export async function compare(s: Settings): Promise<Record<string, unknown>> {
       directoryUrl: stint.directoryUrl,
       ca: stint.ca,
       serverPid: stint.pid,
+      metricsUrl: `${stint.url}/metrics`,
     };
     const mint = (runId: string, n: number) =>
       mintTokens({ ...s, runId }, stint.dataDir, stint.url, stint.trustDomain, n).then((t) =>
         tokenNames(t, n),
       );
-    const fullNames =
-      challenge === "attest-01" ? await mint(s.runId, namesNeeded(s, "full")) : dnsNames(s, tokens);
-    const stintFull = await load(target, s, "full", fullNames);
+    const stintFull: LoadResult[] = [];
+    for (const challenge of flows) {
+      const names =
+        challenge === "attest-01"
+          ? await mint(s.runId, namesNeeded(s, "full"))
+          : dnsNames({ ...s, runId: `${s.runId}h` }, tokens);
+      stintFull.push(await load(target, s, "full", names));
+    }
     // Renewal needs certificates with SPIFFE IDs, so its first certificates always come from attest-01.
     const renewNames = await mint(`${s.runId}r`, namesNeeded(s, "renew"));
     const stintRenew = await load(target, s, "renew", renewNames);
     await stint.stop();
 
     const ratio = (a?: number, b?: number) => (a && b ? Number((a / b).toFixed(2)) : undefined);
+    const overPebble = (r: LoadResult) => ({
+      serverCpuMsPerCert: ratio(r.serverCpuMsPerCert, pebbleFull?.serverCpuMsPerCert),
+      certsPerSecond: ratio(r.certsPerSecond, pebbleFull?.certsPerSecond),
+    });
     return {
       servers: {
         pebble: pebblePath
           ? { path: pebblePath, env: PEBBLE_ENV, challenge: challengeNote("http-01", true) }
           : { missing: PEBBLE_MISSING },
-        stint: { command: "node dist/cli/main.js ca serve", challenge: challengeNote(challenge, false) },
+        stint: {
+          command: "node dist/cli/main.js ca serve",
+          challenges: Object.fromEntries(flows.map((c) => [c, challengeNote(c, false)])),
+        },
       },
-      results: pebbleFull ? [pebbleFull, stintFull, stintRenew] : [stintFull, stintRenew],
+      results: [...(pebbleFull ? [pebbleFull] : []), ...stintFull, stintRenew],
       ...(pebbleFull
         ? {
-            stintOverPebble: {
-              serverCpuMsPerCert: ratio(stintFull.serverCpuMsPerCert, pebbleFull.serverCpuMsPerCert),
-              certsPerSecond: ratio(stintFull.certsPerSecond, pebbleFull.certsPerSecond),
-            },
+            // Stint's figure over pebble's, per full flow: below 1 is Stint cheaper.
+            stintOverPebble: Object.fromEntries(stintFull.map((r) => [r.challenge, overPebble(r)])),
           }
         : { pebbleMissing: PEBBLE_MISSING }),
     };

@@ -1,5 +1,5 @@
 import { createPrivateKey, generateKeyPairSync, type KeyObject, X509Certificate } from "node:crypto";
-import { Agent } from "node:https";
+import { Agent, get as httpsGet } from "node:https";
 import { performance } from "node:perf_hooks";
 import {
   AcmeClient,
@@ -30,6 +30,8 @@ export interface Target {
   /** PEM trust anchors for the server's TLS certificate; undefined means the system store. */
   ca?: string;
   serverPid?: number;
+  /** Stint's /metrics: read before and after the measured part, for requests per certificate by route. */
+  metricsUrl?: string;
 }
 
 /** What certificate i asks for, and how its challenge is answered. */
@@ -96,6 +98,12 @@ export interface LoadResult {
   issuerKey?: string;
   /** How often a stuck server was restarted before this measurement (--compare, pebble only). */
   pebbleRestarts?: number;
+  /**
+   * With a metrics URL: HTTP requests the server counted per measured
+   * certificate, by route (stint_http_requests_total; "total" sums them), so
+   * a change in round trips shows beside the CPU it costs.
+   */
+  requestsPerCert?: Record<string, number>;
 }
 
 interface Held {
@@ -110,17 +118,17 @@ interface Worker {
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-/** A fresh P-256 key for a certificate. */
-const newKey = () => generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
 
 /**
- * A fresh P-256 account key, generated as DER and imported: on Node 20 a key
- * straight from generateKeyPairSync shares a mutex with its keygen job, and a
- * garbage collection that frees the job during key.export({format: "jwk"})
- * (AcmeClient's thumbprint) deadlocks the thread. DER export, all a
- * certificate key goes through, did not in 120,000 tries.
+ * A fresh P-256 key, generated as DER and imported: on Node 20 a key straight
+ * from generateKeyPairSync shares a mutex with its keygen job, and a garbage
+ * collection that frees the job while the key is in use (a JWK export for
+ * the account's thumbprint, or a renewal's JWS signed with the previous
+ * certificate's key) deadlocks the thread. Certificate keys were taken
+ * straight from generateKeyPairSync until issue 13: renewals, which sign
+ * with them, hung after about 170,000; an imported key has no keygen job.
  */
-function newAccountKey(): KeyObject {
+function newKey(): KeyObject {
   const { privateKey } = generateKeyPairSync("ec", {
     namedCurve: "P-256",
     privateKeyEncoding: { format: "der", type: "pkcs8" },
@@ -169,7 +177,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
       Array.from({ length: concurrency }, async () => {
         const client = await AcmeClient.connect({
           directoryUrl: target.directoryUrl,
-          accountKey: newAccountKey(),
+          accountKey: newKey(),
           agent,
           sleep: countingSleep,
         });
@@ -291,6 +299,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
     log(
       `${target.name}: measuring ${opts.count} (${opts.mode}, ${names.challenge}, ${concurrency} in flight)`,
     );
+    const requestsBefore = target.metricsUrl ? await requestCounts(target.metricsUrl, target.ca) : undefined;
     const before = target.serverPid === undefined ? undefined : sampleProcess(target.serverPid);
     const cpu0 = process.cpuUsage();
     const elu0 = performance.eventLoopUtilization();
@@ -317,6 +326,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
     const after = target.serverPid === undefined ? undefined : sampleProcess(target.serverPid);
     const cpu = process.cpuUsage(cpu0);
     const elu = performance.eventLoopUtilization(elu0);
+    const requestsAfter = target.metricsUrl ? await requestCounts(target.metricsUrl, target.ca) : undefined;
 
     const n = latencies.length;
     return {
@@ -337,6 +347,9 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
       clientCpuMsPerCert: round((cpu.user + cpu.system) / 1000 / Math.max(1, n), 3),
       clientEventLoopUtilization: round(elu.utilization, 2),
       ...(issuerKey ? { issuerKey } : {}),
+      ...(requestsBefore && requestsAfter
+        ? { requestsPerCert: perCertificate(requestsBefore, requestsAfter, n + failureCount) }
+        : {}),
     };
   } finally {
     agent.destroy();
@@ -427,3 +440,41 @@ function keyName(der: Buffer): string {
 }
 
 const round = (x: number, digits: number) => Number(x.toFixed(digits));
+
+/** stint_http_requests_total by route, summed over status codes, from a Prometheus text page. */
+export function parseRequestCounts(text: string): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const m of text.matchAll(/^stint_http_requests_total\{([^}]*)\} (\d+(?:\.\d+)?)$/gm)) {
+    const route = /route="([^"]*)"/.exec(m[1])?.[1] ?? "other";
+    counts.set(route, (counts.get(route) ?? 0) + Number(m[2]));
+  }
+  return counts;
+}
+
+function requestCounts(url: string, ca: string | undefined): Promise<Map<string, number>> {
+  return new Promise((resolve, reject) => {
+    httpsGet(url, { ...(ca ? { ca } : {}), agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () =>
+        res.statusCode === 200
+          ? resolve(parseRequestCounts(Buffer.concat(chunks).toString("utf8")))
+          : reject(new Error(`${url} answered ${res.statusCode}`)),
+      );
+    }).on("error", (err) => reject(new Error(`cannot read ${url}: ${err.message}`)));
+  });
+}
+
+/** The ACME routes' request counts per certificate (attempts, failed ones included); /metrics reads are left out. */
+function perCertificate(before: Map<string, number>, after: Map<string, number>, n: number) {
+  const out: Record<string, number> = {};
+  let total = 0;
+  for (const [route, count] of [...after.entries()].sort()) {
+    const d = count - (before.get(route) ?? 0);
+    if (d <= 0 || route === "/metrics") continue;
+    out[route] = round(d / Math.max(1, n), 2);
+    total += d;
+  }
+  out.total = round(total / Math.max(1, n), 2);
+  return out;
+}

@@ -6,6 +6,7 @@ import { createServer as createNetServer } from "node:net";
 import { delimiter, join, resolve } from "node:path";
 import { ADMIN_PATHS, type AdminJoinToken } from "../../../acme/admin";
 import { AdminClient } from "../../../cli/admin-client";
+import { forgetChild, watchChild } from "./watchdog";
 
 /**
  * The servers --compare runs the load against, started as a user would start
@@ -84,7 +85,11 @@ function launch(
 ): Promise<{ child: ChildProcess; match: RegExpExecArray; tail: () => string }> {
   const child = spawn(cmd, args, { env, stdio: ["ignore", "pipe", "pipe"] });
   live.add(child);
-  child.once("exit", () => live.delete(child));
+  watchChild(child.pid);
+  child.once("exit", () => {
+    live.delete(child);
+    forgetChild(child.pid);
+  });
   const lines: string[] = [];
   const tail = () => lines.join("\n");
   return new Promise((resolveStart, reject) => {
