@@ -1,6 +1,7 @@
 import { createServer, type Server } from "node:https";
 import type { Authority } from "../ca/authority";
 import { bundlePem, spiffeBundle } from "../ca/bundle";
+import type { JwtBundleKey } from "../ca/jwt-keys";
 import type { Store } from "../ca/store";
 import type { Logger } from "../common/logger";
 import type { Registry } from "../common/metrics";
@@ -33,6 +34,8 @@ export interface CaServerOptions {
   serverCertTtlMs: number;
   /** How often relying parties should refetch the bundle (spiffe_refresh_hint). */
   bundleRefreshHintSeconds?: number;
+  /** The JWT-SVID keys /bundle.json publishes (ca/jwt-svid.ts); none when absent. */
+  jwtBundleKeys?: (now: Date) => Promise<JwtBundleKey[]>;
   /**
    * Route sets mounted beside the base endpoints (ACME, admin), each given the
    * router and the server's public origin once it is listening.
@@ -78,9 +81,11 @@ export async function startCaServer(opts: CaServerOptions): Promise<CaServer> {
       res.end(body);
     })
     .on("GET", "/bundle.json", async (_req, res) => {
+      // Keys first: dropping a retired JWT key bumps the sequence, which must then be read.
+      const jwtKeys = (await opts.jwtBundleKeys?.(new Date())) ?? [];
       const sequence = Number((await opts.store.getMeta("bundle_sequence")) ?? "1");
       const refreshHintSeconds = opts.bundleRefreshHintSeconds ?? 300;
-      sendJson(res, 200, spiffeBundle(authority.trustedRoots(), { sequence, refreshHintSeconds }));
+      sendJson(res, 200, spiffeBundle(authority.trustedRoots(), { sequence, refreshHintSeconds, jwtKeys }));
     })
     .on("GET", "/metrics", (_req, res) => {
       const body = metrics.render();
@@ -140,6 +145,6 @@ function routeLabel(url: string | undefined): string {
   const path = (url ?? "/").split("?")[0];
   if (["/health", "/bundle.pem", "/bundle.json", "/metrics"].includes(path)) return path;
   // ACME, admin, CRL and feed paths carry ids; label by their first two segments (/acme/order, /admin/entries).
-  const m = /^\/(acme|admin|crl|feed)(\/[a-z-]+)?/.exec(path);
+  const m = /^\/(acme|admin|crl|feed)(\/[a-z-]+)?|^\/agent\/v1\/[a-z0-9-]+/.exec(path);
   return m ? m[0] : "other";
 }

@@ -364,12 +364,13 @@ export class Authority {
    * `bound`: the entry and attestation it is issued under, recorded with it in
    * one transaction that re-checks the entry (ca/store.ts CertificateBinding),
    * and what its audit record (cert.issue, or cert.renew when it renews) adds.
+   * Without a binding (the agent API), `details` still go into the audit record.
    */
   async issue(
     req: LeafRequest,
     actor: string,
     now = new Date(),
-    bound?: { binding: CertificateBinding; details: Record<string, unknown> },
+    bound?: { binding?: CertificateBinding; details: Record<string, unknown> },
   ): Promise<IssuedCertificate> {
     return this.issueApproved(checkLeafRequest(this.opts.policy, req, now), actor, "workload", now, bound);
   }
@@ -442,7 +443,7 @@ export class Authority {
     actor: string,
     profile: string,
     now: Date,
-    bound?: { binding: CertificateBinding; details: Record<string, unknown> },
+    bound?: { binding?: CertificateBinding; details: Record<string, unknown> },
   ): Promise<IssuedCertificate> {
     const started = process.hrtime.bigint();
     // Held for the whole issuance: a rotation landing meanwhile must not mix two issuers' numbers.
@@ -484,6 +485,7 @@ export class Authority {
             ...(binding.renews && { renews: binding.renews }),
             ...bound.details,
           }),
+          ...(!binding && bound?.details),
         },
       },
       binding,

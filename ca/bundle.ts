@@ -1,6 +1,7 @@
 import { X509Certificate } from "node:crypto";
 import { StintError } from "../common/errors";
 import { toPem } from "../formats/pem";
+import type { JwtBundleKey } from "./jwt-keys";
 import type { IssuerRecord } from "./store";
 
 /**
@@ -35,8 +36,8 @@ export interface SpiffeBundleKey {
   e?: string;
 }
 
-export interface SpiffeBundle {
-  keys: SpiffeBundleKey[];
+export interface SpiffeBundle<K = SpiffeBundleKey> {
+  keys: K[];
   spiffe_sequence: number;
   spiffe_refresh_hint: number;
 }
@@ -44,12 +45,20 @@ export interface SpiffeBundle {
 /**
  * The SPIFFE trust bundle document (spiffe/spiffe "SPIFFE Trust Domain and
  * Bundle" §4): a JWK Set with one `x509-svid` key per root, each carrying its
- * certificate in `x5c`.
+ * certificate in `x5c`, then the JWT-SVID signing keys (`jwt-svid`, ca/jwt-keys.ts).
  */
 export function spiffeBundle(
   issuers: readonly IssuerRecord[],
   opts: { sequence: number; refreshHintSeconds: number },
-): SpiffeBundle {
+): SpiffeBundle;
+export function spiffeBundle(
+  issuers: readonly IssuerRecord[],
+  opts: { sequence: number; refreshHintSeconds: number; jwtKeys: readonly JwtBundleKey[] },
+): SpiffeBundle<SpiffeBundleKey | JwtBundleKey>;
+export function spiffeBundle(
+  issuers: readonly IssuerRecord[],
+  opts: { sequence: number; refreshHintSeconds: number; jwtKeys?: readonly JwtBundleKey[] },
+): SpiffeBundle<SpiffeBundleKey | JwtBundleKey> {
   if (!Number.isSafeInteger(opts.sequence) || opts.sequence < 0) {
     throw new StintError(
       "ERR_CONFIG",
@@ -70,5 +79,9 @@ export function spiffeBundle(
     for (const p of ["crv", "x", "y", "n", "e"] as const) if (jwk[p] !== undefined) key[p] = String(jwk[p]);
     return key;
   });
-  return { keys, spiffe_sequence: opts.sequence, spiffe_refresh_hint: opts.refreshHintSeconds };
+  return {
+    keys: [...keys, ...(opts.jwtKeys ?? [])],
+    spiffe_sequence: opts.sequence,
+    spiffe_refresh_hint: opts.refreshHintSeconds,
+  };
 }

@@ -17,6 +17,7 @@ import {
   type RevokedIntermediate,
   signRootCrl,
 } from "./hierarchy";
+import { advanceJwtKeys } from "./jwt-keys";
 import {
   fingerprintSha256,
   issuerIdFromSki,
@@ -296,6 +297,9 @@ async function activate(
     );
   }
   await writeFileAtomic(join(ctx.dataDir, INTERMEDIATE_CERT_FILE), toPem("CERTIFICATE", next.certDer), 0o644);
+  // The JWT-SVID keys rotate with the intermediate: the prepared one, published since the last step, signs now.
+  const { store, dataDir, passphrase, now } = ctx;
+  await advanceJwtKeys({ store, dataDir, passphrase, now });
   await bump(ctx.store, ISSUERS_GENERATION);
 }
 

@@ -410,6 +410,14 @@ export const CA_CONFIG = declareConfig([
       "How often verifiers and agents should refetch the trust bundle (spiffe_refresh_hint in /bundle.json); `stint ca root activate` waits this long after `root prepare` so every verifier trusts the new root first. Agents refresh at the smaller of this and their own bundleRefresh.",
     validate: positive,
   },
+  {
+    key: "jwt.maxTtl",
+    type: "duration",
+    default: "5m",
+    description:
+      "Longest lifetime of a JWT-SVID the agent API signs (node agents ask for them for their workloads). A signing key retired by `stint ca rotate` stays in /bundle.json this long after, until its last token has expired.",
+    validate: positive,
+  },
   LOG_LEVEL_SETTING,
   LOG_FORMAT_SETTING,
 ]);

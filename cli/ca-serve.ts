@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { mountAcme } from "../acme/acme-api";
 import { mountAdmin } from "../acme/admin";
+import { mountAgentApi } from "../acme/agent-api";
 import { startCrlHttpServer } from "../acme/crl-http";
 import { mountCrl } from "../acme/crl-routes";
 import { mountFeed } from "../acme/feed-routes";
@@ -11,6 +12,8 @@ import { startCaServer } from "../acme/server";
 import type { Authority, CertificateEvent } from "../ca/authority";
 import { FeedService } from "../ca/feed";
 import { IssuerWatch } from "../ca/issuer-watch";
+import { startJwtSvids } from "../ca/jwt-svid";
+import { parseWindow } from "../ca/renewal";
 import { fingerprintSha256 } from "../ca/keys";
 import { isPostgresUrl, openStore, STORE_FILE } from "../ca/store/open";
 import { configSummary } from "../common/config";
@@ -112,6 +115,19 @@ export const caServe: Command = {
       sharedStore: isPostgresUrl(cfg["store.url"]),
     });
     await recovery.start();
+    // The JWT-SVID key ring follows rotation steps, which reach this process as issuer changes.
+    const jwt = await startJwtSvids({
+      store,
+      dataDir: cfg.dataDir,
+      passphrase,
+      maxTtlMs: cfg["jwt.maxTtl"],
+      log,
+    });
+    authority.onIssuersChanged(() => {
+      jwt
+        .refresh(new Date())
+        .catch((err: unknown) => log.error("could not reload the JWT-SVID keys", { error: err }));
+    });
     const { host, port } = listenParts(cfg.listen);
     const server = await startCaServer({
       authority,
@@ -125,11 +141,19 @@ export const caServe: Command = {
       bundleRefreshHintSeconds: Math.max(1, Math.round(cfg["bundle.refreshHint"] / 1000)),
       publicOrigin: publicOrigin(cfg) ?? undefined,
       limits: listenerLimits(cfg),
+      jwtBundleKeys: (now) => jwt.bundleKeys(now),
       mounts: [
         mountAcme(await acmeDeps(cfg, authority, store, log)),
         mountAdmin({ authority, store, log, onRevoked: () => feed.revoked() }),
         await mountCrl(authority, log),
         mountFeed(feed),
+        mountAgentApi({
+          authority,
+          store,
+          jwt,
+          log,
+          renewalWindow: parseWindow(cfg["renewal.window"]),
+        }),
       ],
     }).catch((err: unknown) => {
       throw listenError(err, "HTTPS (listen)", host, port, BUSY_HINT);

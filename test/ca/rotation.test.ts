@@ -266,7 +266,8 @@ describe("root rotation", () => {
     await expect(retireRoot(ctx(), { force: false })).rejects.toThrow(/have not been replaced/);
     const retired = await retireRoot(ctx(), { force: true });
     expect(retired.id).toBe(oldRoot.id);
-    expect(await store.getMeta(BUNDLE_SEQUENCE)).toBe("3");
+    // prepare, the JWT-SVID keys advancing with root activation's new intermediate, retire.
+    expect(await store.getMeta(BUNDLE_SEQUENCE)).toBe("4");
     await authority.reload();
     expect(authority.trustedRoots().map((r) => r.id)).toEqual([next.id]);
     // Chains lose the cross-certificate once its root is out of the bundle.

@@ -75,9 +75,16 @@ describe("a development CA started the way `npm start` does", () => {
     expect(pem).toMatchObject({ status: 200, type: "application/x-pem-file", body: rootPem });
 
     const bundle = JSON.parse((await fetch(`${server.url}/bundle.json`, rootPem)).body);
-    expect(bundle).toMatchObject({ spiffe_sequence: 1, spiffe_refresh_hint: 300 });
-    expect(bundle.keys).toHaveLength(1);
+    // Sequence 2: the first start made the JWT-SVID signing keys (active and prepared) and published them.
+    expect(bundle).toMatchObject({ spiffe_sequence: 2, spiffe_refresh_hint: 300 });
+    expect(bundle.keys).toHaveLength(3);
     expect(bundle.keys[0]).toMatchObject({ kty: "EC", crv: "P-256", use: "x509-svid" });
+    for (const k of bundle.keys.slice(1))
+      expect(Object.keys(k).sort()).toEqual(["crv", "kid", "kty", "use", "x", "y"]);
+    expect(bundle.keys.slice(1)).toMatchObject([
+      { use: "jwt-svid", kty: "EC", crv: "P-256" },
+      { use: "jwt-svid" },
+    ]);
     const rootDer = Buffer.from(rootPem.replace(/-----[^-]+-----|\s/g, ""), "base64");
     expect(bundle.keys[0].x5c).toEqual([rootDer.toString("base64")]);
 

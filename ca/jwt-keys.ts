@@ -1,0 +1,177 @@
+import { createHash, createPublicKey, type KeyObject } from "node:crypto";
+import { unlink } from "node:fs/promises";
+import { join } from "node:path";
+import { StintError } from "../common/errors";
+import { ensureDir, writeSecretFile } from "../common/files";
+import { KEYS_DIR, keyPem } from "./hierarchy";
+import { generateKeyPair, loadPrivateKey } from "./keys";
+import type { Store } from "./store";
+
+/**
+ * The JWT-SVID signing keys (ES256), a ring that follows the intermediates'
+ * rotation: one key is active (signs), the next is prepared (published in
+ * /bundle.json but not used, so every verifier has it before the first token
+ * it signs), and those replaced are retired: still published until the last
+ * token they signed can have expired (retiredAt + jwt.maxTtl), then dropped.
+ * `stint ca rotate` advances the ring (advanceJwtKeys) with the intermediate.
+ *
+ * The ring lives in store metadata (JWT_KEYS_META) so every replica and the
+ * CLI see one ring; private keys are files under keys/, encrypted with the CA
+ * passphrase like the intermediates'. Whoever changes the published set bumps
+ * the bundle sequence.
+ */
+
+export const JWT_KEYS_META = "jwt_keys";
+/** Same key as ca/rotation.ts BUNDLE_SEQUENCE (not imported: rotation imports this module). */
+const BUNDLE_SEQUENCE = "bundle_sequence";
+
+export type JwtKeyState = "prepared" | "active" | "retired";
+
+export interface JwtKeyRecord {
+  /** Key id in tokens' `kid` and the bundle: base64url of the first 16 bytes of SHA-256 over the SPKI DER. */
+  kid: string;
+  state: JwtKeyState;
+  /** Encrypted private key, relative to the data directory. */
+  keyPath: string;
+  /** Public key coordinates (P-256, base64url). */
+  x: string;
+  y: string;
+  createdAt: string;
+  /** When it stopped signing; tokens it signed expire by retiredAt + jwt.maxTtl. */
+  retiredAt: string | null;
+}
+
+/** One `use: jwt-svid` key of a SPIFFE bundle (SPIFFE JWT-SVID §6 / Trust Domain and Bundle §4). */
+export interface JwtBundleKey {
+  use: "jwt-svid";
+  kty: "EC";
+  crv: "P-256";
+  x: string;
+  y: string;
+  kid: string;
+}
+
+export interface JwtKeyContext {
+  store: Pick<Store, "getMeta" | "setMeta" | "incrementMeta">;
+  dataDir: string;
+  /** null in --insecure-no-passphrase development mode. */
+  passphrase: string | null;
+  now: Date;
+}
+
+export const jwtKeyPath = (kid: string) => `${KEYS_DIR}/jwt-${kid}.key.pem`;
+
+/** The ring as stored; [] when none was made yet. */
+export async function readJwtKeys(store: Pick<Store, "getMeta">): Promise<JwtKeyRecord[]> {
+  return parseJwtKeys(await store.getMeta(JWT_KEYS_META));
+}
+
+export function parseJwtKeys(text: string | null): JwtKeyRecord[] {
+  if (text === null) return [];
+  try {
+    const keys = JSON.parse(text) as JwtKeyRecord[];
+    if (Array.isArray(keys) && keys.every((k) => typeof k.kid === "string" && typeof k.keyPath === "string"))
+      return keys;
+  } catch {
+    // fall through
+  }
+  throw new StintError("ERR_STORE_CORRUPT", `store metadata ${JWT_KEYS_META} is not a JWT key ring`);
+}
+
+async function newKey(ctx: JwtKeyContext, state: JwtKeyState): Promise<JwtKeyRecord> {
+  const keys = await generateKeyPair("ec-p256");
+  const spki = keys.publicKey.export({ type: "spki", format: "der" });
+  const kid = createHash("sha256").update(spki).digest().subarray(0, 16).toString("base64url");
+  const jwk = keys.publicKey.export({ format: "jwk" });
+  const keyPath = jwtKeyPath(kid);
+  await ensureDir(join(ctx.dataDir, KEYS_DIR), 0o700);
+  await writeSecretFile(join(ctx.dataDir, keyPath), await keyPem(keys, ctx.passphrase));
+  return {
+    kid,
+    state,
+    keyPath,
+    x: String(jwk.x),
+    y: String(jwk.y),
+    createdAt: ctx.now.toISOString(),
+    retiredAt: null,
+  };
+}
+
+async function save(ctx: JwtKeyContext, keys: readonly JwtKeyRecord[]): Promise<void> {
+  await ctx.store.setMeta(JWT_KEYS_META, JSON.stringify(keys));
+  await ctx.store.incrementMeta(BUNDLE_SEQUENCE);
+}
+
+/**
+ * Makes the ring when there is none (a CA from before JWT-SVIDs, or a new one):
+ * an active key and a prepared one. Returns the ring as stored afterwards; two
+ * replicas starting at once may both write, and both then use the stored one.
+ */
+export async function ensureJwtKeys(ctx: JwtKeyContext): Promise<JwtKeyRecord[]> {
+  const ring = await readJwtKeys(ctx.store);
+  if (ring.some((k) => k.state === "active")) return ring;
+  const made = [...ring, await newKey(ctx, "active"), await newKey(ctx, "prepared")];
+  await save(ctx, made);
+  return readJwtKeys(ctx.store);
+}
+
+/**
+ * One rotation step: the prepared key becomes active (it has been published
+ * since the last step), the active one is retired, and a new one is prepared.
+ */
+export async function advanceJwtKeys(ctx: JwtKeyContext): Promise<JwtKeyRecord[]> {
+  const ring = await readJwtKeys(ctx.store);
+  if (!ring.some((k) => k.state === "active")) return ensureJwtKeys(ctx);
+  const at = ctx.now.toISOString();
+  const next = ring.map((k): JwtKeyRecord => {
+    if (k.state === "active") return { ...k, state: "retired", retiredAt: at };
+    if (k.state === "prepared") return { ...k, state: "active" };
+    return k;
+  });
+  // A ring without a prepared key (hand-edited, or interrupted) activates a fresh one: never none active.
+  if (!ring.some((k) => k.state === "prepared")) next.push(await newKey(ctx, "active"));
+  next.push(await newKey(ctx, "prepared"));
+  await save(ctx, next);
+  return next;
+}
+
+/** Whether a retired key can no longer have a live token: retiredAt + maxTtl has passed. */
+export const expiredRetired = (k: JwtKeyRecord, now: Date, maxTtlMs: number): boolean =>
+  k.state === "retired" && k.retiredAt !== null && Date.parse(k.retiredAt) + maxTtlMs <= now.getTime();
+
+/**
+ * Drops retired keys past their last token's expiry from the ring (and their
+ * key files), bumping the bundle sequence; returns the ring left.
+ */
+export async function pruneJwtKeys(ctx: JwtKeyContext, maxTtlMs: number): Promise<JwtKeyRecord[]> {
+  const ring = await readJwtKeys(ctx.store);
+  const gone = ring.filter((k) => expiredRetired(k, ctx.now, maxTtlMs));
+  if (gone.length === 0) return ring;
+  const kept = ring.filter((k) => !gone.includes(k));
+  await save(ctx, kept);
+  await Promise.all(gone.map((k) => unlink(join(ctx.dataDir, k.keyPath)).catch(() => undefined)));
+  return kept;
+}
+
+/** What /bundle.json publishes: every key of the ring still in it, prepared ones included. */
+export function jwtBundleKeys(ring: readonly JwtKeyRecord[], now: Date, maxTtlMs: number): JwtBundleKey[] {
+  return ring
+    .filter((k) => !expiredRetired(k, now, maxTtlMs))
+    .map((k) => ({ use: "jwt-svid", kty: "EC", crv: "P-256", x: k.x, y: k.y, kid: k.kid }));
+}
+
+/** The active key, loaded (and decrypted); ERR_NO_ACTIVE_ISSUER when the ring has none. */
+export async function loadActiveJwtKey(
+  ring: readonly JwtKeyRecord[],
+  dataDir: string,
+  passphrase: string | null,
+): Promise<{ kid: string; key: KeyObject }> {
+  const active = ring.find((k) => k.state === "active");
+  if (!active) throw new StintError("ERR_NO_ACTIVE_ISSUER", "no active JWT-SVID signing key");
+  const { key } = await loadPrivateKey(join(dataDir, active.keyPath), passphrase);
+  const jwk = createPublicKey(key).export({ format: "jwk" });
+  if (jwk.x !== active.x || jwk.y !== active.y) {
+    throw new StintError("ERR_KEY_MISMATCH", `${active.keyPath} does not hold JWT key ${active.kid}`);
+  }
+  return { kid: active.kid, key };
+}
