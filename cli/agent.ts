@@ -54,6 +54,7 @@ export const agent: Command = {
       "  --join-token TOKEN         the join token (visible to `ps`; prefer STINT_JOIN_TOKEN or --join-token-file)",
       "  --ca-url URL               the CA's origin, e.g. https://ca.example.com:8443",
       "  --ca-fingerprint sha256:…  the root's fingerprint, as `stint ca init` printed it",
+      "                             (both default to the CA saved by `stint ca bootstrap`)",
       "  --join-token-file FILE     the join token, from `stint token create`",
       "  --out-dir DIR              where cert.pem, key.pem and bundle.pem go (default ./stint-certs)",
       "  --exec CMD, --signal SIG   reload the workload after each switch",
@@ -74,7 +75,7 @@ export const agent: Command = {
   async run(argv) {
     const { values } = parseFlags(argv, { ...OWN_FLAGS, ...(flagOptions(AGENT_CONFIG) as Options) });
     const file = (values.config as string | undefined) ?? process.env.STINT_CONFIG;
-    const cfg = loadAgentConfig({ file: file || undefined, env: process.env, flags: values });
+    const cfg = await loadAgentConfig({ file: file || undefined, env: process.env, flags: values });
     const log = createLogger({ level: cfg["log.level"], component: "agent" });
     if (values["join-token"] !== undefined) {
       log.warn(
