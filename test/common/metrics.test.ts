@@ -1,3 +1,4 @@
+import * as prom from "prom-client";
 import { formatValue, processMetrics, Registry } from "../../common/metrics";
 
 const NAME = "[a-zA-Z_:][a-zA-Z0-9_:]*";
@@ -223,5 +224,68 @@ describe("Registry", () => {
 
   it("renders nothing for an empty registry", () => {
     expect(new Registry().render()).toBe("");
+  });
+});
+
+/**
+ * prom-client is the exposition most Prometheus users know; the registry is
+ * kept over it for its cost (npm run bench:logging, docs/BENCHMARKS.md), so it
+ * must say the same thing: same families, samples, escaping and values.
+ */
+describe("Registry against prom-client", () => {
+  /** Blank lines dropped and labels sorted: the two differ only there (prom-client puts le first). */
+  const normalize = (text: string) =>
+    text
+      .split("\n")
+      .filter((l) => l !== "")
+      .map((l) =>
+        l.replace(/\{(.*)\}/, (_m, inner: string) => `{${(inner.match(LABEL_PAIR) ?? []).sort().join(",")}}`),
+      );
+  const LABEL_PAIR = /[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*"/g;
+
+  it("renders what prom-client renders for the same events", async () => {
+    const ours = new Registry();
+    const theirs = new prom.Registry();
+    const help = 'Requests by route and "status",\nwith a \\ backslash.';
+    const requests = ours.counter("stint_http_requests_total", help, ["route", "code"]);
+    const promRequests = new prom.Counter({
+      name: "stint_http_requests_total",
+      help,
+      labelNames: ["route", "code"],
+      registers: [theirs],
+    });
+    const buckets = [0.0005, 0.001, 0.0025, 0.01, 0.1, 1];
+    const latency = ours.histogram("stint_issuance_seconds", "Issuance.", ["profile"], buckets);
+    const promLatency = new prom.Histogram({
+      name: "stint_issuance_seconds",
+      help: "Issuance.",
+      labelNames: ["profile"],
+      buckets,
+      registers: [theirs],
+    });
+    const active = ours.gauge("stint_issuer_active", "Active issuer.", ["issuer"]);
+    const promActive = new prom.Gauge({
+      name: "stint_issuer_active",
+      help: "Active issuer.",
+      labelNames: ["issuer"],
+      registers: [theirs],
+    });
+    for (const [route, code] of [
+      ["new-order", "201"],
+      ["finalize", "200"],
+      ["new-order", "201"],
+      ['odd"route\\with\nnewline', "400"],
+    ] as const) {
+      requests.inc({ route, code });
+      promRequests.inc({ route, code });
+    }
+    for (const v of [0.0004, 0.0005, 0.002, 0.3, 7]) {
+      latency.observe(v, { profile: "workload" });
+      promLatency.observe({ profile: "workload" }, v);
+    }
+    active.set(1, { issuer: "int-2" });
+    promActive.set({ issuer: "int-2" }, 1);
+    expect(normalize(ours.render())).toEqual(normalize(await theirs.metrics()));
+    checkExposition(ours.render());
   });
 });
