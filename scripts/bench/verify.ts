@@ -2,6 +2,7 @@ import "reflect-metadata";
 import { constants, generateKeyPairSync } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { cpus, loadavg } from "node:os";
+import { resolve } from "node:path";
 import * as tls from "node:tls";
 import { LeafEngine } from "../../ca/engine";
 import { generateKeyPair } from "../../ca/keys";
@@ -16,12 +17,25 @@ import { createVerifier, type Verifier } from "../../verify/verifier";
  * Stint's own engine, with and without checkSocket on the server for every
  * connection; then verify() alone, cached and uncached. Both sides of each
  * handshake run in this process, so "µs per handshake" is client plus server
- * CPU. Prints one JSON document on stdout; progress goes to stderr.
+ * CPU. Then a new chain: each of 2,000 distinct leaves under one known
+ * intermediate verified once by a verifier with its default cache, which
+ * is what a service pays at a new peer's first contact. Prints one JSON
+ * document on stdout; progress goes to stderr.
  *   npm run bench:verify [-- --seconds 2]
+ *   npm run bench:verify -- --new-chain-only [--build OTHER/dist]   (A/B: another commit's verify/)
  */
 
-const secondsArg = process.argv.indexOf("--seconds");
-const SECONDS = secondsArg > 0 ? Number(process.argv[secondsArg + 1]) : 2;
+const arg = (name: string) => {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? process.argv[i + 1] : undefined;
+};
+const SECONDS = Number(arg("--seconds") ?? 2);
+const NEW_CHAIN_ONLY = process.argv.includes("--new-chain-only");
+/** The verifier under test: this build's, or another build's dist/ (--build). */
+const verifierModule: { createVerifier: typeof createVerifier } = arg("--build")
+  ? require(resolve(arg("--build") as string, "verify/verifier"))
+  : { createVerifier };
+const NEW_LEAVES = 2000;
 const ROUNDS = 3;
 const TRUST_DOMAIN = "bench.example";
 
@@ -30,6 +44,8 @@ interface Pki {
   server: { key: string; cert: string };
   client: { key: string; cert: string };
   clientChain: Buffer[];
+  /** Distinct client chains (leaf, intermediate), each with its own key. */
+  newChains: (n: number) => Buffer[][];
 }
 
 async function makePki(): Promise<Pki> {
@@ -84,7 +100,30 @@ async function makePki(): Promise<Pki> {
     server: { key: server.key, cert: server.cert },
     client: { key: client.key, cert: client.cert },
     clientChain: [client.der, interDer],
+    newChains: (n) =>
+      Array.from({ length: n }, (_, i) => [leaf(`ns/bench/sa/new-${i}`, 100 + i).der, interDer]),
   };
+}
+
+/** µs per first verification of a new leaf under a known intermediate, median of 3 rounds. */
+function newChain(pki: Pki) {
+  const rounds: number[] = [];
+  const make = verifierModule.createVerifier;
+  const options = { bundle: pki.rootPem, usage: "client" as const, allow: { trustDomain: TRUST_DOMAIN } };
+  // Warm the JIT on chains no measured verifier sees.
+  const warm = make(options);
+  for (const c of pki.newChains(500)) if (!warm.verify(c).ok) throw new Error("bench chain refused");
+  for (let round = 0; round < 3; round++) {
+    const chains = pki.newChains(NEW_LEAVES);
+    const v = make(options);
+    v.verify(pki.clientChain); // the intermediate, as a running service has seen it
+    const start = process.hrtime.bigint();
+    for (const c of chains) v.verify(c);
+    rounds.push(Number(process.hrtime.bigint() - start) / 1e3 / chains.length);
+  }
+  process.stderr.write("bench: new chains done\n");
+  const sorted = [...rounds].sort((a, b) => a - b);
+  return { leaves: NEW_LEAVES, microsPerNewChain: round(sorted[1]), rounds: rounds.map((r) => round(r)) };
 }
 
 interface HandshakeRun {
@@ -166,6 +205,16 @@ const round = (x: number, digits = 2) => Number(x.toFixed(digits));
 
 async function main(): Promise<void> {
   const pki = await makePki();
+  if (NEW_CHAIN_ONLY) {
+    const report = {
+      bench: "verify",
+      command: process.argv.slice(1).join(" "),
+      build: arg("--build") ?? "this",
+      newChain: newChain(pki),
+    };
+    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    return;
+  }
   const allow = { trustDomain: TRUST_DOMAIN };
   const verifier = createVerifier({ bundle: pki.rootPem, usage: "client", allow });
 
@@ -190,6 +239,7 @@ async function main(): Promise<void> {
   }
   const cachedVerify = perCall("verify cached", SECONDS, () => verifier.verify(pki.clientChain));
   const uncachedVerify = perCall("verify uncached", SECONDS, () => uncachedVerifier.verify(pki.clientChain));
+  const newChains = newChain(pki);
 
   const micros = (r: HandshakeRun) => (r.seconds / r.handshakes) * 1e6;
   const handshakeMicros = micros(plain);
@@ -222,6 +272,8 @@ async function main(): Promise<void> {
     verifier: {
       cached: cachedVerify,
       uncached: uncachedVerify,
+      /** A new leaf (first contact) under an intermediate the verifier has seen: the cold path. */
+      newChain: newChains,
       stats: verifier.stats(),
     },
     ratio: {
