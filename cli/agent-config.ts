@@ -3,7 +3,7 @@ import { type ConfigOf, declareConfig, type LoadOptions, loadConfig } from "../c
 import { StintError } from "../common/errors";
 import { parseSpiffeId } from "../formats/spiffe";
 import { readSavedCa } from "./bootstrap";
-import { LOG_LEVEL_SETTING, listenProblem } from "./ca-config";
+import { LOG_FORMAT_SETTING, LOG_LEVEL_SETTING, listenProblem } from "./ca-config";
 import { checkSettingFlags } from "./command";
 
 /**
@@ -215,6 +215,7 @@ export const AGENT_CONFIG = declareConfig([
     validate: (v) => (v === "" ? undefined : listenProblem(v)),
   },
   LOG_LEVEL_SETTING,
+  LOG_FORMAT_SETTING,
 ]);
 
 export type AgentConfig = ConfigOf<typeof AGENT_CONFIG>;

@@ -76,7 +76,7 @@ export const agent: Command = {
     const { values } = parseFlags(argv, { ...OWN_FLAGS, ...(flagOptions(AGENT_CONFIG) as Options) });
     const file = (values.config as string | undefined) ?? process.env.STINT_CONFIG;
     const cfg = await loadAgentConfig({ file: file || undefined, env: process.env, flags: values });
-    const log = createLogger({ level: cfg["log.level"], component: "agent" });
+    const log = createLogger({ level: cfg["log.level"], format: cfg["log.format"], component: "agent" });
     if (values["join-token"] !== undefined) {
       log.warn(
         "--join-token is visible to every local user through ps; prefer STINT_JOIN_TOKEN or --join-token-file",
