@@ -151,8 +151,8 @@ export function sdsHandlers(deps: SdsDeps): grpc.UntypedServiceImplementation {
               error: req.error_detail.message,
             });
           }
-          const newNames = [...req.resource_names].sort();
-          const namesChanged = newNames.join("\n") !== names.join("\n");
+          const newNames = [...req.resource_names];
+          const namesChanged = [...newNames].sort().join("\n") !== [...names].sort().join("\n");
           names = newNames;
           subscribed = true;
           // An ACK of what was sent needs no answer; a first request or a new set of names does.

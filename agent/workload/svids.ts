@@ -259,6 +259,10 @@ export class SvidCache extends EventEmitter {
     // Without a usable hint, renew at half the lifetime: still far from the 10 % health margin.
     if (Number.isNaN(renewAfter.getTime()) || renewAfter >= notAfter)
       renewAfter = new Date((notBefore.getTime() + notAfter.getTime()) / 2);
+    // "Renew now" for a certificate just issued (its issuer is being rotated away) is not followed
+    // at once: a tenth of the lifetime later at the earliest, or the agent and CA would spin.
+    const earliest = this.now().getTime() + Math.max(1000, (notAfter.getTime() - notBefore.getTime()) / 10);
+    if (renewAfter.getTime() < earliest) renewAfter = new Date(Math.min(earliest, notAfter.getTime()));
     const renewed = this.held.has(entry.id);
     this.held.set(entry.id, {
       entryId: entry.id,

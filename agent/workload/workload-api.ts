@@ -217,10 +217,11 @@ export function toStruct(obj: Record<string, unknown>): { fields: Record<string,
 }
 
 function toValue(v: unknown): unknown {
-  if (v === null || v === undefined) return { null_value: "NULL_VALUE" };
-  if (typeof v === "number") return { number_value: v };
-  if (typeof v === "string") return { string_value: v };
-  if (typeof v === "boolean") return { bool_value: v };
-  if (Array.isArray(v)) return { list_value: { values: v.map(toValue) } };
-  return { struct_value: toStruct(v as Record<string, unknown>) };
+  // protobufjs defines the well-known Struct types itself, with camelCase field names even under keepCase.
+  if (v === null || v === undefined) return { nullValue: "NULL_VALUE" };
+  if (typeof v === "number") return { numberValue: v };
+  if (typeof v === "string") return { stringValue: v };
+  if (typeof v === "boolean") return { boolValue: v };
+  if (Array.isArray(v)) return { listValue: { values: v.map(toValue) } };
+  return { structValue: toStruct(v as Record<string, unknown>) };
 }
