@@ -1,8 +1,9 @@
+import { execFile } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:https";
 import { join } from "node:path";
-import { readCrl } from "../../formats/crl";
+import { issuerIdFromKeyId, readCrl } from "../../formats/crl";
 import { parsePemBlocks, pemDecodeAll } from "../../formats/pem";
 import {
   type AgentProcess,
@@ -12,17 +13,17 @@ import {
   startAgent,
   waitFor,
 } from "../helpers/agent";
-import { type ServerProcess, startServer, stint } from "../helpers/cli";
+import { type RunResult, type ServerProcess, STINT, startServer } from "../helpers/cli";
 import { type Nginx, startNginx } from "../helpers/nginx";
 import { tempDir } from "../helpers/openssl";
 
 /**
  * The whole rotation runbook against Debian's nginx, reloaded only by the
- * agents' --exec hooks. nginx requires client certificates (ssl_verify_depth
- * 3, as the README says) in two server blocks, each on its own agent's files:
+ * agents' --exec hooks. Two nginx servers require client certificates
+ * (ssl_verify_depth 3, as the README says), each on its own agent's files:
  * "crl" trusts bundle.pem and checks crls.pem; "plain" trusts bundle.pem
  * alone, and its agent writes no CRLs, so only a new certificate or bundle
- * reloads it. A Node client presents a third agent's certificate on a fresh
+ * reloads it (the CRLs' frequent reloads would hide a missed one). A Node client presents a third agent's certificate on a fresh
  * connection (a full mTLS handshake) to each in turn, every few milliseconds,
  * through rotate → taint → admin-cert → revoke-issuer → root prepare → root
  * activate → root retire. No handshake may fail, and every phase must have
@@ -34,7 +35,6 @@ const TD = "nginx-rotation.example";
 const LEAF_TTL = "60s";
 const dir = tempDir("stint-nginx-rotation-e2e-");
 const dataDir = join(dir, "ca");
-const prefix = join(dir, "nginx");
 const SERVERS = ["crl", "plain"] as const;
 type ServerName = (typeof SERVERS)[number];
 const serverOut = (server: ServerName) => join(dir, `out-${server}`);
@@ -76,43 +76,61 @@ const traffic = {
 
 let ca: ServerProcess;
 const agents: { name: string; agent: AgentProcess }[] = [];
-let nginx: Nginx;
+const nginx = {} as Record<ServerName, Nginx>;
 const ports = {} as Record<ServerName, number>;
 
-function runOk(args: string[]): string {
-  const r = stint([...args, "--data-dir", dataDir]);
+/**
+ * Runs the built CLI against the CA's data directory without blocking: the
+ * handshakes go on meanwhile (a spawnSync of a slow command would stall them
+ * and fire their timeouts).
+ */
+function run(args: string[]): Promise<RunResult> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [STINT, ...args, "--data-dir", dataDir],
+      { env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp" }, timeout: 60_000 },
+      (err, stdout, stderr) => {
+        const code = err === null ? 0 : typeof err.code === "number" ? err.code : -1;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+async function runOk(args: string[]): Promise<string> {
+  const r = await run(args);
   if (r.code !== 0) throw new Error(`stint ${args.join(" ")} failed: ${r.stderr}`);
   return r.stdout;
 }
 
 /** Runs one step of the runbook and starts counting handshakes under its name. */
-function step(phase: Phase, args: string[]): string {
-  const out = runOk(args);
+async function step(phase: Phase, args: string[]): Promise<string> {
+  const out = await runOk(args);
   traffic.phase = phase;
   return out;
 }
 
 /** Retries a step the CA refuses while certificates are still moving (matching `refusal`), then counts under `phase`. */
 async function stepWhenAccepted(phase: Phase, args: string[], refusal: RegExp): Promise<void> {
-  await waitFor(
-    `stint ${args.join(" ")} to be accepted`,
-    () => {
-      const r = stint([...args, "--data-dir", dataDir]);
-      if (r.code === 0) return true;
-      if (!refusal.test(r.stderr))
-        throw new Error(`stint ${args.join(" ")}: unexpected refusal: ${r.stderr}`);
-      return false;
-    },
-    90_000,
-  );
+  const until = Date.now() + 90_000;
+  for (;;) {
+    const r = await run(args);
+    if (r.code === 0) break;
+    if (!refusal.test(r.stderr)) throw new Error(`stint ${args.join(" ")}: unexpected refusal: ${r.stderr}`);
+    if (Date.now() > until) throw new Error(`timed out waiting for stint ${args.join(" ")}: ${r.stderr}`);
+    await new Promise((resume) => setTimeout(resume, 500));
+  }
   traffic.phase = phase;
 }
 
-function issuers(): { id: string; kind: string; state: string }[] {
-  return JSON.parse(runOk(["ca", "status", "--json"])).issuers;
+async function issuers(): Promise<{ id: string; kind: string; state: string }[]> {
+  return JSON.parse(await runOk(["ca", "status", "--json"])).issuers;
 }
 
-const activeIntermediate = () => issuers().find((i) => i.kind === "intermediate" && i.state === "active")!.id;
+async function activeIntermediate(): Promise<string> {
+  return (await issuers()).find((i) => i.kind === "intermediate" && i.state === "active")!.id;
+}
 
 /** The issuer id of an agent's leaf: the first 8 bytes of its authority key identifier, as the CA names issuers. */
 function leafIssuerId(outDir: string): string {
@@ -145,9 +163,9 @@ function fail(what: string): void {
   traffic.failures[what] = (traffic.failures[what] ?? 0) + 1;
 }
 
-/** The reason nginx logged for the last refused client certificate, if any. */
-function lastRefusal(): string {
-  const all = [...nginx.errorLog().matchAll(/client SSL certificate verify error: \((\d+:[^)]+)\)/g)];
+/** The reason a server logged for the last client certificate it refused, if any. */
+function lastRefusal(server: ServerName): string {
+  const all = [...nginx[server].errorLog().matchAll(/client SSL certificate verify error: \((\d+:[^)]+)\)/g)];
   return all.at(-1)?.[1] ?? "none logged";
 }
 
@@ -184,9 +202,9 @@ function handshake(port: number): Promise<{ status: number; body: string }> {
   });
 }
 
-function tokenFile(name: string, dns: string[]): string {
+async function tokenFile(name: string, dns: string[]): Promise<string> {
   const token = JSON.parse(
-    runOk(
+    await runOk(
       [
         "token",
         "create",
@@ -205,7 +223,7 @@ function tokenFile(name: string, dns: string[]): string {
   return file;
 }
 
-function startNamedAgent(name: string, outDir: string, extra: string[], dns: string[] = []): void {
+async function startNamedAgent(name: string, outDir: string, extra: string[], dns: string[] = []) {
   const agent = startAgent([
     ...extra,
     "--ca-url",
@@ -213,7 +231,7 @@ function startNamedAgent(name: string, outDir: string, extra: string[], dns: str
     "--ca-fingerprint",
     fingerprint(dataDir),
     "--join-token-file",
-    tokenFile(name, dns),
+    await tokenFile(name, dns),
     "--state-dir",
     join(dir, `state-${name}`),
     "--out-dir",
@@ -251,12 +269,16 @@ beforeAll(async () => {
   ]);
 
   // The reload command is known before nginx starts: the paths are the test's own.
-  const reload = ["--exec", `/usr/sbin/nginx -c ${join(prefix, "nginx.conf")} -p ${prefix} -s reload`];
+  const prefix = (server: ServerName) => join(dir, `nginx-${server}`);
+  const reload = (server: ServerName) => [
+    "--exec",
+    `/usr/sbin/nginx -c ${join(prefix(server), "nginx.conf")} -p ${prefix(server)} -s reload`,
+  ];
   const noCrls = join(dir, "agent-no-crls.json");
   writeFileSync(noCrls, JSON.stringify({ crls: false }));
-  startNamedAgent("crl", serverOut("crl"), reload, ["localhost"]);
-  startNamedAgent("plain", serverOut("plain"), ["--config", noCrls, ...reload], ["localhost"]);
-  startNamedAgent("client", clientOut, []);
+  await startNamedAgent("crl", serverOut("crl"), reload("crl"), ["localhost"]);
+  await startNamedAgent("plain", serverOut("plain"), ["--config", noCrls, ...reload("plain")], ["localhost"]);
+  await startNamedAgent("client", clientOut, []);
   const haveFiles = (outDir: string) => {
     try {
       return currentFiles(outDir).cert.length > 0;
@@ -267,16 +289,17 @@ beforeAll(async () => {
   await waitFor("every agent's first certificate", () => allOuts.every(haveFiles), 60_000);
 
   const file = (server: ServerName, name: string) => join(serverOut(server), name);
-  nginx = await startNginx(
-    prefix,
-    SERVERS.map((server) => ({
-      port: ports[server],
-      cert: file(server, "cert.pem"),
-      key: file(server, "key.pem"),
-      clientCa: file(server, "bundle.pem"),
-      crl: server === "crl" ? file(server, "crls.pem") : undefined,
-    })),
-  );
+  for (const server of SERVERS) {
+    nginx[server] = await startNginx(prefix(server), [
+      {
+        port: ports[server],
+        cert: file(server, "cert.pem"),
+        key: file(server, "key.pem"),
+        clientCa: file(server, "bundle.pem"),
+        crl: server === "crl" ? file(server, "crls.pem") : undefined,
+      },
+    ]);
+  }
   traffic.loop = (async () => {
     for (let i = 0; traffic.running; i++) {
       const phase = traffic.phase;
@@ -284,7 +307,7 @@ beforeAll(async () => {
       await handshake(ports[server]).then(
         ({ status, body }) => {
           if (status === 200 && body.startsWith("verified ")) traffic.handshakes[server][phase]++;
-          else fail(`${server}, ${phase}: HTTP ${status}, nginx: ${lastRefusal()}`);
+          else fail(`${server}, ${phase}: HTTP ${status}, nginx: ${lastRefusal(server)}`);
         },
         (err: Error) => fail(`${server}, ${phase}: ${err.message}`),
       );
@@ -296,7 +319,7 @@ beforeAll(async () => {
 afterAll(async () => {
   traffic.running = false;
   await traffic.loop;
-  await nginx?.stop();
+  await Promise.all(Object.values(nginx).map((n) => n.stop()));
   await Promise.all(agents.map((a) => a.agent.stop()));
   await ca?.stop();
   console.log(JSON.stringify({ handshakes: traffic.handshakes, failures: traffic.failures }));
@@ -315,29 +338,29 @@ it("keeps every mTLS handshake to nginx working through the whole rotation runbo
   await moreHandshakes(10);
 
   // Routine rotation, then the admin certificate: the admin API accepts one from the active intermediate only.
-  const first = activeIntermediate();
-  const rotated = JSON.parse(step("rotate", ["ca", "rotate", "--json", "--insecure-no-passphrase"]));
+  const first = await activeIntermediate();
+  const rotated = JSON.parse(await step("rotate", ["ca", "rotate", "--json", "--insecure-no-passphrase"]));
   expect(rotated.retired.id).toBe(first);
-  runOk(["ca", "admin-cert"]);
+  await runOk(["ca", "admin-cert"]);
   // Agents move at their normal renewal, each at its own time: peers on both intermediates meet.
   await allMovedTo(rotated.activated.id);
   await moreHandshakes(10);
 
   // Suspected compromise: rotate again and taint the one just left; ARI pulls the renewals forward.
-  const tainted = activeIntermediate();
-  const next = JSON.parse(runOk(["ca", "rotate", "--json", "--insecure-no-passphrase"])).activated
+  const tainted = await activeIntermediate();
+  const next = JSON.parse(await runOk(["ca", "rotate", "--json", "--insecure-no-passphrase"])).activated
     .id as string;
-  step("taint", ["ca", "taint", tainted]);
+  await step("taint", ["ca", "taint", tainted]);
   await allMovedTo(next);
   await moreHandshakes(10);
 
   // No agent renews the admin certificate, from the tainted intermediate since the first step: revoke-issuer
   // refuses until `ca admin-cert` replaces it, as the runbook says.
-  expect(stint(["ca", "revoke-issuer", tainted, "--data-dir", dataDir])).toMatchObject({
+  expect(await run(["ca", "revoke-issuer", tainted])).toMatchObject({
     code: 1,
     stderr: expect.stringMatching(/have not been replaced yet/),
   });
-  step("admin-cert", ["ca", "admin-cert"]);
+  await step("admin-cert", ["ca", "admin-cert"]);
   await moreHandshakes(5);
   // The CA's own TLS certificate may still be moving: retry as an operator watching the metric would.
   await stepWhenAccepted("revoke-issuer", ["ca", "revoke-issuer", tainted], /have not been replaced yet/);
@@ -350,8 +373,8 @@ it("keeps every mTLS handshake to nginx working through the whole rotation runbo
   await moreHandshakes(10);
 
   // Root rotation.
-  const oldRoot = issuers().find((i) => i.kind === "root" && i.state === "active")!.id;
-  step("root prepare", ["ca", "root", "prepare", "--json", "--insecure-no-passphrase"]);
+  const oldRoot = (await issuers()).find((i) => i.kind === "root" && i.state === "active")!.id;
+  await step("root prepare", ["ca", "root", "prepare", "--json", "--insecure-no-passphrase"]);
   await waitFor("every agent's bundle to hold both roots", () => allOuts.every((o) => bundleRoots(o) === 2));
   await moreHandshakes(5);
   await stepWhenAccepted(
@@ -359,14 +382,25 @@ it("keeps every mTLS handshake to nginx working through the whole rotation runbo
     ["ca", "root", "activate", "--insecure-no-passphrase", "--bundle-refresh-hint", "2s"],
     /activate after/,
   );
-  await allMovedTo(activeIntermediate());
+  const activated = await activeIntermediate();
+  // The client moves at once (SIGHUP renews now), as the first of a fleet would, while both servers still
+  // hold certificates from the old root. It waits only for the "crl" server's agent to fetch the new
+  // intermediate's CRL: that agent learns of the intermediate at its next bundle refresh.
+  await waitFor("the new intermediate's CRL in the crl server's crls.pem", () =>
+    parsePemBlocks(readFileSync(join(serverOut("crl"), "crls.pem"), "utf8")).some((b) => {
+      const aki = readCrl(b.der).authorityKeyId;
+      return aki !== null && issuerIdFromKeyId(aki) === activated;
+    }),
+  );
+  agents.find((a) => a.name === "client")!.agent.child.kill("SIGHUP");
+  await allMovedTo(activated);
   // The client now presents leaf → new intermediate → cross-certificate (the new root signed by the old one).
   const chain = pemDecodeAll(currentFiles(clientOut).cert.toString(), "CERTIFICATE", "chain");
   expect(chain).toHaveLength(3);
   expect(new X509Certificate(chain[2]).issuer).toContain(oldRoot);
   await moreHandshakes(10);
 
-  runOk(["ca", "admin-cert"]);
+  await runOk(["ca", "admin-cert"]);
   await stepWhenAccepted("root retire", ["ca", "root", "retire"], /have not been replaced/);
   await waitFor("every agent's bundle to drop the old root", () =>
     allOuts.every((o) => bundleRoots(o) === 1),
