@@ -53,6 +53,8 @@ const USAGE = `usage: npm run bench:acme -- (--compare | --directory URL) [optio
                          --count 100000 --rss-every 10000 shows whether memory grows with issuance)
   --http01-port N        port of the http-01 responder (default 5002; --compare picks one)
   --dns-suffix NAME      DNS names are c<n>-<run>.NAME (default bench.test)
+  --stint MAIN_JS        --compare: start this Stint build (another commit's dist/cli/main.js) for an A/B
+                         with this generator; default this build
   --metrics              the server is Stint: read its /metrics for requests per certificate by route
                          (--compare always does)
   --json                 print the result as JSON`;
@@ -75,6 +77,7 @@ const FLAGS = {
   "http01-port": { type: "string" },
   "dns-suffix": { type: "string" },
   metrics: { type: "boolean" },
+  stint: { type: "string" },
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -203,6 +206,7 @@ async function main(): Promise<number> {
     http01Port: int(values, "http01-port", 5002, 0),
     rssEvery: int(values, "rss-every", 0, 0),
     runId: randomBytes(3).toString("hex"),
+    ...(values.stint ? { stintMain: values.stint as string } : {}),
   };
   if (values["save-tokens"] && !values["tokens-file"])
     throw new UsageError("--save-tokens needs --tokens-file");

@@ -44,6 +44,7 @@ export async function compare(s: Settings): Promise<Record<string, unknown>> {
       dir,
       trustDomain: TRUST_DOMAIN,
       http01: { port: http01Port, dnsSuffix: s.dnsSuffix },
+      main: s.stintMain,
     });
     running.push(stint);
     const target: Target = {
@@ -81,7 +82,7 @@ export async function compare(s: Settings): Promise<Record<string, unknown>> {
           ? { path: pebblePath, env: PEBBLE_ENV, challenge: challengeNote("http-01", true) }
           : { missing: PEBBLE_MISSING },
         stint: {
-          command: "node dist/cli/main.js ca serve",
+          command: `node ${s.stintMain ?? "dist/cli/main.js"} ca serve`,
           challenges: Object.fromEntries(flows.map((c) => [c, challengeNote(c, false)])),
         },
       },

@@ -25,6 +25,8 @@ export interface Settings {
   rssEvery: number;
   /** Makes names unique across runs against one long-lived server. */
   runId: string;
+  /** --compare: the Stint build to start (another commit's dist/cli/main.js); default this one. */
+  stintMain?: string;
 }
 
 export const log = (line: string) => process.stderr.write(`bench:acme: ${line}\n`);
