@@ -335,9 +335,33 @@ describe("Envoy SDS", () => {
   });
 });
 
+describe("when the CA is down", () => {
+  it("reports each workload on /metrics and /health, then keeps serving held SVIDs through a CA outage", async () => {
+    const url = (agent.logs().find((l) => l.msg === "health endpoint listening") as { url: string }).url;
+    const metrics = await fetchText(`${url}/metrics`);
+    for (const name of ["web", "api", "db"]) {
+      expect(metrics).toContain(`stint_agent_workload_svids{spiffe_id="spiffe://${TD}/${name}"} 1`);
+      expect(metrics).toMatch(
+        new RegExp(`stint_agent_workload_svid_expiry_seconds\\{spiffe_id="spiffe://${TD}/${name}"\\} \\d`),
+      );
+      expect(metrics).toMatch(
+        new RegExp(`stint_agent_workload_renewals_total\\{spiffe_id="spiffe://${TD}/${name}"\\} [1-9]`),
+      );
+    }
+    const health = JSON.parse(await fetchText(`${url}/health`));
+    expect(health.workloads).toMatchObject({ entries: 4, nearExpiry: [] });
+
+    await ca.stop();
+    const [line] = await once(UIDS.api, "fetch");
+    expect((line as { svids: { spiffeId: string }[] }).svids.map((s) => s.spiffeId)).toEqual([
+      `spiffe://${TD}/api`,
+    ]);
+  });
+});
+
 function fetchText(url: string): Promise<string> {
   return new Promise((resolvePromise, reject) => {
-    require("node:https")
+    require(url.startsWith("https:") ? "node:https" : "node:http")
       .get(url, { rejectUnauthorized: false }, (res: import("node:http").IncomingMessage) => {
         let body = "";
         res.on("data", (d) => {
