@@ -99,6 +99,8 @@ export function createLogger(opts: LoggerOptions): Logger {
       // The envelope is level, time, then the record the wrapper builds: component and msg first.
       timestamp: () => `,"time":"${now().toISOString()}"`,
       formatters: { level: (label) => ({ level: label }) },
+      // Fields arrive redacted and JSON-safe; pino's own error serializer would reshape an "err" field.
+      serializers: { err: (value: unknown) => value },
     },
     format === "pretty" ? prettyStream(stream, opts.colors ?? defaultColors(stream)) : stream,
   );

@@ -133,11 +133,13 @@ describe("createLogger", () => {
   it("serializes errors as code and message, with stacks only at debug", () => {
     const info = collect();
     const err = new StintError("ERR_POLICY_TTL", "ttl too long", { cause: new Error("inner") });
-    info.log.error("failed", { error: err, plain: new TypeError("bad") });
+    info.log.error("failed", { error: err, plain: new TypeError("bad"), err: new RangeError("short") });
     expect(info.records()[0]).toMatchObject({
       error: { code: "ERR_POLICY_TTL", message: "ttl too long", cause: { code: "Error", message: "inner" } },
       plain: { code: "TypeError", message: "bad" },
     });
+    // Whatever the key: pino's own "err" serializer must not reshape it.
+    expect(info.records()[0]!["err"]).toEqual({ code: "RangeError", message: "short" });
     expect(info.lines[0]).not.toContain("stack");
     const debug = collect({ level: "debug" });
     debug.log.error("failed", { error: err });
