@@ -1,18 +1,5 @@
-import { StintError } from "../../common/errors";
+import { verifyJwtSvid } from "../../verify/jwt-svid";
 import type { JwtVerifier } from "./workload-api";
 
-/**
- * verify/jwt-svid.ts's verifyJwtSvid (the CA side of issue 14), loaded when
- * first used so the Workload API's other calls never depend on it.
- */
-export const verifyJwt: JwtVerifier = (token, opts) => {
-  let mod: { verifyJwtSvid?: JwtVerifier };
-  try {
-    mod = require("../../verify/jwt-svid");
-  } catch {
-    throw new StintError("ERR_CONFIG", "this build has no JWT-SVID verifier");
-  }
-  if (typeof mod.verifyJwtSvid !== "function")
-    throw new StintError("ERR_CONFIG", "this build has no JWT-SVID verifier");
-  return mod.verifyJwtSvid(token, opts);
-};
+/** ValidateJWTSVID checks tokens with verify/'s verifier, against the JWT keys of the CA's bundle. */
+export const verifyJwt: JwtVerifier = (token, opts) => verifyJwtSvid(token, opts);
