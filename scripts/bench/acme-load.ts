@@ -55,6 +55,8 @@ const USAGE = `usage: npm run bench:acme -- (--compare | --directory URL) [optio
   --dns-suffix NAME      DNS names are c<n>-<run>.NAME (default bench.test)
   --stint MAIN_JS        --compare: start this Stint build (another commit's dist/cli/main.js) for an A/B
                          with this generator; default this build
+  --read-order-first     read the order before finalizing even after a valid attest-01 answer (the agent
+                         before issue 13, 6 requests per certificate; by default 5, as the agent now does)
   --metrics              the server is Stint: read its /metrics for requests per certificate by route
                          (--compare always does)
   --json                 print the result as JSON`;
@@ -78,6 +80,7 @@ const FLAGS = {
   "dns-suffix": { type: "string" },
   metrics: { type: "boolean" },
   stint: { type: "string" },
+  "read-order-first": { type: "boolean" },
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -207,6 +210,7 @@ async function main(): Promise<number> {
     rssEvery: int(values, "rss-every", 0, 0),
     runId: randomBytes(3).toString("hex"),
     ...(values.stint ? { stintMain: values.stint as string } : {}),
+    readOrderFirst: values["read-order-first"] === true,
   };
   if (values["save-tokens"] && !values["tokens-file"])
     throw new UsageError("--save-tokens needs --tokens-file");
@@ -227,7 +231,13 @@ async function main(): Promise<number> {
       node: process.version,
       loadAverage1m: { before: Number(loadBefore.toFixed(2)), after: Number(loadavg()[0].toFixed(2)) },
     },
-    settings: { count: s.count, concurrency: s.concurrency, warmup: s.warmup, pollMs: s.pollMs },
+    settings: {
+      count: s.count,
+      concurrency: s.concurrency,
+      warmup: s.warmup,
+      pollMs: s.pollMs,
+      readOrderFirst: s.readOrderFirst === true,
+    },
     ...body,
   };
   const results = body.results as LoadResult[];

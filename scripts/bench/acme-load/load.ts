@@ -3,10 +3,12 @@ import { Agent, get as httpsGet } from "node:https";
 import { performance } from "node:perf_hooks";
 import {
   AcmeClient,
+  AcmeProblem,
   type Authorization,
   type Challenge,
   type Identifier,
   joinTokenEvidence,
+  type Order,
   type WaitOptions,
 } from "../../../agent/acme-client";
 import { buildCsr } from "../../../agent/csr";
@@ -56,6 +58,12 @@ export interface LoadOptions {
   pollMs: number;
   /** Read the server's RSS after every this many measured certificates; 0 reads it only at the end. */
   rssEvery: number;
+  /**
+   * Read the order before finalizing even when every challenge answer said
+   * valid (the agent before issue 13: 6 requests per attest-01 certificate);
+   * by default the generator finalizes at once as the agent now does (5).
+   */
+  readOrderFirst?: boolean;
   log: (line: string) => void;
 }
 
@@ -200,11 +208,14 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
       const csr = buildCsr({ key, spiffeId, dnsNames });
       let order = await c.newOrder(ids);
       if (order.status === "pending") {
+        let allValid = true;
         for (const url of order.authorizations) {
           const authz = await c.getAuthorization(url);
-          if (authz.status === "pending") await authorize(c, names, i, authz, wait, countingSleep);
+          if (authz.status === "pending")
+            allValid = (await authorize(c, names, i, authz, wait, countingSleep)) && allValid;
         }
-        order = await c.waitForOrder(order.url, ["ready", "processing", "valid"], wait);
+        if (allValid && !opts.readOrderFirst) order = await finalizeAtOnce(c, order, csr, wait);
+        else order = await c.waitForOrder(order.url, ["ready", "processing", "valid"], wait);
       }
       if (order.status === "ready") order = await c.finalize(order, csr);
       if (order.status !== "valid") {
@@ -357,10 +368,25 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
 }
 
 /**
+ * Finalizes an order whose challenges all answered valid, without reading it
+ * first, as the agent does (agent/acme-client.ts); a server that has not made
+ * it ready yet answers orderNotReady, and then the order is polled.
+ */
+async function finalizeAtOnce(c: AcmeClient, order: Order, csr: Buffer, wait: WaitOptions): Promise<Order> {
+  try {
+    return await c.finalize(order, csr);
+  } catch (err) {
+    if (!(err instanceof AcmeProblem) || !err.is("orderNotReady")) throw err;
+    return c.waitForOrder(order.url, ["ready", "processing", "valid"], wait);
+  }
+}
+
+/**
  * Answers the challenge of one pending authorization and returns once the
- * authorization is valid. attest-01 gets its verdict in the answer; http-01
- * is served by the responder until the authorization is valid, and read
- * first after a wait.
+ * authorization is valid: true when the answer itself said so (attest-01
+ * answered while the client waits), false when it was polled. http-01 is
+ * served by the responder until the authorization is valid, and read first
+ * after a wait.
  */
 async function authorize(
   client: AcmeClient,
@@ -369,7 +395,7 @@ async function authorize(
   authz: Authorization,
   wait: WaitOptions,
   sleep: (ms: number) => Promise<void>,
-): Promise<void> {
+): Promise<boolean> {
   const type = authz.identifier.type === "spiffe" ? "attest-01" : "http-01";
   const challenge = authz.challenges.find((c) => c.type === type);
   if (!challenge) throw new Error(`authorization ${authz.url} offers no ${type} challenge`);
@@ -380,11 +406,12 @@ async function authorize(
       if (!names.joinToken) throw new Error("attest-01 needs join tokens");
       answered = await client.attest(challenge.url, "join_token", joinTokenEvidence(names.joinToken(i)));
     } else answered = await client.respondChallenge(challenge.url);
-    if (answered.status === "valid") return;
+    if (answered.status === "valid") return true;
     if (answered.status === "invalid")
       throw new Error(`${type} challenge is invalid: ${answered.error?.detail ?? "no detail"}`);
     await sleep(wait.maxIntervalMs ?? 0);
     await client.waitForAuthorization(authz.url, wait);
+    return false;
   } finally {
     if (type === "http-01") names.http01?.delete(challenge.token);
   }

@@ -25,6 +25,8 @@ export interface Settings {
   rssEvery: number;
   /** Makes names unique across runs against one long-lived server. */
   runId: string;
+  /** Read the order before finalizing after a valid attest-01 (the agent before issue 13). */
+  readOrderFirst?: boolean;
   /** --compare: the Stint build to start (another commit's dist/cli/main.js); default this one. */
   stintMain?: string;
 }
@@ -111,6 +113,7 @@ export function load(target: Target, s: Settings, mode: Mode, names: Names): Pro
     warmup: s.warmup,
     pollMs: s.pollMs,
     rssEvery: s.rssEvery,
+    readOrderFirst: s.readOrderFirst,
     log,
   });
 }
