@@ -92,6 +92,8 @@ export interface CertificateFilter {
   entryId?: string;
   /** Only certificates whose notAfter is after this time. */
   unexpiredAt?: Date;
+  /** Only certificates whose SPIFFE ID starts with this (the console's ID search). */
+  spiffeIdPrefix?: string;
   /** Page after this serial, in serial order. */
   afterSerial?: string;
   limit?: number;
@@ -127,6 +129,26 @@ export interface IssuerProgress {
   unreplaced: number;
   /** The latest notAfter among the live ones; null when there are none. */
   lastNotAfter: Date | null;
+}
+
+/** Live certificates expiring in one bucket of an expiry timeline (the console's Fleet view). */
+export interface ExpiryBucket {
+  start: Date;
+  count: number;
+}
+
+/** A search of the audit log, newest first (the console's Audit view). */
+export interface AuditQuery {
+  actor?: string;
+  action?: string;
+  /** Matches a record's subject exactly, or anywhere in its details (a SPIFFE ID, a serial). */
+  text?: string;
+  from?: Date;
+  /** Exclusive. */
+  to?: Date;
+  /** Page: only records older than this seq. */
+  beforeSeq?: number;
+  limit: number;
 }
 
 export interface CertificateCounts {
@@ -187,6 +209,13 @@ export interface Store {
 
   /** Certificate totals for status displays and metrics. */
   counts(now: Date): Promise<CertificateCounts>;
+
+  /** Live (unrevoked) certificates expiring in (from, to], counted per `bucketMs`; empty buckets left out. */
+  expiryTimeline(from: Date, to: Date, bucketMs: number): Promise<ExpiryBucket[]>;
+  /** Unrevoked certificates that expired in (since, now] with no later certificate for their SPIFFE ID, newest first. */
+  expiredUnrenewed(since: Date, now: Date, limit: number): Promise<CertificateRecord[]>;
+  /** Audit records matching `q`, newest first. */
+  searchAudit(q: AuditQuery): Promise<AuditRecord[]>;
 
   appendAudit(event: AuditEvent): Promise<AuditRecord>;
   /** Audit records with seq > afterSeq, ascending, at most `limit`. */

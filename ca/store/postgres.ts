@@ -2,11 +2,13 @@ import type pg from "pg";
 import { StintError } from "../../common/errors";
 import type {
   AuditEvent,
+  AuditQuery,
   AuditRecord,
   CertificateBinding,
   CertificateCounts,
   CertificateFilter,
   CertificateRecord,
+  ExpiryBucket,
   IssuerProgress,
   IssuerRecord,
   IssuerState,
@@ -17,6 +19,7 @@ import type {
 import { AcmeCache } from "./acme-cache";
 import { checkBoundEntry, ENTRY_COLUMNS } from "./acme-common";
 import { AcmeStateDelegate } from "./acme-delegate";
+import { auditSearchSql, EXPIRY_TIMELINE_SQL, expiredUnrenewedSql } from "./console-rows";
 import { ISSUER_PROGRESS_SQL, type ProgressRow, progressFrom, windowsFrom } from "./feed-rows";
 import { PostgresAcmeState } from "./postgres-acme";
 import { type EntryRow, entryFromRow } from "./postgres-acme-rows";
@@ -262,6 +265,7 @@ export class PostgresStore extends AcmeStateDelegate implements Store {
     if (filter.entryId !== undefined)
       add("serial IN (SELECT serial FROM certificate_bindings WHERE entry_id = ?)", filter.entryId);
     if (filter.unexpiredAt !== undefined) add("not_after > ?", filter.unexpiredAt.getTime());
+    if (filter.spiffeIdPrefix !== undefined) add("starts_with(spiffe_id, ?)", filter.spiffeIdPrefix);
     if (filter.afterSerial !== undefined) add("serial > ?", filter.afterSerial);
     params.push(Math.min(limit, MAX_LIST_LIMIT));
     const sql =
@@ -345,6 +349,32 @@ export class PostgresStore extends AcmeStateDelegate implements Store {
 
   appendAudit(event: AuditEvent): Promise<AuditRecord> {
     return this.write(async (tx) => tx.appendAudit(event));
+  }
+
+  async expiryTimeline(from: Date, to: Date, bucketMs: number): Promise<ExpiryBucket[]> {
+    const rows = await this.run<{ bucket: string; n: string }>(EXPIRY_TIMELINE_SQL, [
+      from.getTime(),
+      to.getTime(),
+      bucketMs,
+    ]);
+    return rows.map((r) => ({
+      start: new Date(from.getTime() + Number(r.bucket) * bucketMs),
+      count: Number(r.n),
+    }));
+  }
+
+  async expiredUnrenewed(since: Date, now: Date, limit: number): Promise<CertificateRecord[]> {
+    const rows = await this.run<CertificateRow>(expiredUnrenewedSql(CERT_COLUMNS), [
+      since.getTime(),
+      now.getTime(),
+      limit,
+    ]);
+    return rows.map(certificateFromRow);
+  }
+
+  async searchAudit(q: AuditQuery): Promise<AuditRecord[]> {
+    const { sql, params } = auditSearchSql(AUDIT_COLUMNS, q);
+    return (await this.run<AuditRow>(sql, params)).map(auditFromRow);
   }
 
   async listAudit(afterSeq: number, limit: number): Promise<AuditRecord[]> {

@@ -5,11 +5,13 @@ import { StintError } from "../../common/errors";
 import { chainRecord } from "../audit";
 import type {
   AuditEvent,
+  AuditQuery,
   AuditRecord,
   CertificateBinding,
   CertificateCounts,
   CertificateFilter,
   CertificateRecord,
+  ExpiryBucket,
   IssuerProgress,
   IssuerRecord,
   IssuerState,
@@ -20,6 +22,7 @@ import type {
 import { AcmeCache } from "./acme-cache";
 import { checkBoundEntry } from "./acme-common";
 import { AcmeStateDelegate } from "./acme-delegate";
+import { auditSearchSql, EXPIRY_TIMELINE_SQL, expiredUnrenewedSql, sqliteNamed } from "./console-rows";
 import { ISSUER_PROGRESS_SQL, type ProgressRow, progressFrom, windowsFrom } from "./feed-rows";
 import { SqliteAcmeState } from "./sqlite-acme";
 import { entryFromRow } from "./sqlite-acme-rows";
@@ -28,6 +31,8 @@ import { GroupCommit, type WriteOp } from "./sqlite-batch";
 import { migrate, STORE_FORMAT_KEY } from "./sqlite-migrations";
 import { corruptError, probeStoreFile } from "./sqlite-probe";
 import {
+  AUDIT_COLUMNS,
+  type AuditRow,
   type AuditTail,
   auditFromRow,
   auditParams,
@@ -75,6 +80,11 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
     [string, number],
     { serial: string; revoked_at: number; revocation_reason: number }
   >;
+  // The console's queries (one per filter shape; at most 64 for the audit search).
+  private readonly consoleStatements = new Map<
+    string,
+    Database.Statement<Record<string, unknown>, unknown>
+  >();
   private readonly listStatements = new Map<
     string,
     Database.Statement<Record<string, unknown>, CertificateRow>
@@ -292,6 +302,10 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
       where.push("not_after > @unexpiredAt");
       params.unexpiredAt = filter.unexpiredAt.getTime();
     }
+    if (filter.spiffeIdPrefix !== undefined) {
+      where.push("substr(spiffe_id, 1, length(@spiffeIdPrefix)) = @spiffeIdPrefix");
+      params.spiffeIdPrefix = filter.spiffeIdPrefix;
+    }
     if (filter.afterSerial !== undefined) {
       where.push("serial > @afterSerial");
       params.afterSerial = filter.afterSerial;
@@ -362,6 +376,39 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
 
   appendAudit(event: AuditEvent): Promise<AuditRecord> {
     return this.write((tail) => this.appendAuditIn(tail, event));
+  }
+
+  async expiryTimeline(from: Date, to: Date, bucketMs: number): Promise<ExpiryBucket[]> {
+    const rows = this.consoleQuery<{ bucket: number; n: number }>(EXPIRY_TIMELINE_SQL, [
+      from.getTime(),
+      to.getTime(),
+      bucketMs,
+    ]);
+    return rows.map((r) => ({ start: new Date(from.getTime() + r.bucket * bucketMs), count: r.n }));
+  }
+
+  async expiredUnrenewed(since: Date, now: Date, limit: number): Promise<CertificateRecord[]> {
+    const sql = expiredUnrenewedSql(CERT_COLUMNS);
+    return this.consoleQuery<CertificateRow>(sql, [since.getTime(), now.getTime(), limit]).map(
+      certificateFromRow,
+    );
+  }
+
+  async searchAudit(q: AuditQuery): Promise<AuditRecord[]> {
+    const { sql, params } = auditSearchSql(AUDIT_COLUMNS, q);
+    return this.consoleQuery<AuditRow>(sql, params).map(auditFromRow);
+  }
+
+  /** The console's shared SQL (console-rows.ts), prepared once per shape. */
+  private consoleQuery<R>(text: string, params: unknown[]): R[] {
+    this.assertOpen();
+    const { sql, named } = sqliteNamed(text, params);
+    let stmt = this.consoleStatements.get(sql);
+    if (stmt === undefined) {
+      stmt = this.db.prepare<Record<string, unknown>, unknown>(sql);
+      this.consoleStatements.set(sql, stmt);
+    }
+    return stmt.all(named) as R[];
   }
 
   async listAudit(afterSeq: number, limit: number): Promise<AuditRecord[]> {

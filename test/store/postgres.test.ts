@@ -13,6 +13,7 @@ import { createTestDatabase, PASSWORD_ROLE, type TestDatabase } from "../helpers
 import { storeContract } from "./contract";
 import { acmeStoreContract } from "./contract-acme";
 import { bindingStoreContract } from "./contract-binding";
+import { consoleStoreContract } from "./contract-console";
 import { account, certificate, event, issuer, joinToken } from "./fixtures";
 
 let databases: TestDatabase[] = [];
@@ -381,3 +382,7 @@ describe("PostgresStore never shows the password", () => {
     expect(inspect(closed, { depth: 10 })).not.toContain(secret);
   });
 });
+
+consoleStoreContract("postgres", async () =>
+  PostgresStore.open((await freshDatabase()).url, { create: true }),
+);

@@ -6,6 +6,7 @@ import { SqliteStore } from "../../ca/store/sqlite";
 import { storeContract } from "./contract";
 import { acmeStoreContract } from "./contract-acme";
 import { bindingStoreContract } from "./contract-binding";
+import { consoleStoreContract } from "./contract-console";
 import { tempDir } from "./fixtures";
 
 let dir: string;
@@ -101,3 +102,5 @@ describe("SqliteStore", () => {
     });
   });
 });
+
+consoleStoreContract("sqlite", () => SqliteStore.open(freshPath(), { create: true }));

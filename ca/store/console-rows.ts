@@ -1,0 +1,65 @@
+import type { AuditQuery } from "../store";
+
+/**
+ * The security console's queries (Store.expiryTimeline, expiredUnrenewed,
+ * searchAudit), written once with $1, $2 … placeholders for both backends;
+ * SQLite runs them through sqliteNamed. Each is bounded by an index range
+ * (certificates_not_after, audit_log's primary key) and a LIMIT, so a page
+ * costs the same with 100,000 certificates as with 100.
+ */
+
+/** Live certificates per bucket of `bucketMs` after $1, up to $2. */
+export const EXPIRY_TIMELINE_SQL = `
+  SELECT CAST((not_after - $1) / $3 AS BIGINT) AS bucket, COUNT(*) AS n
+  FROM certificates
+  WHERE not_after > $1 AND not_after <= $2 AND revoked_at IS NULL
+  GROUP BY 1 ORDER BY 1`;
+
+/**
+ * Unrevoked certificates that expired in ($1, $2] while no later certificate
+ * names their SPIFFE ID: the workload stopped renewing.
+ */
+export const expiredUnrenewedSql = (columns: string) => `
+  SELECT ${columns.replace(/(^|, )/g, "$1c.")}
+  FROM certificates c
+  WHERE c.not_after > $1 AND c.not_after <= $2 AND c.revoked_at IS NULL AND c.spiffe_id IS NOT NULL
+    AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.spiffe_id = c.spiffe_id AND n.not_after > c.not_after)
+  ORDER BY c.not_after DESC, c.serial
+  LIMIT $3`;
+
+/** Newest first, filtered; `text` matches the subject exactly or anywhere in the details (SPIFFE IDs, serials). */
+export function auditSearchSql(columns: string, q: AuditQuery): { sql: string; params: unknown[] } {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  const add = (clause: string, ...values: unknown[]) => {
+    let text = clause;
+    for (const v of values) {
+      params.push(v);
+      text = text.replace("?", `$${params.length}`);
+    }
+    where.push(text);
+  };
+  if (q.actor !== undefined) add("actor = ?", q.actor);
+  if (q.action !== undefined) add("action = ?", q.action);
+  if (q.text !== undefined)
+    add("(subject = ? OR CAST(details AS text) LIKE ?)", q.text, `%${likeEscape(q.text)}%`);
+  if (q.from !== undefined) add("at >= ?", q.from.getTime());
+  if (q.to !== undefined) add("at < ?", q.to.getTime());
+  if (q.beforeSeq !== undefined) add("seq < ?", q.beforeSeq);
+  params.push(q.limit);
+  const filter = where.length > 0 ? ` WHERE ${where.join(" AND ")}` : "";
+  // ESCAPE is spelt per clause; both backends take the same syntax.
+  const sql = `SELECT ${columns} FROM audit_log${filter.replace(/LIKE (\$\d+)/, "LIKE $1 ESCAPE '\\'")} ORDER BY seq DESC LIMIT $${params.length}`;
+  return { sql, params };
+}
+
+const likeEscape = (text: string) => text.replace(/[\\%_]/g, (c) => `\\${c}`);
+
+/** $1, $2 … as SQLite named parameters @p1, @p2 …, so a number may appear twice. */
+export function sqliteNamed(sql: string, params: unknown[]): { sql: string; named: Record<string, unknown> } {
+  const named: Record<string, unknown> = {};
+  params.forEach((v, i) => {
+    named[`p${i + 1}`] = v;
+  });
+  return { sql: sql.replace(/\$(\d+)/g, "@p$1"), named };
+}

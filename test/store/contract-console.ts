@@ -1,0 +1,124 @@
+import type { Store } from "../../ca/store";
+import { certificate, event, issuer, later, MINUTE, T0 } from "./fixtures";
+
+/**
+ * The security console's queries (acme/console/), which both backends must
+ * answer alike: the ID-prefix filter, the expiry timeline, expired
+ * certificates nobody renewed, and the audit search.
+ */
+export function consoleStoreContract(name: string, openFresh: () => Promise<Store>): void {
+  let store: Store;
+
+  describe(`console queries: ${name}`, () => {
+    beforeEach(async () => {
+      store = await openFresh();
+      await store.putIssuer(issuer("aa"), event("issuer.create", "aa"));
+    });
+    afterEach(async () => {
+      await store.close();
+    });
+
+    it("filters certificates by SPIFFE ID prefix, with LIKE's wildcards taken literally", async () => {
+      const ids = [
+        "spiffe://example.org/web/a",
+        "spiffe://example.org/web/b",
+        "spiffe://example.org/webx",
+        "spiffe://example.org/db",
+      ];
+      for (const [i, spiffeId] of ids.entries()) {
+        await store.insertCertificate(certificate("aa", i + 1, { spiffeId }), event("cert.issue", String(i)));
+      }
+      const found = await store.listCertificates({ spiffeIdPrefix: "spiffe://example.org/web/" });
+      expect(found.map((c) => c.spiffeId)).toEqual(ids.slice(0, 2));
+      expect(await store.listCertificates({ spiffeIdPrefix: "spiffe://example.org/%" })).toEqual([]);
+      const page = await store.listCertificates({ spiffeIdPrefix: "spiffe://example.org/web", limit: 2 });
+      const next = await store.listCertificates({
+        spiffeIdPrefix: "spiffe://example.org/web",
+        afterSerial: page[1]!.serial,
+      });
+      expect([...page, ...next].map((c) => c.spiffeId)).toEqual(ids.slice(0, 3));
+    });
+
+    it("counts live certificates per minute of expiry, leaving out revoked and expired ones", async () => {
+      // Sequence n expires n minutes after T0 (fixtures); 1..5 plus a second one in minute 2.
+      for (let n = 1; n <= 5; n++)
+        await store.insertCertificate(certificate("aa", n), event("cert.issue", String(n)));
+      await store.insertCertificate(
+        certificate("aa", 6, { notAfter: later(2 * MINUTE - 1) }),
+        event("cert.issue", "6"),
+      );
+      const revoked = certificate("aa", 3).serial;
+      await store.revokeCertificate(revoked, 1, T0, event("cert.revoke", revoked));
+      const timeline = await store.expiryTimeline(later(MINUTE), later(5 * MINUTE), MINUTE);
+      // (T0+1m, T0+5m] in minutes counted from T0+1m: 1m itself is out, 3m revoked.
+      expect(timeline.map((b) => [b.start.getTime() - T0.getTime(), b.count])).toEqual([
+        [MINUTE, 1],
+        [2 * MINUTE, 1],
+        [4 * MINUTE, 1],
+        [5 * MINUTE, 1],
+      ]);
+    });
+
+    it("lists certificates that expired with no later one for their SPIFFE ID", async () => {
+      const renewed = certificate("aa", 1, {
+        spiffeId: "spiffe://example.org/renewed",
+        notAfter: later(MINUTE),
+      });
+      const renewal = certificate("aa", 2, {
+        spiffeId: "spiffe://example.org/renewed",
+        notAfter: later(10 * MINUTE),
+      });
+      const dropped = certificate("aa", 3, {
+        spiffeId: "spiffe://example.org/dropped",
+        notAfter: later(2 * MINUTE),
+      });
+      const revoked = certificate("aa", 4, {
+        spiffeId: "spiffe://example.org/revoked",
+        notAfter: later(2 * MINUTE),
+      });
+      for (const c of [renewed, renewal, dropped, revoked])
+        await store.insertCertificate(c, event("cert.issue", c.serial));
+      await store.revokeCertificate(revoked.serial, 1, T0, event("cert.revoke", revoked.serial));
+      const found = await store.expiredUnrenewed(T0, later(5 * MINUTE), 10);
+      expect(found.map((c) => c.spiffeId)).toEqual(["spiffe://example.org/dropped"]);
+      expect(await store.expiredUnrenewed(later(2 * MINUTE), later(5 * MINUTE), 10)).toEqual([]);
+    });
+
+    it("searches the audit log by actor, action, text and time, newest first, in pages", async () => {
+      const at = (m: number) => later(m * MINUTE);
+      await store.appendAudit({
+        at: at(1),
+        actor: "alice",
+        action: "cert.revoke",
+        subject: "0a0b",
+        details: {},
+      });
+      await store.appendAudit({
+        at: at(2),
+        actor: "bob",
+        action: "entry.create",
+        subject: "e1",
+        details: { spiffeId: "spiffe://example.org/web_1" },
+      });
+      await store.appendAudit({
+        at: at(3),
+        actor: "alice",
+        action: "entry.create",
+        subject: "e2",
+        details: {},
+      });
+      const seqs = async (q: Parameters<Store["searchAudit"]>[0]) =>
+        (await store.searchAudit(q)).map((r) => r.subject);
+      expect(await seqs({ actor: "alice", limit: 10 })).toEqual(["e2", "0a0b"]);
+      expect(await seqs({ action: "entry.create", limit: 10 })).toEqual(["e2", "e1"]);
+      expect(await seqs({ text: "spiffe://example.org/web_1", limit: 10 })).toEqual(["e1"]);
+      // "_" is a LIKE wildcard; a search for it must not match web11.
+      expect(await seqs({ text: "web_", limit: 10 })).toEqual(["e1"]);
+      expect(await seqs({ text: "eb?1", limit: 10 })).toEqual([]);
+      expect(await seqs({ text: "0a0b", limit: 10 })).toEqual(["0a0b"]);
+      expect(await seqs({ from: at(2), to: at(3), limit: 10 })).toEqual(["e1"]);
+      const first = await store.searchAudit({ limit: 2 });
+      expect(await seqs({ beforeSeq: first[1]!.seq, limit: 2 })).toEqual(["0a0b", "aa"]);
+    });
+  });
+}
