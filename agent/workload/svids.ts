@@ -1,9 +1,14 @@
-import { generateKeyPairSync, type KeyObject, X509Certificate } from "node:crypto";
+import {
+  createHash,
+  createPublicKey,
+  generateKeyPairSync,
+  type KeyObject,
+  X509Certificate,
+} from "node:crypto";
 import { EventEmitter } from "node:events";
 import { StintError } from "../../common/errors";
 import type { Logger } from "../../common/logger";
 import { pemDecodeAll } from "../../formats/pem";
-import { checkMatchingPair } from "../credentials";
 import { buildCsr } from "../csr";
 import type { AgentApiClient, SvidResult, WorkloadEntry } from "./ca-client";
 
@@ -71,6 +76,8 @@ export class SvidCache extends EventEmitter {
   /** Whether the entries have been fetched at least once: before that, "no match" may just mean "not yet". */
   synced = false;
   private readonly retry = new Map<string, Pending>();
+  /** SHA-256 of intermediate chains already checked against the current roots. */
+  private readonly trustedIssuers = new Set<string>();
   private lastSync = 0;
   private jwtKeysText = "[]";
   private readonly now: () => Date;
@@ -129,6 +136,7 @@ export class SvidCache extends EventEmitter {
     const pem = this.opts.roots();
     if (pem === this.roots.pem) return false;
     this.roots = { pem, der: pemDecodeAll(pem, "CERTIFICATE", "trusted roots") };
+    this.trustedIssuers.clear();
     return true;
   }
 
@@ -234,25 +242,18 @@ export class SvidCache extends EventEmitter {
     key: KeyObject,
     r: { spiffeId: string; certificateChain: string; renewAfter: string },
   ): void {
-    const keyPem = key.export({ type: "pkcs8", format: "pem" }) as string;
-    if (!checkMatchingPair(r.certificateChain, keyPem))
-      throw new StintError("ERR_BAD_CSR", "the CA returned a certificate for another key");
     const chain = pemDecodeAll(r.certificateChain, "CERTIFICATE", "workload SVID");
     const certs = chain.map((d) => new X509Certificate(d));
     const leaf = certs[0];
+    if (!leaf.publicKey.equals(createPublicKey(key)))
+      throw new StintError("ERR_BAD_CSR", "the CA returned a certificate for another key");
     const uris = leaf.subjectAltName?.match(/URI:[^,\s]+/g) ?? [];
     if (uris.length !== 1 || uris[0] !== `URI:${entry.spiffeId}`)
       throw new StintError("ERR_POLICY_SPIFFE", `the CA returned an SVID that is not for ${entry.spiffeId}`);
-    for (let i = 0; i + 1 < certs.length; i++)
-      if (!certs[i].verify(certs[i + 1].publicKey))
-        throw new StintError("ERR_UNAUTHORIZED", "the CA returned a chain whose links do not verify");
-    const top = certs[certs.length - 1];
-    const roots = this.roots.der.map((d) => new X509Certificate(d));
-    if (!roots.some((root) => top.checkIssued(root) && top.verify(root.publicKey)))
-      throw new StintError(
-        "ERR_UNAUTHORIZED",
-        "the CA returned a chain that does not lead to a trusted root",
-      );
+    if (certs.length < 2 || !leaf.verify(certs[1].publicKey))
+      throw new StintError("ERR_UNAUTHORIZED", "the CA returned a chain whose links do not verify");
+    this.checkIssuers(chain.slice(1), certs.slice(1));
+    const keyPem = key.export({ type: "pkcs8", format: "pem" }) as string;
     const notBefore = new Date(leaf.validFrom);
     const notAfter = new Date(leaf.validTo);
     let renewAfter = new Date(r.renewAfter);
@@ -286,6 +287,28 @@ export class SvidCache extends EventEmitter {
       serial: leaf.serialNumber.toLowerCase(),
       notAfter: notAfter.toISOString(),
     });
+  }
+
+  /**
+   * The intermediates above a leaf must chain to a trusted root. Every SVID of
+   * a batch comes with the same ones, so a chain verified once is remembered
+   * until the roots change: per SVID only the leaf's own signature is checked.
+   */
+  private checkIssuers(ders: Buffer[], certs: X509Certificate[]): void {
+    const key = createHash("sha256").update(Buffer.concat(ders)).digest("hex");
+    if (this.trustedIssuers.has(key)) return;
+    for (let i = 0; i + 1 < certs.length; i++)
+      if (!certs[i].verify(certs[i + 1].publicKey))
+        throw new StintError("ERR_UNAUTHORIZED", "the CA returned a chain whose links do not verify");
+    const top = certs[certs.length - 1];
+    const roots = this.roots.der.map((d) => new X509Certificate(d));
+    if (!roots.some((root) => top.checkIssued(root) && top.verify(root.publicKey)))
+      throw new StintError(
+        "ERR_UNAUTHORIZED",
+        "the CA returned a chain that does not lead to a trusted root",
+      );
+    if (this.trustedIssuers.size > 64) this.trustedIssuers.clear();
+    this.trustedIssuers.add(key);
   }
 
   private failed(entry: WorkloadEntry, why: string): void {
