@@ -5,6 +5,7 @@ import { Authority } from "../../ca/authority";
 import { decodeStoredCrl, rootCrlKey } from "../../ca/crl";
 import { INTERMEDIATE_CERT_FILE, initHierarchy, ROOT_KEY_FILE } from "../../ca/hierarchy";
 import { IssuerWatch } from "../../ca/issuer-watch";
+import { ensureJwtKeys, readJwtKeys } from "../../ca/jwt-keys";
 import { KEY_ALGORITHMS } from "../../ca/keys";
 import type { IssuancePolicy } from "../../ca/policy";
 import {
@@ -100,6 +101,20 @@ async function auditActions(store: Store): Promise<string[]> {
 }
 
 describe("intermediate rotation, taint and revocation", () => {
+  it("advances the JWT-SVID keys with the intermediate: the key published beforehand signs, the old one is retired", async () => {
+    const { ctx, store, dataDir } = await freshCa();
+    const [active, prepared] = await ensureJwtKeys({ store, dataDir, passphrase: null, now: new Date() });
+    await rotateIntermediate(ctx(), { ttlDays: 30 });
+    const ring = await readJwtKeys(store);
+    expect(ring.map((k) => [k.kid, k.state])).toEqual([
+      [active!.kid, "retired"],
+      [prepared!.kid, "active"],
+      [ring[2]!.kid, "prepared"],
+    ]);
+    expect(ring[0]!.retiredAt).not.toBeNull();
+    expect(readFileSync(join(dataDir, ring[2]!.keyPath), "utf8")).toMatch(/^-----BEGIN PRIVATE KEY-----/);
+  });
+
   it("activates a new intermediate, and an authority opened before serves it after reload()", async () => {
     const { ctx, store, authority, dataDir } = await freshCa();
     const first = authority.activeIssuer;
