@@ -46,6 +46,7 @@ function call(
   path: string,
   client: Credential | null,
   body?: unknown,
+  // biome-ignore lint/suspicious/noExplicitAny: response bodies are read freely in assertions
 ): Promise<{ status: number; type: string; json: Record<string, any> }> {
   const text = body === undefined ? undefined : JSON.stringify(body);
   return new Promise((resolve, reject) => {
@@ -100,6 +101,24 @@ function csrFor(
 function createEntry(args: string[]): string {
   return json<{ id: string }>(cli(["entry", "create", ...args, "--json"])).id;
 }
+
+function bundleJson(): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    request(new URL("/bundle.json", server.url), { ca: rootPem, agent: false }, (r) => {
+      let data = "";
+      r.on("data", (d) => {
+        data += d;
+      });
+      r.on("end", () => resolve(data));
+    })
+      .on("error", reject)
+      .end();
+  });
+}
+
+/** The kid in a JWT's header. */
+const kidOf = (token: string): string =>
+  JSON.parse(Buffer.from(token.split(".")[0]!, "base64url").toString()).kid;
 
 beforeAll(async () => {
   expect(stint(["ca", "init", "--json"], env)).toMatchObject({ code: 0 });
@@ -382,17 +401,7 @@ describe("POST /agent/v1/jwt-svids", () => {
     const res = await call("POST", "/agent/v1/jwt-svids", host1, { entryId: entryIds.web, audience: ["a"] });
     expect(res.status).toBe(200);
     expect(res.json).toMatchObject({ spiffeId: `spiffe://${TD}/web` });
-    const bundle = await new Promise<string>((resolve, reject) => {
-      request(new URL("/bundle.json", server.url), { ca: rootPem, agent: false }, (r) => {
-        let data = "";
-        r.on("data", (d) => {
-          data += d;
-        });
-        r.on("end", () => resolve(data));
-      })
-        .on("error", reject)
-        .end();
-    });
+    const bundle = await bundleJson();
     const ok = verifyJwtSvid(res.json.token, { audience: "a", bundle, trustDomain: TD });
     expect(ok.spiffeId).toBe(`spiffe://${TD}/web`);
     expect((ok.claims.exp as number) * 1000).toBe(Date.parse(res.json.expiresAt));
@@ -438,5 +447,36 @@ describe("a revoked agent", () => {
     expect(refused.json.detail).toBe(
       `the agent certificate ${host3.serial} for spiffe://${TD}/node/host3 is revoked`,
     );
+  });
+});
+
+// Last: the rotation retires the intermediate the admin certificate came from.
+describe("JWT-SVID keys through ca rotate", () => {
+  it("sign with the key published before the rotation, and keep the old one published", async () => {
+    const before = JSON.parse(await bundleJson()) as {
+      keys: { use: string; kid: string }[];
+      spiffe_sequence: number;
+    };
+    const kids = before.keys.filter((k) => k.use === "jwt-svid").map((k) => k.kid);
+    expect(kids).toHaveLength(2);
+    const jwt = () => call("POST", "/agent/v1/jwt-svids", host1, { entryId: entryIds.web, audience: ["a"] });
+    const old = (await jwt()).json.token as string;
+    expect(kidOf(old)).toBe(kids[0]);
+    expect(stint(["ca", "rotate", "--ttl-days", "30"], env)).toMatchObject({ code: 0 });
+    // The server takes the rotation up at its next poll (feed.pollInterval).
+    let next = "";
+    for (let i = 0; i < 100 && kidOf(next || old) !== kids[1]; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      next = (await jwt()).json.token as string;
+    }
+    expect(kidOf(next)).toBe(kids[1]);
+    const after = JSON.parse(await bundleJson()) as typeof before;
+    const published = after.keys.filter((k) => k.use === "jwt-svid").map((k) => k.kid);
+    expect(published.slice(0, 2)).toEqual(kids);
+    expect(published).toHaveLength(3);
+    expect(after.spiffe_sequence).toBeGreaterThan(before.spiffe_sequence);
+    const text = JSON.stringify(after);
+    expect(verifyJwtSvid(old, { audience: "a", bundle: text }).spiffeId).toBe(`spiffe://${TD}/web`);
+    expect(verifyJwtSvid(next, { audience: "a", bundle: text }).spiffeId).toBe(`spiffe://${TD}/web`);
   });
 });
