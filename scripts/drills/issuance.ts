@@ -169,14 +169,17 @@ export class IssuanceLoad {
     await this.step(() => client.newAccount());
     let held: Held | null = null;
     let sinceOrder = 0;
+    let outOfTokens = false;
     try {
       while (!this.stopping) {
-        const order = held === null || sinceOrder >= this.opts.renewalsPerOrder;
+        const order = !outOfTokens && (held === null || sinceOrder >= this.opts.renewalsPerOrder);
         if (order) {
           const token = this.opts.tokens[this.nextToken++];
           if (token === undefined) {
-            if (held === null) return;
-            sinceOrder = 0; // out of tokens: this worker only renews from now on
+            // From now on this worker only renews. A flag, not a reset of sinceOrder: with
+            // renewalsPerOrder 0 a reset chose "order" again at once, and that loop never
+            // awaited, blocking the event loop for good (the restart drill's hang).
+            outOfTokens = true;
             continue;
           }
           const got = await this.order(client, token);
@@ -185,7 +188,8 @@ export class IssuanceLoad {
             sinceOrder = 0;
           }
         } else {
-          held = await this.renew(client, held!);
+          if (held === null) return;
+          held = await this.renew(client, held);
           sinceOrder++;
         }
       }
