@@ -81,13 +81,14 @@ export async function agentRig<S>(
   return { ca, dir, outDir, agentArgs };
 }
 
-function rootFingerprint(path: string): string {
+export function rootFingerprint(path: string): string {
   const der = pemDecodeAll(readFileSync(path, "utf8"), "CERTIFICATE", "root")[0];
   return `sha256:${createHash("sha256").update(der).digest("hex")}`;
 }
 
 export interface SetOnDisk {
   serial: string;
+  notBefore: number;
   notAfter: number;
 }
 
@@ -112,7 +113,11 @@ export function checkSet(outDir: string): SetOnDisk {
   const top = chain[chain.length - 1];
   if (!roots.some((r) => top.checkIssued(r) && top.verify(r.publicKey)))
     throw new Error("cert.pem does not chain to a root in bundle.pem");
-  return { serial: chain[0].serialNumber.toLowerCase(), notAfter: Date.parse(chain[0].validTo) };
+  return {
+    serial: chain[0].serialNumber.toLowerCase(),
+    notBefore: Date.parse(chain[0].validFrom),
+    notAfter: Date.parse(chain[0].validTo),
+  };
 }
 
 /** Names a killed writer left in the output directory (temporary links, unswitched versions). */
