@@ -117,6 +117,9 @@ beforeAll(async () => {
     "1s",
     "--bundle-refresh-hint",
     "2s",
+    // JWT-SVIDs live 3 s here, so one can be seen to expire.
+    "--jwt-max-ttl",
+    "3s",
   ]);
   const token = JSON.parse(
     runOk(["token", "create", "--spiffe-id", NODE_ID, "--cert-ttl", "10m", "--json", "--server", ca.url]),
@@ -287,6 +290,12 @@ describe("SPIFFE Workload API", () => {
     expect(tampered[0]).toMatchObject({ error: "INVALID_ARGUMENT" });
     const none = `${Buffer.from(JSON.stringify({ alg: "none", typ: "JWT" })).toString("base64url")}.${p}.`;
     expect((await once(UIDS.web, "validate", "a", none))[0]).toMatchObject({ error: "INVALID_ARGUMENT" });
+    const exp = (JSON.parse(Buffer.from(p, "base64url").toString()) as { exp: number }).exp * 1000;
+    await new Promise((r) => setTimeout(r, Math.max(0, exp - Date.now() + 1000)));
+    expect((await once(UIDS.web, "validate", "a", fetched.token))[0]).toEqual({
+      error: "INVALID_ARGUMENT",
+      details: expect.stringContaining("expired"),
+    });
   });
 });
 
