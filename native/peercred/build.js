@@ -23,4 +23,12 @@ const gyp =
 const args = [gyp, "rebuild"];
 // Headers installed next to this node (Debian/NodeSource: /usr/include/node) spare node-gyp a download.
 if (fs.existsSync(path.join(prefix, "include", "node", "node_api.h"))) args.push(`--nodedir=${prefix}`);
-execFileSync(process.execPath, args, { cwd: dir, stdio: ["ignore", "inherit", "inherit"] });
+try {
+  execFileSync(process.execPath, args, { cwd: dir, stdio: ["ignore", "inherit", "inherit"] });
+} catch {
+  // Not fatal for the rest of Stint: only `stint agent --workload-api-socket` needs the addon, and it
+  // refuses to start with a message saying so.
+  console.warn(
+    "peercred: could not build the SO_PEERCRED addon (needs gcc, make, python3 and Node's headers)",
+  );
+}
