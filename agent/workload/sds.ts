@@ -148,7 +148,7 @@ export function sdsHandlers(deps: SdsDeps): grpc.UntypedServiceImplementation {
             deps.log.warn("an SDS client refused the secrets sent", {
               version: sentVersion,
               uid: id.uid,
-              error: req.error_detail.message,
+              error: String(req.error_detail.message ?? "").slice(0, 200),
             });
           }
           const newNames = [...req.resource_names];
