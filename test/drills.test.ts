@@ -8,7 +8,8 @@ import { URL_ENV } from "./helpers/postgres";
  * runs it, and must end with exit 0 and a JSON line whose must-be-zero
  * figures are all 0. The figures named here are the issue's: certificates
  * lost, duplicate serials, torn agent sets, 5xx, crashes, token
- * double-spends, plus each drill's own. Wall-clock times are reported by the
+ * double-spends, stranded join tokens, stuck orders, expired agent
+ * certificates, plus each drill's own. Wall-clock times are reported by the
  * drills, never asserted here. Two drills run at a time, to stay well under
  * three minutes on a loaded two-core machine.
  */
@@ -33,6 +34,8 @@ const DRILLS = [
   "hostile-input",
   "slow-clients",
   "authorization",
+  "restart",
+  "ca-outage",
 ] as const;
 type Drill = (typeof DRILLS)[number];
 
@@ -187,6 +190,47 @@ it(
   async () => {
     const r = await outcome("authorization");
     expect(r.zeros).toMatchObject({ adminAnswered: 0, crossAccountAccepted: 0, positiveControlFailures: 0 });
+  },
+  TIMEOUT,
+);
+
+it(
+  "restart: SIGKILLs while clients enroll with join tokens and agents renew: no token stranded, no order stuck, no agent certificate expired",
+  async () => {
+    const r = await outcome("restart");
+    expect(r.zeros).toMatchObject({
+      strandedTokens: 0,
+      stuckOrders: 0,
+      agentsWithExpiredCertificate: 0,
+      crashes: 0,
+      noCertificates: 0,
+      noAgentRenewals: 0,
+    });
+    // The kills and the issuance really happened.
+    expect(r.figures.kills).toBe(3);
+    expect(r.figures.certificatesReceived as number).toBeGreaterThan(3);
+    expect(r.figures.tokensSpent as number).toBeGreaterThan(3);
+    expect(r.figures.agentRenewals as number).toBeGreaterThan(0);
+  },
+  TIMEOUT,
+);
+
+it(
+  "ca-outage: the CA gone for 20 % of the lifetime as the renewal window opens: no agent certificate expires, every agent renews after",
+  async () => {
+    const r = await outcome("ca-outage");
+    expect(r.zeros).toMatchObject({
+      agentsWithExpiredCertificate: 0,
+      notRenewedAfterOutage: 0,
+      noRenewalAfterOutage: 0,
+      crashes: 0,
+    });
+    expect(r.figures).toMatchObject({ agents: 3, outageStartedAtPercentOfLifetime: 50, how: "SIGSTOP" });
+    // The outage lasted its fifth of the lifetime, and renewals were due during it and happened after it.
+    const life = r.figures.certificateLifetimeSeconds as number;
+    expect(r.figures.outageSeconds as number).toBeGreaterThanOrEqual(0.2 * life - 1);
+    expect(r.figures.dueDuringOutage as number).toBeGreaterThan(0);
+    expect(r.figures.renewedAfterOutage as number).toBeGreaterThan(0);
   },
   TIMEOUT,
 );
