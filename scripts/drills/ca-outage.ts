@@ -144,8 +144,8 @@ async function run(ctx: DrillContext<Settings>) {
       dueDuringOutage: due,
       renewedAfterOutage: renewedAfter,
       secondsFromCaBackToLastRenewal: Math.round((renewedBy - upAt) / 100) / 10,
-      // How much of the oldest certificate was left when the last agent had renewed (negative: it expired).
-      runwayLeftSeconds: Math.round((Math.min(...held.map((h) => h.notAfter)) - renewedBy) / 100) / 10,
+      // What was left of the first-expiring certificate held at the outage when the last agent had renewed.
+      runwayLeftSeconds: Math.round((Math.min(...atOutage.map((h) => h.notAfter)) - renewedBy) / 100) / 10,
       ...agents.figures,
     },
   };
