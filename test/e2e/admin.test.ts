@@ -500,7 +500,7 @@ describe("bad input changes nothing", () => {
       }),
     ).toMatchObject({
       status: 400,
-      json: { detail: 'unknown member "selector"; allowed: spiffeId, selectors, dnsNames, ttl' },
+      json: { detail: 'unknown member "selector"; allowed: spiffeId, selectors, dnsNames, ttl, parent' },
     });
     expect(await call("POST", "/admin/entries", cred, ["k8s:ns:x"])).toMatchObject({
       status: 400,
