@@ -1,7 +1,9 @@
 import { attestorRegistry, evidenceMembers } from "../../acme/attest/attestor";
 import {
+  entryHash,
   entryMatches,
   findAuthorizingEntry,
+  parseEntryParent,
   parseSelector,
   parseSelectors,
   type RegistrationEntry,
@@ -83,6 +85,14 @@ describe("parseSelector", () => {
     "x509pop:san:dns:*.example.org",
     "x509pop:san:uri:spiffe://example.org/bootstrap",
     `x509pop:ca:fingerprint:${"ab".repeat(32)}`,
+    "unix:uid:0",
+    "unix:uid:1001",
+    "unix:gid:4294967294",
+    "unix:user:www-data",
+    "unix:group:_postgres",
+    "unix:user:machine$",
+    "unix:path:/usr/bin/python3.11",
+    `unix:sha256:${"0f".repeat(32)}`,
   ])("accepts %s unchanged", (s) => {
     expect(parseSelector(s)).toBe(s);
   });
@@ -101,6 +111,14 @@ describe("parseSelector", () => {
     ["x509pop:san:uri:a b", "comes a URI without spaces"],
     ["x509pop:subject:cn:a\nb", "comes a subject common name"],
     [`x509pop:ca:fingerprint:${"AB".repeat(32)}`, "64 lowercase hex digits"],
+    ["unix:uid:01", 'after "unix:uid:" comes a numeric user id'],
+    ["unix:uid:-1", 'after "unix:uid:" comes a numeric user id'],
+    ["unix:gid:root", 'after "unix:gid:" comes a numeric group id'],
+    ["unix:user:a b", 'after "unix:user:" comes a user name'],
+    ["unix:group:x/y", 'after "unix:group:" comes a group name'],
+    ["unix:path:bin/sh", 'after "unix:path:" comes an absolute path to the executable'],
+    ["unix:path:/bin/a\nb", "an absolute path"],
+    [`unix:sha256:${"AB".repeat(32)}`, "the SHA-256 of the executable, 64 lowercase hex digits"],
   ])("refuses %j with ERR_MALFORMED naming the problem", (s, message) => {
     expect(() => parseSelector(s)).toThrow(stintError("ERR_MALFORMED", new RegExp(literal(message))));
   });
@@ -168,6 +186,37 @@ describe("attestorRegistry and evidence shape", () => {
         "ERR_MALFORMED",
         'join_token evidence must have exactly the members {"token": …}; missing: token; unexpected: "tokn"',
       ),
+    );
+  });
+});
+
+describe("entries with a parent (node agents)", () => {
+  it("are never chosen by ACME attestation, even when every selector was proven", () => {
+    const parented = entry("p", ["k8s:ns:prod"], { parent: "spiffe://example.org/node/a" });
+    expect(findAuthorizingEntry([parented], ID, ["k8s:ns:prod"])).toBeNull();
+    const plain = entry("q", ["k8s:ns:prod"]);
+    expect(findAuthorizingEntry([parented, plain], ID, ["k8s:ns:prod"])).toBe(plain);
+  });
+
+  it("hash their parent, while an entry without one keeps the hash it had before schema 6", () => {
+    const plain = entry("q", ["k8s:ns:prod"]);
+    expect(entryHash(plain)).toBe(entryHash({ ...plain, parent: null }));
+    expect(entryHash(plain)).not.toBe(entryHash({ ...plain, parent: "spiffe://example.org/node/a" }));
+  });
+
+  it("need a parent in the trust domain for unix selectors", () => {
+    expect(parseEntryParent(undefined, "example.org", ["k8s:ns:prod"])).toBeNull();
+    expect(parseEntryParent("spiffe://example.org/node/a", "example.org", ["unix:uid:1"])).toBe(
+      "spiffe://example.org/node/a",
+    );
+    expect(() => parseEntryParent(null, "example.org", ["unix:uid:1"])).toThrow(
+      stintError("ERR_MALFORMED", /unix:\* selectors are proven by a node agent/),
+    );
+    expect(() => parseEntryParent("spiffe://other.org/node/a", "example.org", ["unix:uid:1"])).toThrow(
+      /other\.org/,
+    );
+    expect(() => parseEntryParent(7, "example.org", [])).toThrow(
+      stintError("ERR_MALFORMED", /parent must be a string/),
     );
   });
 });
