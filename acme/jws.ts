@@ -1,4 +1,5 @@
 import type { KeyObject } from "node:crypto";
+import { importSpkiCached } from "../ca/key-cache";
 import { inspectSpki } from "../ca/spki";
 import type { AccountRecord } from "../ca/store-acme";
 import { type ErrorCode, isStintError, StintError } from "../common/errors";
@@ -7,7 +8,6 @@ import {
   exportJwk,
   fromB64u,
   importJwk,
-  importSpki,
   isJwsAlgorithm,
   JWS_ALGORITHMS,
   type Jwk,
@@ -318,7 +318,7 @@ function x5cChain(x5c: unknown): { chain: Buffer[]; key: KeyObject; leaf: Certif
     );
   let key: KeyObject;
   try {
-    key = importSpki(leaf.spki);
+    key = importSpkiCached(leaf.spki);
   } catch {
     throw bad("x5c[0] is not a DER X.509 certificate");
   }

@@ -1,7 +1,7 @@
 import { type KeyObject, verify } from "node:crypto";
 import { isStintError, StintError } from "../common/errors";
 import * as der from "../formats/der";
-import { importSpki } from "../formats/jose";
+import { importSpkiCached } from "./key-cache";
 import { inspectSpki, KEY_ALGORITHMS, type KeyAlgorithm } from "./spki";
 
 /**
@@ -101,7 +101,7 @@ function parseCsrUnchecked(csr: Buffer): ParsedCsr {
     throw badCsr(`signature algorithm does not fit its key (${facts.description})`);
   let publicKey: KeyObject;
   try {
-    publicKey = importSpki(spki);
+    publicKey = importSpkiCached(spki);
   } catch {
     throw badCsr("carries a public key that cannot be loaded");
   }
