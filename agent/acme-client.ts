@@ -222,6 +222,11 @@ export class AcmeClient {
     return (await this.readAuthorization(url)).authz;
   }
 
+  /** RFC 8555 7.5.2: gives up an authorization, pending or valid. */
+  async deactivateAuthorization(url: string): Promise<Authorization> {
+    return asAuthorization(await this.postJson(url, { status: "deactivated" }), url);
+  }
+
   async respondChallenge(url: string, payload: Record<string, unknown> = {}): Promise<Challenge> {
     return asChallenge(await this.postJson(url, payload), url);
   }
