@@ -145,6 +145,6 @@ function routeLabel(url: string | undefined): string {
   const path = (url ?? "/").split("?")[0];
   if (["/health", "/bundle.pem", "/bundle.json", "/metrics"].includes(path)) return path;
   // ACME, admin, CRL and feed paths carry ids; label by their first two segments (/acme/order, /admin/entries).
-  const m = /^\/(acme|admin|crl|feed)(\/[a-z-]+)?|^\/agent\/v1\/[a-z0-9-]+/.exec(path);
+  const m = /^\/(acme|admin|crl|feed|console)(\/[a-z-]+)?|^\/agent\/v1\/[a-z0-9-]+/.exec(path);
   return m ? m[0] : "other";
 }

@@ -3,6 +3,7 @@ import { join, resolve } from "node:path";
 import { mountAcme } from "../acme/acme-api";
 import { mountAdmin } from "../acme/admin";
 import { mountAgentApi } from "../acme/agent-api";
+import { mountConsole } from "../acme/console";
 import { startCrlHttpServer } from "../acme/crl-http";
 import { mountCrl } from "../acme/crl-routes";
 import { mountFeed } from "../acme/feed-routes";
@@ -147,6 +148,14 @@ export const caServe: Command = {
         mountAdmin({ authority, store, log, onRevoked: () => feed.revoked() }),
         await mountCrl(authority, log),
         mountFeed(feed),
+        mountConsole({
+          authority,
+          store,
+          log,
+          feed,
+          onRevoked: () => feed.revoked(),
+          rotation: (actor) => rotationContext(cfg, store, trustDomain, passphrase, actor),
+        }),
         mountAgentApi({
           authority,
           store,

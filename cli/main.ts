@@ -17,6 +17,7 @@ import { ROTATION_COMMANDS } from "./ca-rotate";
 import { caServe } from "./ca-serve";
 import { caStatus } from "./ca-status";
 import { certList, certRevoke, certShow } from "./cert";
+import { consoleLogin } from "./console";
 import { type Command, helpText } from "./command";
 import { entryCreate, entryDelete, entryList } from "./entry";
 import { rootSign } from "./root-sign";
@@ -44,6 +45,7 @@ export const COMMANDS: readonly Command[] = [
   certShow,
   certRevoke,
   audit,
+  consoleLogin,
   agent,
   verify,
 ];
