@@ -17,7 +17,8 @@ import { sqliteIntegrity } from "./store-check";
  * Meanwhile `stint agent` daemons renew short certificates through the same
  * kills: an agent whose certificate on disk expired (expired) has had its
  * workload fail handshakes.
- *   npm run drill:restart [-- --short] [--kills 10] [--workers 8] [--agents 4] [--agent-ttl-seconds 30]
+ *   npm run drill:restart [-- --short] [--kills 10] [--workers 8] [--agents 4] [--agent-ttl-seconds 60]
+ *     [--up-seconds 15]
  */
 
 interface Settings extends Record<string, number> {
@@ -25,6 +26,7 @@ interface Settings extends Record<string, number> {
   workers: number;
   agents: number;
   "agent-ttl-seconds": number;
+  "up-seconds": number;
 }
 
 const TD = "restart.example";
@@ -74,6 +76,8 @@ runDrill<Settings>({
     agents: { full: 4, short: 2, help: "stint agent daemons renewing through the kills" },
     // A minute: its last quarter still outlasts a CA restart on a loaded two-core machine (20 s did not).
     "agent-ttl-seconds": { full: 60, short: 60, help: "the agents' certificate lifetime" },
+    // A CA that is down most of the time expires any certificate; the agents are tested against crashes.
+    "up-seconds": { full: 15, short: 0, help: "least time the CA serves between kills" },
   },
   deadlineSeconds: { full: 600, short: 240 },
   async run(ctx) {
@@ -127,9 +131,10 @@ runDrill<Settings>({
     let done = 0;
     const downMs: number[] = [];
     for (; done < kills && !ctx.overdue(); done++) {
+      const upUntil = Date.now() + ctx.settings["up-seconds"] * 1000;
       const base = load.count;
       const until = Date.now() + 30_000;
-      while (load.count < base + 2 && Date.now() < until) await sleep(20);
+      while ((load.count < base + 2 || Date.now() < upUntil) && Date.now() < until) await sleep(20);
       await sleep(Math.random() * 800);
       await ca.kill9();
       const downAt = Date.now();
