@@ -58,6 +58,10 @@ export const AGENT_METRICS = {
     name: "stint_agent_state",
     help: "The agent's state: 1 for the current one, 0 for the others.",
   },
+  info: {
+    name: "stint_agent_info",
+    help: "1, labelled with the SPIFFE ID this agent holds (empty before the first certificate): joins its other series to a workload.",
+  },
   crlExpiry: {
     name: "stint_agent_crl_expiry_seconds",
     help: "Seconds until the first CRL in crls.pem passes its nextUpdate, after which servers checking CRLs refuse every peer; 0 when none is written.",
@@ -105,6 +109,10 @@ export function agentMetrics(
   registry.callback(m.lastRenewal.name, m.lastRenewal.help, "gauge", () => {
     const at = status().lastRenewal;
     return at === null ? 0 : seconds(at.getTime());
+  });
+  // Prometheus knows an agent by its scrape address; this names the workload for "failures by workload".
+  registry.gauge(m.info.name, m.info.help, ["spiffe_id"], (gauge) => {
+    gauge.set(1, { spiffe_id: status().spiffeId ?? "" });
   });
 }
 

@@ -403,6 +403,14 @@ export const CA_CONFIG = declareConfig([
     validate: positive,
   },
   {
+    key: "metrics.expiredScanInterval",
+    type: "duration",
+    default: "30s",
+    description:
+      "How often the server counts SPIFFE IDs whose newest certificate expired in the last hour with no later one, for the `stint_certificates_expired_unrenewed` gauge (docs/slo.md); the count reads the store, so it is not taken per scrape.",
+    validate: positive,
+  },
+  {
     key: "bundle.refreshHint",
     type: "duration",
     default: "5m",

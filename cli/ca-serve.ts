@@ -14,8 +14,9 @@ import type { Authority, CertificateEvent } from "../ca/authority";
 import { FeedService } from "../ca/feed";
 import { IssuerWatch } from "../ca/issuer-watch";
 import { startJwtSvids } from "../ca/jwt-svid";
-import { parseWindow } from "../ca/renewal";
 import { fingerprintSha256 } from "../ca/keys";
+import { parseWindow } from "../ca/renewal";
+import { SloMetrics } from "../ca/slo-metrics";
 import { isPostgresUrl, openStore, STORE_FILE } from "../ca/store/open";
 import { configSummary } from "../common/config";
 import { StintError } from "../common/errors";
@@ -108,6 +109,15 @@ export const caServe: Command = {
       onChange: () => feed.rebuild("issuers"),
     });
     await issuerWatch.start();
+    const sloMetrics = new SloMetrics({
+      store,
+      feed,
+      metrics,
+      log,
+      feedValidityMs: cfg["feed.validity"],
+      scanMs: cfg["metrics.expiredScanInterval"],
+    });
+    await sloMetrics.start();
     // Before the listener opens: a client retrying a finalize the last run was killed in must find its order ready.
     const recovery = new OrderRecovery({
       store,
@@ -198,6 +208,7 @@ export const caServe: Command = {
       process.once("SIGTERM", () => stop("SIGTERM"));
       process.once("SIGINT", () => stop("SIGINT"));
     });
+    sloMetrics.stop();
     issuerWatch.stop();
     await recovery.stop();
     feed.stop();
