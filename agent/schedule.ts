@@ -115,13 +115,17 @@ export class Backoff {
     return this.attempt;
   }
 
-  /** Milliseconds to wait before the next try; never past `deadline` (the certificate's expiry, say). */
+  /**
+   * Milliseconds to wait before the next try: at most half the time left before
+   * `deadline` (the certificate's expiry, say), so retries grow denser as it nears
+   * and the last one never lands on the deadline itself, when it is already too late.
+   */
   next(now: Date, deadline?: Date | null): number {
     // 2^attempt overflows to Infinity after ~1000 failures; min() still yields the cap.
     const ceiling = Math.min(this.capMs, this.baseMs * 2 ** this.attempt);
     this.attempt++;
     let wait = this.random() * ceiling;
-    if (deadline) wait = Math.min(wait, Math.max(0, deadline.getTime() - now.getTime()));
+    if (deadline) wait = Math.min(wait, Math.max(0, deadline.getTime() - now.getTime()) / 2);
     return Math.floor(wait);
   }
 
