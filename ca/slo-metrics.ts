@@ -32,13 +32,14 @@ export interface SloMetricsOptions {
   scanMs: number;
 }
 
-interface Expired {
-  spiffeId: string;
-  notAfterSeconds: number;
-}
+/** The scan reads at most this much of the past per query, yielding between queries, so it never holds the event loop long. */
+const SLICE_MS = 60_000;
 
 export class SloMetrics {
-  private expired: Expired[] = [];
+  /** SPIFFE ID -> notAfter (ms) of its newest certificate, expired with no later one. */
+  private expired = new Map<string, number>();
+  /** Expiries up to here have been scanned; later scans read only what expired since. */
+  private scannedTo = 0;
   private scannedAt = 0;
   private watch: Repetition | null = null;
 
@@ -66,15 +67,15 @@ export class SloMetrics {
       "stint_certificates_expired_unrenewed",
       `SPIFFE IDs whose newest certificate expired in the last hour, unrevoked, with no later one (at most ${EXPIRED_SCAN_LIMIT}).`,
       "gauge",
-      () => this.expired.length,
+      () => this.expired.size,
     );
     m.gauge(
       "stint_certificate_expired_unrenewed_timestamp_seconds",
       `notAfter of each such SPIFFE ID's last certificate (the ${EXPIRED_LABELLED} most recent).`,
       ["spiffe_id"],
       (g) => {
-        for (const e of this.expired.slice(0, EXPIRED_LABELLED))
-          g.set(e.notAfterSeconds, { spiffe_id: e.spiffeId });
+        const newest = [...this.expired].sort((a, b) => b[1] - a[1]).slice(0, EXPIRED_LABELLED);
+        for (const [spiffeId, notAfter] of newest) g.set(notAfter / 1000, { spiffe_id: spiffeId });
       },
     );
     m.callback(
@@ -99,17 +100,43 @@ export class SloMetrics {
     this.watch = null;
   }
 
+  /**
+   * Incremental, because the full hour is costly: at 100,000 SPIFFE IDs
+   * renewing hourly, one query over the last hour took 3.4 s of blocking
+   * SQLite time. Each scan reads only the expiries since the last one, in
+   * slices, then re-checks the IDs it holds (a renewal or a revocation since
+   * takes them out; an hour past expiry ages them out).
+   */
   private async scan(): Promise<void> {
-    const now = new Date();
-    const rows = await this.opts.store.expiredUnrenewed(
-      new Date(now.getTime() - EXPIRED_LOOKBACK_MS),
-      now,
-      EXPIRED_SCAN_LIMIT,
-    );
-    this.expired = rows.map((r) => ({
-      spiffeId: r.spiffeId ?? "",
-      notAfterSeconds: r.notAfter.getTime() / 1000,
-    }));
-    this.scannedAt = now.getTime();
+    const now = Date.now();
+    let from = Math.max(this.scannedTo, now - EXPIRED_LOOKBACK_MS);
+    while (from < now) {
+      const to = Math.min(from + SLICE_MS, now);
+      for (const c of await this.opts.store.expiredUnrenewed(
+        new Date(from),
+        new Date(to),
+        EXPIRED_SCAN_LIMIT,
+      )) {
+        if (c.spiffeId !== null && this.expired.size < EXPIRED_SCAN_LIMIT)
+          this.expired.set(c.spiffeId, c.notAfter.getTime());
+      }
+      from = to;
+      await new Promise((r) => setImmediate(r));
+    }
+    this.scannedTo = now;
+    for (const [spiffeId, notAfter] of this.expired) {
+      if (notAfter <= now - EXPIRED_LOOKBACK_MS) {
+        this.expired.delete(spiffeId);
+        continue;
+      }
+      // Only the certificates expiring in that one millisecond: an index range of a few rows.
+      const still = await this.opts.store.expiredUnrenewed(
+        new Date(notAfter - 1),
+        new Date(notAfter),
+        EXPIRED_SCAN_LIMIT,
+      );
+      if (!still.some((c) => c.spiffeId === spiffeId)) this.expired.delete(spiffeId);
+    }
+    this.scannedAt = now;
   }
 }

@@ -253,7 +253,7 @@ describe("the dashboard and rules against a live CA and node agent", () => {
     }
   });
 
-  it("counts the workload once its agent stops renewing and its certificate expires", async () => {
+  it("counts the workload once its agent stops renewing and its certificate expires, until its last certificate is revoked", async () => {
     await agent.stop();
     let page = "";
     const until = Date.now() + 30_000;
@@ -265,5 +265,21 @@ describe("the dashboard and rules against a live CA and node agent", () => {
     expect(page).toContain(
       `stint_certificate_expired_unrenewed_timestamp_seconds{spiffe_id="${WORKLOAD_ID}"}`,
     );
+
+    // Decommissioned on purpose: revoking its last certificate takes it out at the next scan.
+    const run = (args: string[]) => stint([...args, "--data-dir", dataDir, "--server", ca.url]);
+    const listed = run(["cert", "list", "--spiffe-id", WORKLOAD_ID, "--json"]);
+    expect(listed.code).toBe(0);
+    const certs = JSON.parse(listed.stdout) as { serial: string; notAfter: string }[];
+    const last = certs.sort((a, b) => b.notAfter.localeCompare(a.notAfter))[0]!;
+    const revoked = run(["cert", "revoke", last.serial, "--reason", "cessationOfOperation"]);
+    expect(revoked.stderr).toBe("");
+    const until2 = Date.now() + 30_000;
+    while (!/^stint_certificates_expired_unrenewed 0$/m.test(page)) {
+      if (Date.now() > until2) throw new Error(`the revoked workload stayed counted:\n${page}`);
+      await new Promise((r) => setTimeout(r, 300));
+      page = await get(`${ca.url}/metrics`, rootPem);
+    }
+    expect(page).not.toContain(WORKLOAD_ID);
   }, 40_000);
 });
