@@ -98,6 +98,17 @@ export const caServe: Command = {
       revokedIssuers: () => authority.revokedIssuers(),
     });
     await feed.start();
+    // Every revocation this server commits (admin API, console, ACME revokeCert) is published at once;
+    // the admin API and the console answer only once followers were told, by awaiting `published`.
+    let published: Promise<void> = Promise.resolve();
+    authority.onCertificate((event) => {
+      if (event.kind !== "revoked") return;
+      published = feed
+        .revoked()
+        .catch((err: unknown) =>
+          log.error("revocation feed update after a revocation failed", { error: err }),
+        );
+    });
     const passphrase = await passphraseFrom(cfg);
     const issuerWatch = new IssuerWatch({
       authority,
@@ -155,7 +166,7 @@ export const caServe: Command = {
       jwtBundleKeys: (now) => jwt.bundleKeys(now),
       mounts: [
         mountAcme(await acmeDeps(cfg, authority, store, log)),
-        mountAdmin({ authority, store, log, onRevoked: () => feed.revoked() }),
+        mountAdmin({ authority, store, log, onRevoked: () => published }),
         await mountCrl(authority, log),
         mountFeed(feed),
         mountConsole({
@@ -163,7 +174,7 @@ export const caServe: Command = {
           store,
           log,
           feed,
-          onRevoked: () => feed.revoked(),
+          onRevoked: () => published,
           rotation: (actor) => rotationContext(cfg, store, trustDomain, passphrase, actor),
         }),
         mountAgentApi({
