@@ -75,7 +75,11 @@ async function seed(dataDir: string): Promise<void> {
     }
     await Promise.all(batch);
     // 1% of the live ones revoked.
-    const live = await store.listCertificates({ unexpiredAt: new Date(now), limit: 10_000 });
+    const live = await store.listCertificates({
+      unexpiredAt: new Date(now),
+      spiffeIdPrefix: `spiffe://${TD}/ns/`,
+      limit: 10_000,
+    });
     for (const c of live.filter((_, i) => i % 100 === 0)) {
       await store.revokeCertificate(c.serial, 1, new Date(now), {
         at: new Date(now),
@@ -114,16 +118,18 @@ function startServe(dataDir: string): Promise<{ child: ChildProcess; url: string
 function get(
   url: string,
   tls: { ca: string; cert: string; key: string },
-): Promise<{ status: number; ms: number; bytes: number }> {
+): Promise<{ status: number; ms: number; bytes: number; text: string }> {
   const started = process.hrtime.bigint();
   return new Promise((res, rej) => {
     const req = request(url, { ...tls, agent: false }, (r) => {
       let bytes = 0;
+      let text = "";
       r.on("data", (d: Buffer) => {
         bytes += d.length;
+        if (text.length < 2000) text += d.toString();
       });
       r.on("end", () =>
-        res({ status: r.statusCode ?? 0, ms: Number(process.hrtime.bigint() - started) / 1e6, bytes }),
+        res({ status: r.statusCode ?? 0, ms: Number(process.hrtime.bigint() - started) / 1e6, bytes, text }),
       );
     });
     req.on("error", rej);
@@ -167,7 +173,7 @@ async function main(): Promise<void> {
     const rows: string[] = [];
     for (const [name, path] of pages) {
       const first = await get(url + path, tls);
-      if (first.status !== 200) throw new Error(`${path}: HTTP ${first.status}`);
+      if (first.status !== 200) throw new Error(`${path}: HTTP ${first.status}: ${first.text}`);
       const times: number[] = [];
       for (let i = 0; i < RUNS; i++) times.push((await get(url + path, tls)).ms);
       times.sort((a, b) => a - b);
