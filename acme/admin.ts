@@ -50,7 +50,7 @@ export interface AdminDeps {
   authority: Authority;
   store: AdminStore;
   log: Logger;
-  /** Told after revocations commit, so the revocation feed publishes them at once (FeedService.revoked). */
+  /** Awaited after revocations commit: settles once the feed has published them, so the answer follows it. */
   onRevoked?: () => Promise<void>;
 }
 
@@ -78,9 +78,11 @@ export function mountAdmin(deps: AdminDeps): (router: Router, origin: string) =>
   const { authority, store, log } = deps;
   // The revocation is durable either way; a feed that fails to rebuild now picks it up at its next poll.
   const publishRevocations = (): Promise<void> =>
-    deps.onRevoked?.().catch((err: unknown) =>
-      log.error("revocation feed update after a revocation failed", { error: err }),
-    ) ?? Promise.resolve();
+    deps
+      .onRevoked?.()
+      .catch((err: unknown) =>
+        log.error("revocation feed update after a revocation failed", { error: err }),
+      ) ?? Promise.resolve();
 
   const fail = (res: ServerResponse, err: unknown): void => {
     if (res.headersSent) {
