@@ -137,6 +137,15 @@ export interface ExpiryBucket {
   count: number;
 }
 
+/** A join token as the console lists it: never its hash (ids are not secret). */
+export interface JoinTokenSummary {
+  id: string;
+  spiffeId: string;
+  createdAt: Date;
+  expiresAt: Date;
+  usedAt: Date | null;
+}
+
 /** A search of the audit log, newest first (the console's Audit view). */
 export interface AuditQuery {
   actor?: string;
@@ -214,6 +223,11 @@ export interface Store {
   expiryTimeline(from: Date, to: Date, bucketMs: number): Promise<ExpiryBucket[]>;
   /** Unrevoked certificates that expired in (since, now] with no later certificate for their SPIFFE ID, newest first. */
   expiredUnrenewed(since: Date, now: Date, limit: number): Promise<CertificateRecord[]>;
+  /**
+   * At most `limit` join tokens, outstanding ones (unused, unexpired at `now`)
+   * first by expiry, then used or expired ones newest first; never their hashes.
+   */
+  listJoinTokens(now: Date, limit: number): Promise<JoinTokenSummary[]>;
   /** Audit records matching `q`, newest first. */
   searchAudit(q: AuditQuery): Promise<AuditRecord[]>;
 

@@ -1,14 +1,16 @@
-import type { AuditQuery, AuditRecord } from "../../ca/store";
+import type { AuditQuery, AuditRecord, JoinTokenSummary } from "../../ca/store";
 import { formatDuration } from "../../common/duration";
 import { StintError } from "../../common/errors";
 import type { AuditChainCheck } from "./audit-chain";
 import { type PageRequest, query } from "./context";
 import { type Html, html, qs } from "./html";
-import { when } from "./layout";
+import { relative, when } from "./layout";
 
 /** Audit (search, chain integrity, links to what each record names) and Entries and tokens. */
 
 const AUDIT_PAGE = 50;
+/** Join tokens shown, outstanding first; older used and expired ones fall off the end. */
+export const TOKENS_SHOWN = 100;
 
 export async function auditView(r: PageRequest, chain: AuditChainCheck): Promise<Html> {
   const q = query(r.url, ["actor", "action", "text", "from", "to", "before"]);
@@ -92,8 +94,10 @@ function seq(text: string): number {
 export async function entriesView(r: PageRequest): Promise<Html> {
   const { store, authority } = r.console;
   query(r.url, []);
-  const entries = await store.listEntries({});
-  const tokens = entries.filter((e) => e.selectors.some((s) => s.startsWith("join_token:")));
+  const [entries, tokens] = await Promise.all([
+    store.listEntries({}),
+    store.listJoinTokens(r.now, TOKENS_SHOWN),
+  ]);
   return html`<section><h2>Registration entries</h2>
 <table class="entries"><thead><tr><th>Entry</th><th>SPIFFE ID</th><th>Selectors</th><th>Parent</th><th>DNS names</th><th>TTL</th><th>Created</th><th></th></tr></thead><tbody>
 ${entries.map(
@@ -104,12 +108,8 @@ ${entries.map(
 <td>${when(e.createdAt)}</td><td><a class="button danger" href="/console/confirm/entry-delete${qs({ id: e.id })}">Delete…</a></td></tr>`,
 )}</tbody></table></section>
 <section><h2>Join tokens</h2>
-<p class="note">Tokens are shown by id and the entry they unlock; their secrets are never stored, so never shown again.</p>
-${
-  tokens.length === 0
-    ? html`<p class="empty">None.</p>`
-    : html`<ul>${tokens.map((e) => html`<li>token ${e.selectors.find((s) => s.startsWith("join_token:"))!.slice(11)} → <a href="#entry-${e.id}">${e.spiffeId}</a></li>`)}</ul>`
-}</section>
+<p class="note">Outstanding tokens first. Only a token's id is kept in the clear; its secret is never stored, so never shown again.</p>
+${joinTokenTable(tokens, r.now)}</section>
 <section class="forms"><h2>Create an entry</h2>
 <form method="get" action="/console/confirm/entry-create">
 <label>SPIFFE ID <input name="spiffeId" required placeholder="spiffe://${authority.trustDomain}/web"></label>
@@ -121,4 +121,19 @@ ${
 <label>SPIFFE ID <input name="spiffeId" required placeholder="spiffe://${authority.trustDomain}/batch"></label>
 <label>Usable for <input name="ttl" value="10m"></label>
 <button type="submit">Review…</button></form></section>`;
+}
+
+export const tokenState = (t: JoinTokenSummary, now: Date) =>
+  t.usedAt ? "used" : t.expiresAt <= now ? "expired" : "outstanding";
+
+export function joinTokenTable(tokens: readonly JoinTokenSummary[], now: Date): Html {
+  if (tokens.length === 0) return html`<p class="empty">None.</p>`;
+  return html`<table class="tokens"><thead><tr><th>Token</th><th>SPIFFE ID</th><th>Created</th><th>Expires</th><th>State</th></tr></thead><tbody>
+${tokens.map((t) => {
+  const st = tokenState(t, now);
+  return html`<tr id="token-${t.id}"><td class="mono">${t.id}</td>
+<td><a href="/console/fleet${qs({ id: t.spiffeId })}">${t.spiffeId}</a></td><td>${when(t.createdAt)}</td>
+<td>${when(t.expiresAt)} <span class="rel">(${relative(t.expiresAt, now)})</span></td>
+<td><span class="status ${st}">${st}${t.usedAt ? html` ${when(t.usedAt)}` : ""}</span></td></tr>`;
+})}</tbody></table>`;
 }

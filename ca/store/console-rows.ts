@@ -1,8 +1,8 @@
-import type { AuditQuery } from "../store";
+import type { AuditQuery, JoinTokenSummary } from "../store";
 
 /**
  * The security console's queries (Store.expiryTimeline, expiredUnrenewed,
- * searchAudit), written once with $1, $2 … placeholders for both backends;
+ * listJoinTokens, searchAudit), written once with $1, $2 … placeholders for both backends;
  * SQLite runs them through sqliteNamed. Each is bounded by an index range
  * (certificates_not_after, audit_log's primary key) and a LIMIT, so a page
  * costs the same with 100,000 certificates as with 100.
@@ -26,6 +26,38 @@ export const expiredUnrenewedSql = (columns: string) => `
     AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.spiffe_id = c.spiffe_id AND n.not_after > c.not_after)
   ORDER BY c.not_after DESC, c.serial
   LIMIT $3`;
+
+/**
+ * Join tokens, outstanding first (soonest to expire leading), then used or
+ * expired ones newest first. The hash is not selected, so it cannot leak
+ * from here. Tokens are few (one per enrolment), so LIMIT bounds the page.
+ */
+export const JOIN_TOKENS_SQL = `
+  SELECT id, spiffe_id, created_at, expires_at, used_at
+  FROM join_tokens
+  ORDER BY CASE WHEN used_at IS NULL AND expires_at > $1 THEN 0 ELSE 1 END,
+    CASE WHEN used_at IS NULL AND expires_at > $1 THEN expires_at ELSE -created_at END,
+    id
+  LIMIT $2`;
+
+/** pg returns bigint columns as strings, SQLite as numbers; both read alike here. */
+export interface JoinTokenRow {
+  id: string;
+  spiffe_id: string;
+  created_at: number | string;
+  expires_at: number | string;
+  used_at: number | string | null;
+}
+
+export function joinTokenFromRow(r: JoinTokenRow): JoinTokenSummary {
+  return {
+    id: r.id,
+    spiffeId: r.spiffe_id,
+    createdAt: new Date(Number(r.created_at)),
+    expiresAt: new Date(Number(r.expires_at)),
+    usedAt: r.used_at === null ? null : new Date(Number(r.used_at)),
+  };
+}
 
 /** Newest first, filtered; `text` matches the subject exactly or anywhere in the details (SPIFFE IDs, serials). */
 export function auditSearchSql(columns: string, q: AuditQuery): { sql: string; params: unknown[] } {

@@ -12,6 +12,7 @@ import type {
   IssuerProgress,
   IssuerRecord,
   IssuerState,
+  JoinTokenSummary,
   RevocationWindow,
   RevokedCertificate,
   Store,
@@ -19,7 +20,14 @@ import type {
 import { AcmeCache } from "./acme-cache";
 import { checkBoundEntry, ENTRY_COLUMNS } from "./acme-common";
 import { AcmeStateDelegate } from "./acme-delegate";
-import { auditSearchSql, EXPIRY_TIMELINE_SQL, expiredUnrenewedSql } from "./console-rows";
+import {
+  auditSearchSql,
+  EXPIRY_TIMELINE_SQL,
+  expiredUnrenewedSql,
+  JOIN_TOKENS_SQL,
+  type JoinTokenRow,
+  joinTokenFromRow,
+} from "./console-rows";
 import { ISSUER_PROGRESS_SQL, type ProgressRow, progressFrom, windowsFrom } from "./feed-rows";
 import { PostgresAcmeState } from "./postgres-acme";
 import { type EntryRow, entryFromRow } from "./postgres-acme-rows";
@@ -370,6 +378,10 @@ export class PostgresStore extends AcmeStateDelegate implements Store {
       limit,
     ]);
     return rows.map(certificateFromRow);
+  }
+
+  async listJoinTokens(now: Date, limit: number): Promise<JoinTokenSummary[]> {
+    return (await this.run<JoinTokenRow>(JOIN_TOKENS_SQL, [now.getTime(), limit])).map(joinTokenFromRow);
   }
 
   async searchAudit(q: AuditQuery): Promise<AuditRecord[]> {

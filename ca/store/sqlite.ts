@@ -15,6 +15,7 @@ import type {
   IssuerProgress,
   IssuerRecord,
   IssuerState,
+  JoinTokenSummary,
   RevocationWindow,
   RevokedCertificate,
   Store,
@@ -22,7 +23,15 @@ import type {
 import { AcmeCache } from "./acme-cache";
 import { checkBoundEntry } from "./acme-common";
 import { AcmeStateDelegate } from "./acme-delegate";
-import { auditSearchSql, EXPIRY_TIMELINE_SQL, expiredUnrenewedSql, sqliteNamed } from "./console-rows";
+import {
+  auditSearchSql,
+  EXPIRY_TIMELINE_SQL,
+  expiredUnrenewedSql,
+  JOIN_TOKENS_SQL,
+  type JoinTokenRow,
+  joinTokenFromRow,
+  sqliteNamed,
+} from "./console-rows";
 import { ISSUER_PROGRESS_SQL, type ProgressRow, progressFrom, windowsFrom } from "./feed-rows";
 import { SqliteAcmeState } from "./sqlite-acme";
 import { entryFromRow } from "./sqlite-acme-rows";
@@ -392,6 +401,10 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
     return this.consoleQuery<CertificateRow>(sql, [since.getTime(), now.getTime(), limit]).map(
       certificateFromRow,
     );
+  }
+
+  async listJoinTokens(now: Date, limit: number): Promise<JoinTokenSummary[]> {
+    return this.consoleQuery<JoinTokenRow>(JOIN_TOKENS_SQL, [now.getTime(), limit]).map(joinTokenFromRow);
   }
 
   async searchAudit(q: AuditQuery): Promise<AuditRecord[]> {

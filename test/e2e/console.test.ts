@@ -365,10 +365,21 @@ describe("security console", () => {
     await page.goto(`${ca.url}/console/revocations`);
     expect(Number(await page.locator("#feed-sequence").innerText())).toBeGreaterThan(1);
     await shot("revocations");
+    // One token nobody has used yet, beside the agents' spent ones.
+    const unused = JSON.parse(
+      runOk(["token", "create", "--spiffe-id", `spiffe://${TD}/svc/later`, "--ttl", "1h", "--json"]),
+    ) as { id: string; token: string };
     await page.goto(`${ca.url}/console/entries`);
     const text = await page.locator("main").innerText();
     expect(text).toContain(`spiffe://${TD}/svc/db`);
-    for (const name of AGENTS) expect(text).not.toContain(readFileSync(join(dir, `token-${name}`), "utf8"));
+    expect(await page.locator(`#token-${unused.id} .status`).innerText()).toBe("outstanding");
+    expect(await page.locator(`#token-${unused.id}`).innerText()).toContain(`spiffe://${TD}/svc/later`);
+    const html = await page.content();
+    for (const secret of [
+      unused.token,
+      ...AGENTS.map((name) => readFileSync(join(dir, `token-${name}`), "utf8")),
+    ])
+      expect(html).not.toContain(secret.trim());
     await shot("entries");
   });
 });

@@ -1,13 +1,14 @@
-import type { Store } from "../../ca/store";
-import { certificate, event, issuer, later, MINUTE, T0 } from "./fixtures";
+import type { CaStore } from "../../ca/store/open";
+import { certificate, event, issuer, joinToken, later, MINUTE, T0 } from "./fixtures";
 
 /**
  * The security console's queries (acme/console/), which both backends must
  * answer alike: the ID-prefix filter, the expiry timeline, expired
- * certificates nobody renewed, and the audit search.
+ * certificates nobody renewed, join tokens without their hashes, and the
+ * audit search.
  */
-export function consoleStoreContract(name: string, openFresh: () => Promise<Store>): void {
-  let store: Store;
+export function consoleStoreContract(name: string, openFresh: () => Promise<CaStore>): void {
+  let store: CaStore;
 
   describe(`console queries: ${name}`, () => {
     beforeEach(async () => {
@@ -84,6 +85,40 @@ export function consoleStoreContract(name: string, openFresh: () => Promise<Stor
       expect(await store.expiredUnrenewed(later(2 * MINUTE), later(5 * MINUTE), 10)).toEqual([]);
     });
 
+    it("lists join tokens outstanding first, then used and expired ones, never with their hashes", async () => {
+      const tokens = [
+        joinToken("0000000000000001", { expiresAt: later(MINUTE) }), // expired at +2m
+        joinToken("0000000000000002", { expiresAt: later(30 * MINUTE), createdAt: later(MINUTE) }),
+        joinToken("0000000000000003", { expiresAt: later(20 * MINUTE) }),
+        joinToken("0000000000000004", { expiresAt: later(40 * MINUTE), createdAt: later(MINUTE / 2) }),
+      ];
+      for (const t of tokens) await store.createJoinToken(t, event("join_token.create", t.id));
+      const taken = await store.consumeJoinToken(tokens[3]!.hash, later(MINUTE), (t) =>
+        event("join_token.spend", t.id),
+      );
+      expect(taken).toMatchObject({ outcome: "taken" });
+      const now = later(2 * MINUTE);
+      const listed = await store.listJoinTokens(now, 10);
+      // Outstanding by expiry (3, 2), then the rest newest first (4 created at +30s, 1 at T0).
+      expect(listed.map((t) => t.id)).toEqual([
+        "0000000000000003",
+        "0000000000000002",
+        "0000000000000004",
+        "0000000000000001",
+      ]);
+      expect(listed[0]).toEqual({
+        id: "0000000000000003",
+        spiffeId: "spiffe://example.org/node/1",
+        createdAt: T0,
+        expiresAt: later(20 * MINUTE),
+        usedAt: null,
+      });
+      expect(listed[2]!.usedAt).toEqual(later(MINUTE));
+      const text = JSON.stringify(listed);
+      for (const t of tokens) expect(text).not.toContain(t.hash);
+      expect((await store.listJoinTokens(now, 1)).map((t) => t.id)).toEqual(["0000000000000003"]);
+    });
+
     it("searches the audit log by actor, action, text and time, newest first, in pages", async () => {
       const at = (m: number) => later(m * MINUTE);
       await store.appendAudit({
@@ -107,7 +142,7 @@ export function consoleStoreContract(name: string, openFresh: () => Promise<Stor
         subject: "e2",
         details: {},
       });
-      const seqs = async (q: Parameters<Store["searchAudit"]>[0]) =>
+      const seqs = async (q: Parameters<CaStore["searchAudit"]>[0]) =>
         (await store.searchAudit(q)).map((r) => r.subject);
       expect(await seqs({ actor: "alice", limit: 10 })).toEqual(["e2", "0a0b"]);
       expect(await seqs({ action: "entry.create", limit: 10 })).toEqual(["e2", "e1"]);

@@ -1,5 +1,10 @@
+import { createHash } from "node:crypto";
+import { join } from "node:path";
 import { html } from "../../acme/console/html";
 import { ConsoleSessions, LOGIN_CODE_TTL_MS, SESSION_TTL_MS } from "../../acme/console/sessions";
+import { joinTokenTable } from "../../acme/console/views-audit";
+import { SqliteStore } from "../../ca/store/sqlite";
+import { tempDir } from "../store/fixtures";
 
 /** The console's template escaping and its one-time login codes and sessions, without a server. */
 
@@ -39,5 +44,51 @@ describe("console sessions", () => {
     expect(s.session.csrf).not.toBe(s.token);
     sessions.end(s.token);
     expect(sessions.find(s.token, t0)).toBeNull();
+  });
+});
+
+describe("console join tokens", () => {
+  it("shows tokens from a real store by id, SPIFFE ID and state, never their secrets or hashes", async () => {
+    const { dir, cleanup } = tempDir();
+    const store = await SqliteStore.open(join(dir, "stint.db"), { create: true });
+    try {
+      const t0 = new Date("2030-01-01T00:00:00Z");
+      const now = new Date(t0.getTime() + 120_000);
+      const secrets = ["s3cret-outstanding", "s3cret-used", "s3cret-expired"];
+      const hashes = secrets.map((s) => createHash("sha256").update(s).digest("hex"));
+      const ids = ["00000000000000aa", "00000000000000bb", "00000000000000cc"];
+      const expiry = [3_600_000, 3_600_000, 60_000];
+      for (const [i, id] of ids.entries()) {
+        await store.createJoinToken(
+          {
+            id,
+            hash: hashes[i]!,
+            spiffeId: `spiffe://example.org/node/${i}`,
+            expiresAt: new Date(t0.getTime() + expiry[i]!),
+            usedAt: null,
+            createdAt: t0,
+          },
+          { at: t0, actor: "test", action: "join_token.create", subject: id, details: {} },
+        );
+      }
+      await store.consumeJoinToken(hashes[1]!, new Date(t0.getTime() + 1000), (t) => ({
+        at: t0,
+        actor: "test",
+        action: "join_token.spend",
+        subject: t.id,
+        details: {},
+      }));
+      const out = joinTokenTable(await store.listJoinTokens(now, 10), now).text;
+      const row = (id: string) => out.slice(out.indexOf(`id="token-${id}"`)).split("</tr>")[0]!;
+      expect(row(ids[0]!)).toContain(">outstanding<");
+      expect(row(ids[0]!)).toContain("spiffe://example.org/node/0");
+      expect(row(ids[1]!)).toContain(">used ");
+      expect(row(ids[2]!)).toContain(">expired<");
+      expect(out.indexOf(ids[0]!)).toBeLessThan(out.indexOf(ids[1]!));
+      for (const text of [...secrets, ...hashes]) expect(out).not.toContain(text);
+    } finally {
+      await store.close();
+      cleanup();
+    }
   });
 });
