@@ -64,6 +64,8 @@ describe("CA config", () => {
       "feed.pollInterval": 500,
       "log.level": "info",
       "log.format": "auto",
+      "jwt.maxTtl": 300_000,
+      "metrics.expiredScanInterval": 30_000,
     });
   });
 
