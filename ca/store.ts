@@ -137,6 +137,24 @@ export interface ExpiryBucket {
   count: number;
 }
 
+/**
+ * One SPIFFE ID's renewals that came late: the successor was issued after
+ * its predecessor's renewal window closed (the Fleet view).
+ */
+export interface LateRenewals {
+  spiffeId: string;
+  /** Late renewals of the ID in the period asked about. */
+  count: number;
+  /** The latest of them. */
+  latest: {
+    predecessor: string;
+    successor: string;
+    renewedAt: Date;
+    windowEnd: Date;
+    predecessorNotAfter: Date;
+  };
+}
+
 /** A join token as the console lists it: never its hash (ids are not secret). */
 export interface JoinTokenSummary {
   id: string;
@@ -223,6 +241,12 @@ export interface Store {
   expiryTimeline(from: Date, to: Date, bucketMs: number): Promise<ExpiryBucket[]>;
   /** Unrevoked certificates that expired in (since, now] with no later certificate for their SPIFFE ID, newest first. */
   expiredUnrenewed(since: Date, now: Date, limit: number): Promise<CertificateRecord[]>;
+  /**
+   * SPIFFE IDs whose certificates issued in (since, now] came late: after
+   * `windowEndPercent` of their predecessor's lifetime (the predecessor being
+   * the ID's certificate issued just before). Latest first, at most `limit` IDs.
+   */
+  lateRenewals(since: Date, now: Date, windowEndPercent: number, limit: number): Promise<LateRenewals[]>;
   /**
    * At most `limit` join tokens, outstanding ones (unused, unexpired at `now`)
    * first by expiry, then used or expired ones newest first; never their hashes.

@@ -175,6 +175,7 @@ export const caServe: Command = {
           log,
           feed,
           onRevoked: () => published,
+          renewalWindow: parseWindow(cfg["renewal.window"]),
           rotation: (actor) => rotationContext(cfg, store, trustDomain, passphrase, actor),
         }),
         mountAgentApi({

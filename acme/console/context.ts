@@ -1,5 +1,6 @@
 import type { Authority } from "../../ca/authority";
 import type { Published } from "../../ca/feed";
+import type { WindowFractions } from "../../ca/renewal";
 import type { RotationContext } from "../../ca/rotation";
 import type { CaStore } from "../../ca/store/open";
 import { StintError } from "../../common/errors";
@@ -19,6 +20,8 @@ export interface ConsoleDeps {
   feed?: { current(): Published };
   /** Told after revocations commit, so the feed publishes them at once (as the admin API does). */
   onRevoked?: () => Promise<void>;
+  /** The normal renewal window (renewal.window), for the Fleet view's late renewals; ca/renewal.ts's default when absent. */
+  renewalWindow?: WindowFractions;
   /** Rotation steps run with this context (it holds the passphrase); absent, rotate is not offered. */
   rotation?: (actor: string) => RotationContext;
 }

@@ -1,5 +1,6 @@
 import { createHash, X509Certificate } from "node:crypto";
-import type { CertificateRecord } from "../../ca/store";
+import { DEFAULT_WINDOW } from "../../ca/renewal";
+import type { AuditRecord, CertificateRecord, LateRenewals } from "../../ca/store";
 import { StintError } from "../../common/errors";
 import { type PageRequest, query, serialParam } from "./context";
 import { type Html, html, qs } from "./html";
@@ -11,6 +12,10 @@ export const FLEET_PAGE = 50;
 const TIMELINE_HOURS = 3;
 const MINUTE = 60_000;
 const UNRENEWED_LOOKBACK_MS = 24 * 3_600_000;
+/** Late renewals are looked for among certificates issued this recently: its cost grows with renewals in the period. */
+const LATE_LOOKBACK_MS = 3_600_000;
+/** Refused attestations read from the audit log for the failed-renewal counts (newest first). */
+const REFUSALS_READ = 200;
 /** A selector filter shows certificates of at most this many SPIFFE IDs (entries are few; IDs per selector fewer). */
 const SELECTOR_IDS = 20;
 
@@ -52,10 +57,14 @@ export async function fleetView(r: PageRequest): Promise<Html> {
   }
 
   const until = new Date(r.now.getTime() + TIMELINE_HOURS * 3_600_000);
-  const [timeline, unrenewed, issuers] = await Promise.all([
+  const since = new Date(r.now.getTime() - UNRENEWED_LOOKBACK_MS);
+  const windowEnd = (r.console.renewalWindow ?? DEFAULT_WINDOW).end;
+  const [timeline, unrenewed, issuers, late, refusals] = await Promise.all([
     store.expiryTimeline(r.now, until, MINUTE),
-    store.expiredUnrenewed(new Date(r.now.getTime() - UNRENEWED_LOOKBACK_MS), r.now, FLEET_PAGE),
+    store.expiredUnrenewed(since, r.now, FLEET_PAGE),
     store.listIssuers(),
+    store.lateRenewals(new Date(r.now.getTime() - LATE_LOOKBACK_MS), r.now, windowEnd * 100, FLEET_PAGE),
+    store.searchAudit({ action: "attest.refused", from: since, limit: REFUSALS_READ }),
   ]);
   const perMinute = new Map(
     timeline.map((b) => [Math.round((b.start.getTime() - r.now.getTime()) / MINUTE), b.count]),
@@ -90,7 +99,57 @@ ${barChart(bars, { id: "expiry-timeline" })}
 <section><h2>Expired without renewal</h2>
 <p class="note">Workloads whose last certificate expired in the past 24 hours and that got no newer one.</p>
 ${unrenewed.length === 0 ? html`<p class="empty">None.</p>` : certificateTable(unrenewed, r.now)}
-</section>`;
+</section>
+${renewalTrouble(late, refusals, windowEnd, r.now)}`;
+}
+
+/**
+ * Late renewals come from the store; failed ones only as far as the audit log
+ * records them (refused attestations). Finalize errors and an unreachable CA
+ * leave no record here, so the view says where those are counted.
+ */
+export function renewalTrouble(
+  late: readonly LateRenewals[],
+  refusals: readonly AuditRecord[],
+  windowEnd: number,
+  now: Date,
+): Html {
+  const refused = new Map<string, { count: number; last: AuditRecord }>();
+  for (const a of refusals) {
+    const seen = refused.get(a.subject);
+    if (seen) seen.count++;
+    else refused.set(a.subject, { count: 1, last: a });
+  }
+  const pct = Math.round(windowEnd * 100);
+  return html`<section id="late-renewals"><h2>Late renewals</h2>
+<p class="note">Certificates issued in the past hour after ${pct}% of the previous certificate's lifetime for the same SPIFFE ID (the end of the renewal window), per ID.</p>
+${
+  late.length === 0
+    ? html`<p class="empty">None.</p>`
+    : html`<table class="late"><thead><tr><th>SPIFFE ID</th><th>Late renewals</th><th>Latest renewal</th><th>Window closed</th><th>Previous certificate</th></tr></thead><tbody>
+${late.map(
+  (
+    l,
+  ) => html`<tr><td><a href="/console/fleet${qs({ id: l.spiffeId })}">${l.spiffeId}</a></td><td class="num">${l.count}</td>
+<td><a class="mono" href="/console/certificates/${l.latest.successor}">${l.latest.successor}</a> ${when(l.latest.renewedAt)} <span class="rel">(${relative(l.latest.renewedAt, now)})</span></td>
+<td>${when(l.latest.windowEnd)}${l.latest.renewedAt > l.latest.predecessorNotAfter ? html` <span class="status expired">after expiry</span>` : ""}</td>
+<td><a class="mono" href="/console/certificates/${l.latest.predecessor}">${l.latest.predecessor}</a></td></tr>`,
+)}</tbody></table>`
+}</section>
+<section id="failed-renewals"><h2>Failed renewals</h2>
+<p class="note">Refused attestations in the past 24 hours, from the audit log (the latest ${REFUSALS_READ} read). Other failures (a finalize error, a CA the agent could not reach) are not in the audit log; agents report them on their /metrics as stint_agent_renewals_total{result="failed"} and stint_agent_workload_failures_total.</p>
+${
+  refused.size === 0
+    ? html`<p class="empty">None recorded.</p>`
+    : html`<table class="failed"><thead><tr><th>SPIFFE ID</th><th>Refused</th><th>Latest</th><th>Reason</th></tr></thead><tbody>
+${[...refused].map(
+  ([
+    id,
+    f,
+  ]) => html`<tr><td><a href="/console/audit${qs({ action: "attest.refused", text: id })}">${id}</a></td><td class="num">${f.count}</td>
+<td>${when(f.last.at)}</td><td>${typeof f.last.details.reason === "string" ? f.last.details.reason : ""}</td></tr>`,
+)}</tbody></table>`
+}</section>`;
 }
 
 export function certificateTable(certs: readonly CertificateRecord[], now: Date): Html {

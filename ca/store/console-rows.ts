@@ -1,8 +1,8 @@
-import type { AuditQuery, JoinTokenSummary } from "../store";
+import type { AuditQuery, JoinTokenSummary, LateRenewals } from "../store";
 
 /**
  * The security console's queries (Store.expiryTimeline, expiredUnrenewed,
- * listJoinTokens, searchAudit), written once with $1, $2 … placeholders for both backends;
+ * lateRenewals, listJoinTokens, searchAudit), written once with $1, $2 … placeholders for both backends;
  * SQLite runs them through sqliteNamed. Each is bounded by an index range
  * (certificates_not_after, audit_log's primary key) and a LIMIT, so a page
  * costs the same with 100,000 certificates as with 100.
@@ -26,6 +26,57 @@ export const expiredUnrenewedSql = (columns: string) => `
     AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.spiffe_id = c.spiffe_id AND n.not_after > c.not_after)
   ORDER BY c.not_after DESC, c.serial
   LIMIT $3`;
+
+/**
+ * Renewals issued in ($1, $2] after $3 percent of their predecessor's
+ * lifetime, per SPIFFE ID: how many, and the latest. The predecessor is found
+ * by certificates_spiffe_id_not_before; integer percent keeps the arithmetic
+ * in bigint on PostgreSQL.
+ */
+export const LATE_RENEWALS_SQL = `
+  WITH late AS (
+    SELECT n.spiffe_id, n.serial AS successor, n.not_before AS renewed_at, p.serial AS predecessor,
+      p.not_before + (p.not_after - p.not_before) * $3 / 100 AS window_end, p.not_after AS predecessor_not_after
+    FROM certificates n
+    JOIN certificates p ON p.serial = (
+      SELECT q.serial FROM certificates q
+      WHERE q.spiffe_id = n.spiffe_id AND q.not_before < n.not_before
+      ORDER BY q.not_before DESC, q.serial DESC LIMIT 1)
+    WHERE n.not_before > $1 AND n.not_before <= $2 AND n.spiffe_id IS NOT NULL
+      AND n.not_before * 100 > p.not_before * 100 + (p.not_after - p.not_before) * $3
+  ), ranked AS (
+    SELECT late.*, COUNT(*) OVER (PARTITION BY spiffe_id) AS n,
+      ROW_NUMBER() OVER (PARTITION BY spiffe_id ORDER BY renewed_at DESC, successor) AS rn
+    FROM late
+  )
+  SELECT spiffe_id, n, successor, predecessor, renewed_at, window_end, predecessor_not_after
+  FROM ranked WHERE rn = 1
+  ORDER BY renewed_at DESC, spiffe_id
+  LIMIT $4`;
+
+export interface LateRenewalRow {
+  spiffe_id: string;
+  n: number | string;
+  successor: string;
+  predecessor: string;
+  renewed_at: number | string;
+  window_end: number | string;
+  predecessor_not_after: number | string;
+}
+
+export function lateRenewalsFromRow(r: LateRenewalRow): LateRenewals {
+  return {
+    spiffeId: r.spiffe_id,
+    count: Number(r.n),
+    latest: {
+      predecessor: r.predecessor,
+      successor: r.successor,
+      renewedAt: new Date(Number(r.renewed_at)),
+      windowEnd: new Date(Number(r.window_end)),
+      predecessorNotAfter: new Date(Number(r.predecessor_not_after)),
+    },
+  };
+}
 
 /**
  * Join tokens, outstanding first (soonest to expire leading), then used or

@@ -13,6 +13,7 @@ import type {
   IssuerRecord,
   IssuerState,
   JoinTokenSummary,
+  LateRenewals,
   RevocationWindow,
   RevokedCertificate,
   Store,
@@ -27,6 +28,9 @@ import {
   JOIN_TOKENS_SQL,
   type JoinTokenRow,
   joinTokenFromRow,
+  LATE_RENEWALS_SQL,
+  type LateRenewalRow,
+  lateRenewalsFromRow,
 } from "./console-rows";
 import { ISSUER_PROGRESS_SQL, type ProgressRow, progressFrom, windowsFrom } from "./feed-rows";
 import { PostgresAcmeState } from "./postgres-acme";
@@ -378,6 +382,16 @@ export class PostgresStore extends AcmeStateDelegate implements Store {
       limit,
     ]);
     return rows.map(certificateFromRow);
+  }
+
+  async lateRenewals(
+    since: Date,
+    now: Date,
+    windowEndPercent: number,
+    limit: number,
+  ): Promise<LateRenewals[]> {
+    const params = [since.getTime(), now.getTime(), Math.round(windowEndPercent), limit];
+    return (await this.run<LateRenewalRow>(LATE_RENEWALS_SQL, params)).map(lateRenewalsFromRow);
   }
 
   async listJoinTokens(now: Date, limit: number): Promise<JoinTokenSummary[]> {

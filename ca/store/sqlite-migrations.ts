@@ -270,6 +270,16 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX entries_parent ON entries (parent, spiffe_id, created_at, id) WHERE parent IS NOT NULL;
     `,
   },
+  {
+    version: 7,
+    description: "certificates by notBefore, and by SPIFFE ID and notBefore, for the console's late renewals",
+    sql: `
+      -- The renewals issued in a period are a range of the first; each one's predecessor (the ID's
+      -- certificate issued just before it) is one probe of the second.
+      CREATE INDEX certificates_not_before ON certificates (not_before);
+      CREATE INDEX certificates_spiffe_id_not_before ON certificates (spiffe_id, not_before);
+    `,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

@@ -16,6 +16,7 @@ import type {
   IssuerRecord,
   IssuerState,
   JoinTokenSummary,
+  LateRenewals,
   RevocationWindow,
   RevokedCertificate,
   Store,
@@ -30,6 +31,9 @@ import {
   JOIN_TOKENS_SQL,
   type JoinTokenRow,
   joinTokenFromRow,
+  LATE_RENEWALS_SQL,
+  type LateRenewalRow,
+  lateRenewalsFromRow,
   sqliteNamed,
 } from "./console-rows";
 import { ISSUER_PROGRESS_SQL, type ProgressRow, progressFrom, windowsFrom } from "./feed-rows";
@@ -401,6 +405,16 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
     return this.consoleQuery<CertificateRow>(sql, [since.getTime(), now.getTime(), limit]).map(
       certificateFromRow,
     );
+  }
+
+  async lateRenewals(
+    since: Date,
+    now: Date,
+    windowEndPercent: number,
+    limit: number,
+  ): Promise<LateRenewals[]> {
+    const params = [since.getTime(), now.getTime(), Math.round(windowEndPercent), limit];
+    return this.consoleQuery<LateRenewalRow>(LATE_RENEWALS_SQL, params).map(lateRenewalsFromRow);
   }
 
   async listJoinTokens(now: Date, limit: number): Promise<JoinTokenSummary[]> {

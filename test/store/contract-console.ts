@@ -85,6 +85,61 @@ export function consoleStoreContract(name: string, openFresh: () => Promise<CaSt
       expect(await store.expiredUnrenewed(later(2 * MINUTE), later(5 * MINUTE), 10)).toEqual([]);
     });
 
+    it("finds renewals issued after their predecessor's renewal window closed, per SPIFFE ID", async () => {
+      const id = (name: string) => `spiffe://example.org/${name}`;
+      const m = (n: number) => later(n * MINUTE);
+      // [SPIFFE ID, notBefore, notAfter] in minutes from T0; 75 % windows close 30 min into 40-min lifetimes.
+      const certs: [string, number, number][] = [
+        ["slow", 0, 40],
+        ["slow", 35, 75], // late: window closed at 30
+        ["slow", 50, 90], // on time: window of the one before closed at 65
+        ["slow", 85, 125], // late: closed at 80
+        ["prompt", 0, 40],
+        ["prompt", 20, 60], // on time
+        ["lapsed", 0, 10],
+        ["lapsed", 15, 55], // after the predecessor expired
+      ];
+      for (const [i, [name, nb, na]] of certs.entries()) {
+        const c = certificate("aa", i + 1, { spiffeId: id(name), notBefore: m(nb), notAfter: m(na) });
+        await store.insertCertificate(c, event("cert.issue", c.serial));
+      }
+      const serial = (i: number) => certificate("aa", i + 1).serial;
+      const late = await store.lateRenewals(T0, m(100), 75, 10);
+      expect(late).toEqual([
+        {
+          spiffeId: id("slow"),
+          count: 2,
+          latest: {
+            predecessor: serial(2),
+            successor: serial(3),
+            renewedAt: m(85),
+            windowEnd: m(80),
+            predecessorNotAfter: m(90),
+          },
+        },
+        {
+          spiffeId: id("lapsed"),
+          count: 1,
+          latest: {
+            predecessor: serial(6),
+            successor: serial(7),
+            renewedAt: m(15),
+            windowEnd: later(7.5 * MINUTE),
+            predecessorNotAfter: m(10),
+          },
+        },
+      ]);
+      // Only renewals issued in (since, now] count; the limit bounds the IDs.
+      expect((await store.lateRenewals(m(40), m(100), 75, 10)).map((l) => [l.spiffeId, l.count])).toEqual([
+        [id("slow"), 1],
+      ]);
+      expect((await store.lateRenewals(T0, m(100), 75, 1)).map((l) => l.spiffeId)).toEqual([id("slow")]);
+      // Windows closing at 90 % (36 and 86 min) make both of slow's renewals on time; lapsed stays late.
+      expect((await store.lateRenewals(T0, m(100), 90, 10)).map((l) => [l.spiffeId, l.count])).toEqual([
+        [id("lapsed"), 1],
+      ]);
+    });
+
     it("lists join tokens outstanding first, then used and expired ones, never with their hashes", async () => {
       const tokens = [
         joinToken("0000000000000001", { expiresAt: later(MINUTE) }), // expired at +2m

@@ -51,6 +51,8 @@ bindingStoreContract(
       await db.query(statement);
     },
     toSchema3: [
+      "DROP INDEX certificates_not_before",
+      "DROP INDEX certificates_spiffe_id_not_before",
       "DROP INDEX entries_parent",
       "ALTER TABLE entries DROP COLUMN parent",
       "DROP TABLE certificate_bindings",

@@ -59,6 +59,8 @@ bindingStoreContract("sqlite", () => SqliteStore.open(freshPath(), { create: tru
     }
   },
   toSchema3: [
+    "DROP INDEX certificates_not_before",
+    "DROP INDEX certificates_spiffe_id_not_before",
     "DROP INDEX entries_parent",
     "ALTER TABLE entries DROP COLUMN parent",
     "DROP TABLE certificate_bindings",

@@ -3,8 +3,9 @@ import { join } from "node:path";
 import { html } from "../../acme/console/html";
 import { ConsoleSessions, LOGIN_CODE_TTL_MS, SESSION_TTL_MS } from "../../acme/console/sessions";
 import { joinTokenTable } from "../../acme/console/views-audit";
+import { renewalTrouble } from "../../acme/console/views-fleet";
 import { SqliteStore } from "../../ca/store/sqlite";
-import { tempDir } from "../store/fixtures";
+import { certificate, event, issuer, later, MINUTE, T0, tempDir } from "../store/fixtures";
 
 /** The console's template escaping and its one-time login codes and sessions, without a server. */
 
@@ -86,6 +87,54 @@ describe("console join tokens", () => {
       expect(row(ids[2]!)).toContain(">expired<");
       expect(out.indexOf(ids[0]!)).toBeLessThan(out.indexOf(ids[1]!));
       for (const text of [...secrets, ...hashes]) expect(out).not.toContain(text);
+    } finally {
+      await store.close();
+      cleanup();
+    }
+  });
+});
+
+describe("console late and failed renewals", () => {
+  it("shows late renewals from a real store and refusals from its audit log, and says where other failures are", async () => {
+    const { dir, cleanup } = tempDir();
+    const store = await SqliteStore.open(join(dir, "stint.db"), { create: true });
+    try {
+      await store.putIssuer(issuer("aa"), event("issuer.create", "aa"));
+      const late = "spiffe://example.org/late";
+      const onTime = "spiffe://example.org/on-time";
+      const certs = [
+        certificate("aa", 1, { spiffeId: late, notBefore: T0, notAfter: later(40 * MINUTE) }),
+        certificate("aa", 2, { spiffeId: late, notBefore: later(35 * MINUTE), notAfter: later(75 * MINUTE) }),
+        certificate("aa", 3, { spiffeId: onTime, notBefore: T0, notAfter: later(40 * MINUTE) }),
+        certificate("aa", 4, {
+          spiffeId: onTime,
+          notBefore: later(20 * MINUTE),
+          notAfter: later(60 * MINUTE),
+        }),
+      ];
+      for (const c of certs) await store.insertCertificate(c, event("cert.issue", c.serial));
+      await store.appendAudit({
+        at: later(30 * MINUTE),
+        actor: "acct",
+        action: "attest.refused",
+        subject: onTime,
+        details: { reason: "no registration entry matches" },
+      });
+      const now = later(60 * MINUTE);
+      const out = renewalTrouble(
+        await store.lateRenewals(T0, now, 75, 10),
+        await store.searchAudit({ action: "attest.refused", from: T0, limit: 10 }),
+        0.75,
+        now,
+      ).text;
+      const lateSection = out.slice(0, out.indexOf('id="failed-renewals"'));
+      expect(lateSection).toContain(late);
+      expect(lateSection).toContain(certs[1]!.serial);
+      expect(lateSection).not.toContain(onTime);
+      const failed = out.slice(out.indexOf('id="failed-renewals"'));
+      expect(failed).toContain(onTime);
+      expect(failed).toContain("no registration entry matches");
+      expect(failed).toContain("stint_agent_renewals_total");
     } finally {
       await store.close();
       cleanup();
