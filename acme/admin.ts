@@ -230,14 +230,8 @@ export function mountAdmin(deps: AdminDeps): (router: Router, origin: string) =>
           const revoked: string[] = [];
           let page = revoke ? await store.listCertificates({ entryId: entry.id, unexpiredAt: r.now }) : [];
           while (page.length > 0) {
-            for (const cert of page.filter((c) => !c.revokedAt)) {
-              await authority.revoke(cert.serial, 9 /* privilegeWithdrawn */, r.actor, r.now).then(
-                () => revoked.push(cert.serial),
-                (err) => {
-                  if (!isStintError(err, "ERR_ALREADY_REVOKED")) throw err;
-                },
-              );
-            }
+            const live = page.filter((c) => !c.revokedAt).map((c) => c.serial);
+            revoked.push(...(await authority.revokeEach(live, 9 /* privilegeWithdrawn */, r.actor, r.now)));
             const afterSerial = page[page.length - 1]!.serial;
             page = await store.listCertificates({ entryId: entry.id, unexpiredAt: r.now, afterSerial });
           }

@@ -422,6 +422,28 @@ export class Authority {
   }
 
   /**
+   * Revokes each certificate in turn (revoking all of an entry or an ID); one
+   * revoked meanwhile by someone else is skipped. Returns the serials this call revoked.
+   */
+  async revokeEach(
+    serials: readonly string[],
+    reason: number,
+    actor: string,
+    now = new Date(),
+  ): Promise<string[]> {
+    const revoked: string[] = [];
+    for (const serial of serials) {
+      try {
+        await this.revoke(serial, reason, actor, now);
+        revoked.push(serial);
+      } catch (err) {
+        if (!isStintError(err, "ERR_ALREADY_REVOKED")) throw err;
+      }
+    }
+    return revoked;
+  }
+
+  /**
    * Re-signs the revoked certificate's issuer's CRL, so it lists the serial
    * once revoke() returns. A failure is logged and retried by the publisher's
    * timer; it does not fail the revocation, which is already durable.

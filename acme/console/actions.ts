@@ -8,7 +8,7 @@ import { describePlan, planRotate, planTaint } from "../../ca/rotation-plan";
 import type { AuditEvent, CertificateRecord } from "../../ca/store";
 import type { EntryRecord } from "../../ca/store-acme";
 import { parseDuration } from "../../common/duration";
-import { isStintError, StintError } from "../../common/errors";
+import { StintError } from "../../common/errors";
 import type { ConsoleUser } from "./auth";
 import { type ConsoleState, serialParam } from "./context";
 import { type Html, html, qs } from "./html";
@@ -187,15 +187,8 @@ export const ACTIONS: Record<string, Action> = {
     async run(r) {
       const spiffeId = one(r.input, "spiffeId");
       const reason = reasonOf(r.input);
-      const revoked: string[] = [];
-      for (const cert of await liveOf(r.console, spiffeId, r.now)) {
-        await r.console.authority.revoke(cert.serial, reason, r.user.actor, r.now).then(
-          () => revoked.push(cert.serial),
-          (err: unknown) => {
-            if (!isStintError(err, "ERR_ALREADY_REVOKED")) throw err;
-          },
-        );
-      }
+      const live = (await liveOf(r.console, spiffeId, r.now)).map((c) => c.serial);
+      const revoked = await r.console.authority.revokeEach(live, reason, r.user.actor, r.now);
       if (revoked.length > 0) await publish(r.console);
       return html`<p class="done">Revoked ${revoked.length} certificate(s) of <a href="/console/fleet${qs({ id: spiffeId, all: "1" })}">${spiffeId}</a>.</p>`;
     },
