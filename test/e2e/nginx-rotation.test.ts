@@ -385,12 +385,20 @@ it("keeps every mTLS handshake to nginx working through the whole rotation runbo
   const activated = await activeIntermediate();
   // The client moves at once (SIGHUP renews now), as the first of a fleet would, while both servers still
   // hold certificates from the old root. It waits only for the "crl" server's agent to fetch the new
-  // intermediate's CRL: that agent learns of the intermediate at its next bundle refresh.
+  // intermediate's CRL (that agent learns of the intermediate at its next bundle refresh)
   await waitFor("the new intermediate's CRL in the crl server's crls.pem", () =>
     parsePemBlocks(readFileSync(join(serverOut("crl"), "crls.pem"), "utf8")).some((b) => {
       const aki = readCrl(b.der).authorityKeyId;
       return aki !== null && issuerIdFromKeyId(aki) === activated;
     }),
+  );
+  // ...and for nginx to load it: a reload after the file was seen, with the old worker gone (an old worker
+  // still accepts connections for a moment after a reload, with the CRLs it loaded).
+  const loaded = nginx.crl.workerGenerations();
+  await waitFor(
+    "the crl server's nginx to reload with that crls.pem",
+    () => nginx.crl.workerGenerations() > loaded && nginx.crl.onlyNewestWorker(),
+    60_000,
   );
   agents.find((a) => a.name === "client")!.agent.child.kill("SIGHUP");
   await allMovedTo(activated);

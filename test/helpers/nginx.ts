@@ -35,6 +35,13 @@ export interface Nginx {
   reloadArgv: string[];
   /** The error log so far (level info: it names why each client certificate was refused). */
   errorLog(): string;
+  /** How many times nginx has started its workers: once at start and once per reload. */
+  workerGenerations(): number;
+  /**
+   * Whether every worker but the newest has exited. Until then an old worker
+   * may still accept connections with the configuration (and CRLs) it loaded.
+   */
+  onlyNewestWorker(): boolean;
   stop(): Promise<void>;
 }
 
@@ -99,6 +106,13 @@ export async function startNginx(prefix: string, servers: readonly MtlsServer[])
     prefix,
     reloadArgv: [NGINX, ...base, "-s", "reload"],
     errorLog,
+    workerGenerations: () => errorLog().match(/start worker processes/g)?.length ?? 0,
+    onlyNewestWorker: () => {
+      const log = errorLog();
+      const started = [...log.matchAll(/start worker process (\d+)/g)].map((m) => m[1]);
+      const exited = new Set([...log.matchAll(/worker process (\d+) exited/g)].map((m) => m[1]));
+      return started.slice(0, -1).every((pid) => exited.has(pid));
+    },
     stop: async () => {
       if (child.exitCode === null) child.kill("SIGTERM");
       await exited;
