@@ -11,6 +11,8 @@ export type ErrorCode =
   // keys and files
   | "ERR_KEY_PASSPHRASE"
   | "ERR_KEY_CORRUPT"
+  // a CA key in a PKCS#11 token that cannot sign now (token removed, PIN refused, session lost)
+  | "ERR_KEY_UNAVAILABLE"
   | "ERR_FILE"
   | "ERR_NOT_INITIALIZED"
   | "ERR_ALREADY_INITIALIZED"
