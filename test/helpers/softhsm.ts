@@ -1,0 +1,60 @@
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+/** Debian's SoftHSM module (package softhsm2); .ci/run installs it. */
+export const SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so";
+
+export interface SoftHsmToken {
+  /** The PKCS#11 module to load. */
+  module: string;
+  tokenLabel: string;
+  /** The user PIN. */
+  pin: string;
+  soPin: string;
+  /** Environment for child processes: SOFTHSM2_CONF pointing at this token's configuration. */
+  env: Record<string, string>;
+  /** The temp dir holding softhsm2.conf and tokens/. */
+  dir: string;
+  /** Where SoftHSM keeps this token's objects (directories.tokendir). */
+  tokenDir: string;
+  cleanup(): void;
+}
+
+/**
+ * A SoftHSM token of its own for one test: its own softhsm2.conf and token
+ * directory, so tests never share objects or sessions. SOFTHSM2_CONF is also
+ * set in process.env for in-process use (SoftHSM reads it at C_Initialize);
+ * tests that open two tokens in one process must use one configuration.
+ */
+export function softHsmToken(opts: { label?: string; pin?: string; soPin?: string } = {}): SoftHsmToken {
+  const dir = mkdtempSync(join(tmpdir(), "stint-softhsm-"));
+  const tokenDir = join(dir, "tokens");
+  mkdirSync(tokenDir);
+  const conf = join(dir, "softhsm2.conf");
+  writeFileSync(
+    conf,
+    `directories.tokendir = ${tokenDir}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n`,
+  );
+  const env = { SOFTHSM2_CONF: conf };
+  process.env.SOFTHSM2_CONF = conf;
+  const tokenLabel = opts.label ?? "stint-test";
+  const pin = opts.pin ?? "1234-test-pin";
+  const soPin = opts.soPin ?? "so-5678-test";
+  execFileSync(
+    "softhsm2-util",
+    ["--init-token", "--free", "--label", tokenLabel, "--pin", pin, "--so-pin", soPin],
+    { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  return {
+    module: SOFTHSM_MODULE,
+    tokenLabel,
+    pin,
+    soPin,
+    env,
+    dir,
+    tokenDir,
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
