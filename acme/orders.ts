@@ -304,27 +304,39 @@ export function finalize(ctx: AcmeContext): Handler {
                 details: { ...grant.bound.details, ...(order.replaces ? { replaces: order.replaces } : {}) },
               }
             : undefined,
+          // The order becomes valid in the certificate's own commit (issue 13): one durable write, not two.
+          { orderId: processing.id },
         );
-        const valid = await ctx.store.updateOrder(processing.id, "processing", {
-          status: "valid",
-          certificateSerial: issued.serial,
-        });
+        const valid: OrderRecord = { ...processing, status: "valid", certificateSerial: issued.serial };
         ctx.reply(res, 200, orderJson(valid, ctx.urls), { location: ctx.urls.order(valid.id) });
       } catch (err) {
-        // The CSR was refused by policy (key type, lifetime): the order cannot succeed any more.
-        // After a fault of ours it goes back to ready, so the client may finalize again.
-        const { problem, internal } = problemFor(err);
-        await ctx.store.updateOrder(
-          processing.id,
-          "processing",
-          internal ? { status: "ready" } : { status: "invalid", error: { ...problem } },
-        );
+        await settleFailed(ctx, processing, err);
         throw err;
       }
     } catch (err) {
       ctx.fail(res, err);
     }
   };
+}
+
+/**
+ * A finalize that issued nothing: the CSR refused by policy (key type,
+ * lifetime) makes the order invalid; after a fault of ours it goes back to
+ * ready, so the client may finalize again. When the order is no longer
+ * processing (order recovery reopened a finalize that took minutes), whoever
+ * moved it owns it now and it is left as it is.
+ */
+async function settleFailed(ctx: AcmeContext, processing: OrderRecord, err: unknown): Promise<void> {
+  const { problem, internal } = problemFor(err);
+  try {
+    await ctx.store.updateOrder(
+      processing.id,
+      "processing",
+      internal ? { status: "ready" } : { status: "invalid", error: { ...problem } },
+    );
+  } catch (moved) {
+    if (!isStintError(moved, "ERR_STORE_CONFLICT")) throw moved;
+  }
 }
 
 /**

@@ -23,7 +23,7 @@ import { revocationReasonName } from "./revocation";
 import { activeIntermediate, ISSUERS_GENERATION, type RotationState, readRotationState } from "./rotation";
 import { SequenceAllocator } from "./sequence";
 import type { KeyAlgorithm } from "./spki";
-import type { CertificateBinding, CertificateRecord, IssuerRecord, Store } from "./store";
+import type { CertificateBinding, CertificateRecord, IssuerRecord, OrderCompletion, Store } from "./store";
 
 /**
  * The authority: the only holder of CA private keys. Front ends (acme/, cli/)
@@ -365,14 +365,17 @@ export class Authority {
    * one transaction that re-checks the entry (ca/store.ts CertificateBinding),
    * and what its audit record (cert.issue, or cert.renew when it renews) adds.
    * Without a binding (the agent API), `details` still go into the audit record.
+   * `completes`: the ACME order made valid in the same transaction (finalize).
    */
   async issue(
     req: LeafRequest,
     actor: string,
     now = new Date(),
     bound?: { binding?: CertificateBinding; details: Record<string, unknown> },
+    completes?: OrderCompletion,
   ): Promise<IssuedCertificate> {
-    return this.issueApproved(checkLeafRequest(this.opts.policy, req, now), actor, "workload", now, bound);
+    const leaf = checkLeafRequest(this.opts.policy, req, now);
+    return this.issueApproved(leaf, actor, "workload", now, bound, completes);
   }
 
   /** Issues the CA's own HTTPS certificate; names come from the CA's configuration, never from a client. */
@@ -466,6 +469,7 @@ export class Authority {
     profile: string,
     now: Date,
     bound?: { binding?: CertificateBinding; details: Record<string, unknown> },
+    completes?: OrderCompletion,
   ): Promise<IssuedCertificate> {
     const started = process.hrtime.bigint();
     // Held for the whole issuance: a rotation landing meanwhile must not mix two issuers' numbers.
@@ -511,6 +515,7 @@ export class Authority {
         },
       },
       binding,
+      completes,
     );
     this.issued?.inc({ profile });
     this.latency?.observe(Number(process.hrtime.bigint() - started) / 1e9, { profile });

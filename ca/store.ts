@@ -63,6 +63,16 @@ export interface CertificateBinding {
   renews: string | null;
 }
 
+/**
+ * The ACME order a certificate is issued for (finalize). The order moves from
+ * processing to valid, holding the serial, in the transaction that records
+ * the certificate: one commit instead of two, and no crash can leave a
+ * certificate its order does not hold, or an order holding no certificate.
+ */
+export interface OrderCompletion {
+  orderId: string;
+}
+
 /** What the caller says happened; the store adds sequence, time order and the hash chain. */
 export interface AuditEvent {
   at: Date;
@@ -214,9 +224,16 @@ export interface Store {
    * Records an issued certificate together with its audit record and, for a
    * workload certificate issued under an entry, its binding; resolves once
    * durable. With a binding, ERR_UNAUTHORIZED (nothing written) when the
-   * entry no longer exists or no longer hashes to `binding.entryHash`.
+   * entry no longer exists or no longer hashes to `binding.entryHash`. With
+   * `completes`, the order is made valid with this serial in the same
+   * transaction; ERR_STORE_CONFLICT (nothing written) when it is no longer processing.
    */
-  insertCertificate(cert: CertificateRecord, audit: AuditEvent, binding?: CertificateBinding): Promise<void>;
+  insertCertificate(
+    cert: CertificateRecord,
+    audit: AuditEvent,
+    binding?: CertificateBinding,
+    completes?: OrderCompletion,
+  ): Promise<void>;
   getCertificate(serial: string): Promise<CertificateRecord | null>;
   /** The entry and attestation a certificate was issued under, or null (DNS-only, CLI-issued, or unknown). */
   getCertificateBinding(serial: string): Promise<CertificateBinding | null>;

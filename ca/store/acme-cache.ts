@@ -166,6 +166,15 @@ export class AcmeCache extends AcmeStateDelegate {
     return this.through(this.orders, id, () => this.acme.updateOrder(id, expect, patch));
   }
 
+  /**
+   * A write of the store's own that leaves order `id` as `write` returns it
+   * (insertCertificate completing the order): kept, or forgotten on failure,
+   * like updateOrder's.
+   */
+  orderWrittenBy(id: string, write: () => Promise<OrderRecord>): Promise<OrderRecord> {
+    return this.through(this.orders, id, write);
+  }
+
   override getAuthorization(id: string) {
     return this.cached(this.authorizations, id, () => this.acme.getAuthorization(id));
   }

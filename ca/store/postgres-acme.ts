@@ -220,9 +220,36 @@ export class PostgresAcmeState implements AcmeStateStore {
     expect: OrderStatus,
     patch: Partial<Pick<OrderRecord, "status" | "certificateSerial" | "error">>,
   ): Promise<OrderRecord> {
+    return this.updateOrderWith(this.host.run, id, expect, patch);
+  }
+
+  /** updateOrder inside a batch already running (the certificate insert that completes an order). */
+  updateOrderIn(
+    tx: BatchTx,
+    id: string,
+    expect: OrderStatus,
+    patch: Partial<Pick<OrderRecord, "status" | "certificateSerial" | "error">>,
+  ): Promise<OrderRecord> {
+    return this.updateOrderWith(
+      async <R extends pg.QueryResultRow>(sql: string, params?: unknown[]) =>
+        (await tx.query<R>(sql, params)).rows,
+      id,
+      expect,
+      patch,
+    );
+  }
+
+  /** `run`: autocommitted on the pool, or a statement of the batch transaction. */
+  private async updateOrderWith(
+    run: PostgresHost["run"],
+    id: string,
+    expect: OrderStatus,
+    patch: Partial<Pick<OrderRecord, "status" | "certificateSerial" | "error">>,
+  ): Promise<OrderRecord> {
     let rows: OrderRow[];
     try {
       rows = await this.compareAndSet<OrderRow>(
+        run,
         "orders",
         ORDER_COLUMNS,
         orderPatchColumns(patch),
@@ -238,7 +265,7 @@ export class PostgresAcmeState implements AcmeStateStore {
       });
     }
     if (rows.length > 0) return orderFromRow(rows[0]);
-    const current = await this.host.run<{ status: string }>("SELECT status FROM orders WHERE id = $1", [id]);
+    const current = await run<{ status: string }>("SELECT status FROM orders WHERE id = $1", [id]);
     if (current.length === 0) throw new StintError("ERR_NOT_FOUND", `order ${id} does not exist`);
     throw new StintError("ERR_STORE_CONFLICT", `order ${id} is ${current[0].status}, not ${expect}`);
   }
@@ -279,6 +306,7 @@ export class PostgresAcmeState implements AcmeStateStore {
   ): Promise<AuthorizationRecord> {
     const columns = authorizationPatchColumns(patch, (values) => values);
     const rows = await this.compareAndSet<AuthorizationRow>(
+      this.host.run,
       "authorizations",
       AUTHORIZATION_COLUMNS,
       columns,
@@ -436,6 +464,7 @@ export class PostgresAcmeState implements AcmeStateStore {
 
   /** UPDATE … WHERE id AND status = expect, returning the new row, or nothing when nothing matched. */
   private compareAndSet<R extends pg.QueryResultRow>(
+    run: PostgresHost["run"],
     table: string,
     returning: string,
     columns: ColumnValues,
@@ -446,7 +475,7 @@ export class PostgresAcmeState implements AcmeStateStore {
     const sets =
       columns.length === 0 ? "status = status" : columns.map(([c], i) => `${c} = $${i + 1}`).join(", ");
     const n = columns.length;
-    return this.host.run<R>(
+    return run<R>(
       `UPDATE ${table} SET ${sets} WHERE id = $${n + 1} AND status = $${n + 2} RETURNING ${returning}`,
       [...columns.map(([, v]) => v), id, expect],
     );

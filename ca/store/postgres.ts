@@ -14,6 +14,7 @@ import type {
   IssuerState,
   JoinTokenSummary,
   LateRenewals,
+  OrderCompletion,
   RevocationWindow,
   RevokedCertificate,
   Store,
@@ -35,7 +36,7 @@ import {
 import { ISSUER_PROGRESS_SQL, type ProgressRow, progressFrom, windowsFrom } from "./feed-rows";
 import { PostgresAcmeState } from "./postgres-acme";
 import { type EntryRow, entryFromRow } from "./postgres-acme-rows";
-import { PgGroupCommit, type WriteOp } from "./postgres-batch";
+import { type BatchTx, PgGroupCommit, type WriteOp } from "./postgres-batch";
 import { connectError, createPool, parseTarget } from "./postgres-connect";
 import { migrate } from "./postgres-migrations";
 import {
@@ -72,6 +73,8 @@ export class PostgresStore extends AcmeStateDelegate implements Store {
   readonly #pool: pg.Pool;
   private readonly writes: PgGroupCommit;
   protected readonly acme: AcmeCache;
+  /** The ACME tables behind the cache, for writes that join a certificate's transaction. */
+  private readonly acmeState: PostgresAcmeState;
   private closed = false;
 
   /** Only host:port/database is kept: the target's secrets (for scrubbing) are not needed once open. */
@@ -84,11 +87,11 @@ export class PostgresStore extends AcmeStateDelegate implements Store {
     // Failures after open pass through as the driver reports them: its messages never hold the password.
     this.writes = new PgGroupCommit(() => pool.connect());
     // Replicas change rows behind this one's back, with no cheap way to know: only attestations are cached.
-    const acme = new PostgresAcmeState({
+    this.acmeState = new PostgresAcmeState({
       write: (op) => this.write(op),
       run: (sql, params) => this.run(sql, params),
     });
-    this.acme = new AcmeCache(acme, null);
+    this.acme = new AcmeCache(this.acmeState, null);
   }
 
   /**
@@ -210,7 +213,31 @@ export class PostgresStore extends AcmeStateDelegate implements Store {
     return rows[0].first;
   }
 
-  insertCertificate(cert: CertificateRecord, audit: AuditEvent, binding?: CertificateBinding): Promise<void> {
+  async insertCertificate(
+    cert: CertificateRecord,
+    audit: AuditEvent,
+    binding?: CertificateBinding,
+    completes?: OrderCompletion,
+  ): Promise<void> {
+    if (completes === undefined) return this.recordCertificate(cert, audit, binding);
+    // Through the cache, which keeps no orders here (replicas), so it forgets rather than serves a stale one.
+    await this.acme.orderWrittenBy(completes.orderId, () =>
+      this.recordCertificate(cert, audit, binding, (tx) =>
+        this.acmeState.updateOrderIn(tx, completes.orderId, "processing", {
+          status: "valid",
+          certificateSerial: cert.serial,
+        }),
+      ),
+    );
+  }
+
+  /** The certificate, its binding and audit record, then `also` (the order it completes), in one write. */
+  private recordCertificate<T = void>(
+    cert: CertificateRecord,
+    audit: AuditEvent,
+    binding?: CertificateBinding,
+    also?: (tx: BatchTx) => Promise<T>,
+  ): Promise<T> {
     return this.write(async (tx) => {
       if (binding) {
         // Entries are deleted by writes holding the same audit-chain lock as this batch, so none can come
@@ -242,6 +269,8 @@ export class PostgresStore extends AcmeStateDelegate implements Store {
         binding,
       );
       tx.appendAudit(audit);
+      // tx.query sends the staged certificate first: the order is updated after it, in the same transaction.
+      return (await also?.(tx)) as T;
     });
   }
 

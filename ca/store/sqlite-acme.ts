@@ -195,24 +195,30 @@ export class SqliteAcmeState implements AcmeStateStore {
     expect: OrderStatus,
     patch: Partial<Pick<OrderRecord, "status" | "certificateSerial" | "error">>,
   ): Promise<OrderRecord> {
-    const columns = orderPatchColumns(patch);
-    return this.host.write(() => {
-      let row: OrderRow | undefined;
-      try {
-        row = this.compareAndSet<OrderRow>("orders", ORDER_COLUMNS, columns, id, expect);
-      } catch (err) {
-        rethrowConstraint(err, {
-          SQLITE_CONSTRAINT_UNIQUE: [
-            "ERR_STORE_CONFLICT",
-            `certificate ${String(patch.certificateSerial)} already belongs to another order`,
-          ],
-        });
-      }
-      if (row !== undefined) return orderFromRow(row);
-      const current = this.st.orderStatus.get(id);
-      if (current === undefined) throw new StintError("ERR_NOT_FOUND", `order ${id} does not exist`);
-      throw new StintError("ERR_STORE_CONFLICT", `order ${id} is ${current.status}, not ${expect}`);
-    });
+    return this.host.write(() => this.updateOrderIn(id, expect, patch));
+  }
+
+  /** updateOrder inside a write already running (the certificate insert that completes an order). */
+  updateOrderIn(
+    id: string,
+    expect: OrderStatus,
+    patch: Partial<Pick<OrderRecord, "status" | "certificateSerial" | "error">>,
+  ): OrderRecord {
+    let row: OrderRow | undefined;
+    try {
+      row = this.compareAndSet<OrderRow>("orders", ORDER_COLUMNS, orderPatchColumns(patch), id, expect);
+    } catch (err) {
+      rethrowConstraint(err, {
+        SQLITE_CONSTRAINT_UNIQUE: [
+          "ERR_STORE_CONFLICT",
+          `certificate ${String(patch.certificateSerial)} already belongs to another order`,
+        ],
+      });
+    }
+    if (row !== undefined) return orderFromRow(row);
+    const current = this.st.orderStatus.get(id);
+    if (current === undefined) throw new StintError("ERR_NOT_FOUND", `order ${id} does not exist`);
+    throw new StintError("ERR_STORE_CONFLICT", `order ${id} is ${current.status}, not ${expect}`);
   }
 
   async listProcessingOrders(limit: number): Promise<OrderRecord[]> {

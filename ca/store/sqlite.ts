@@ -17,6 +17,7 @@ import type {
   IssuerState,
   JoinTokenSummary,
   LateRenewals,
+  OrderCompletion,
   RevocationWindow,
   RevokedCertificate,
   Store,
@@ -86,6 +87,8 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
   private readonly st: Statements;
   private readonly bound: BindingStatements;
   protected readonly acme: AcmeCache;
+  /** The ACME tables behind the cache, for writes that join a certificate's transaction. */
+  private readonly acmeState: SqliteAcmeState;
   private readonly writes: GroupCommit;
   /** Several reads that must agree with each other (another process may commit between them). */
   private readonly readSnapshot: <T>(read: () => T) => T;
@@ -125,12 +128,12 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
       (err) =>
         sqliteCode(err)?.startsWith("SQLITE_CORRUPT") ? corruptError(path, (err as Error).message) : err,
     );
-    const acme = new SqliteAcmeState(db, {
+    this.acmeState = new SqliteAcmeState(db, {
       write: (op) => this.write(op),
       audit: (tail, event) => this.appendAuditIn(tail, event),
       assertOpen: () => this.assertOpen(),
     });
-    this.acme = new AcmeCache(acme, sqliteChangeWatch(db));
+    this.acme = new AcmeCache(this.acmeState, sqliteChangeWatch(db));
   }
 
   /**
@@ -242,7 +245,31 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
     });
   }
 
-  insertCertificate(cert: CertificateRecord, audit: AuditEvent, binding?: CertificateBinding): Promise<void> {
+  async insertCertificate(
+    cert: CertificateRecord,
+    audit: AuditEvent,
+    binding?: CertificateBinding,
+    completes?: OrderCompletion,
+  ): Promise<void> {
+    if (completes === undefined) return this.recordCertificate(cert, audit, binding);
+    // The order's new state enters the ACME cache only once the transaction holding both has committed.
+    await this.acme.orderWrittenBy(completes.orderId, () =>
+      this.recordCertificate(cert, audit, binding, () =>
+        this.acmeState.updateOrderIn(completes.orderId, "processing", {
+          status: "valid",
+          certificateSerial: cert.serial,
+        }),
+      ),
+    );
+  }
+
+  /** The certificate, its binding and audit record, then `also` (the order it completes), in one write. */
+  private recordCertificate<T = void>(
+    cert: CertificateRecord,
+    audit: AuditEvent,
+    binding?: CertificateBinding,
+    also?: () => T,
+  ): Promise<T> {
     return this.write((tail) => {
       if (binding) {
         // Inside the IMMEDIATE transaction: no deletion can come between this check and the insert.
@@ -277,6 +304,7 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
         }
       }
       this.appendAuditIn(tail, audit);
+      return also?.() as T;
     });
   }
 

@@ -17,7 +17,8 @@ import { tempDir } from "../helpers/openssl";
  * (newOrder, authorization read, attest-01, finalize, download) at least
  * once; clients retry the step they were in against the restarted CA. Every
  * certificate a client got back must be in the store after the last crash,
- * and every client must complete.
+ * and every client must complete. After each crash, before the restart, no
+ * certificate may be recorded without its order holding it, or the reverse.
  */
 
 const TD = "crash.example";
@@ -53,6 +54,33 @@ async function start(): Promise<void> {
   ]);
 }
 
+/**
+ * What the store holds as the crash left it, before the restart's order
+ * recovery tidies anything: finalize writes the certificate and its order's
+ * valid status in one commit, so no certificate is recorded without the
+ * order that holds it, and no order holds a certificate that is not recorded.
+ */
+const unpaired: string[] = [];
+function checkPairs(): void {
+  const db = new Database(join(dataDir, "stint.db"), { fileMustExist: true });
+  try {
+    const rows = db
+      .prepare<[], { serial: string; why: string }>(
+        `SELECT b.serial, 'certificate held by no order' AS why FROM certificate_bindings AS b
+           WHERE NOT EXISTS (SELECT 1 FROM orders AS o WHERE o.certificate_serial = b.serial)
+         UNION ALL
+         SELECT o.certificate_serial, 'order ' || o.id || ' is ' || o.status FROM orders AS o
+           WHERE (o.status = 'valid') <> (o.certificate_serial IS NOT NULL)
+              OR (o.certificate_serial IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM certificates AS c WHERE c.serial = o.certificate_serial))`,
+      )
+      .all();
+    unpaired.push(...rows.map((r) => `${r.serial}: ${r.why}`));
+  } finally {
+    db.close();
+  }
+}
+
 /** kill -9, then the same command on the same port: what a supervisor does after a crash. */
 async function crash(): Promise<void> {
   let restarted!: () => void;
@@ -62,6 +90,7 @@ async function crash(): Promise<void> {
   const exited = new Promise((r) => server.child.once("exit", r));
   server.child.kill("SIGKILL");
   await exited;
+  checkPairs();
   await start();
   restarted();
 }
@@ -179,6 +208,7 @@ it("loses no returned certificate to kill -9 in any ACME step, and retrying clie
 
   // One more crash after the last answer: what was returned must have been durable.
   await crash();
+  expect(unpaired).toEqual([]);
   const db = new Database(join(dataDir, "stint.db"), { readonly: true });
   try {
     const stored = db.prepare<[Buffer], { n: number }>(
