@@ -28,7 +28,7 @@ function sendFeed(res: ServerResponse, envelope: Buffer, sequence: number, kind:
 
 export function mountFeed(feed: FeedService): (router: Router) => void {
   return (router) => {
-    router.on("GET", "/feed", (_req, res, url) => {
+    router.on("GET", "/feed", async (_req, res, url) => {
       const current = feed.current();
       const since = url.searchParams.get("since");
       if (since === null) return sendFeed(res, current.envelope, current.sequence, "snapshot");
@@ -42,7 +42,7 @@ export function mountFeed(feed: FeedService): (router: Router) => void {
         res.end();
         return;
       }
-      const delta = feed.deltaSince(Number(since));
+      const delta = await feed.deltaSince(Number(since));
       if (delta) sendFeed(res, delta, current.sequence, "delta");
       else sendFeed(res, current.envelope, current.sequence, "snapshot");
     });

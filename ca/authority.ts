@@ -1,5 +1,3 @@
-import type { KeyObject } from "node:crypto";
-import { join } from "node:path";
 import { isStintError, StintError } from "../common/errors";
 import type { Logger } from "../common/logger";
 import type { Registry } from "../common/metrics";
@@ -8,7 +6,8 @@ import { toPem } from "../formats/pem";
 import { serialHex } from "../formats/serial";
 import { CrlPublisher, CrlSigner, type CurrentCrl, crlUrl, decodeStoredCrl, rootCrlKey } from "./crl";
 import { LeafEngine } from "./engine";
-import { loadPrivateKey } from "./keys";
+import type { CaKey } from "./key-backend";
+import { CaKeyStore, type OpenedCaKey } from "./key-store";
 import {
   type ApprovedLeaf,
   checkKeyType,
@@ -38,6 +37,8 @@ export interface AuthorityOptions {
   policy: IssuancePolicy;
   /** null in --insecure-no-passphrase development mode. */
   passphrase: string | null;
+  /** Where the issuers' keys are opened (keys.backend, a token); absent: key files under dataDir, with `passphrase`. */
+  keys?: CaKeyStore;
   metrics?: Registry;
   /** Sequence numbers reserved per store round trip; a crash wastes at most this many. */
   sequenceBlock?: number;
@@ -95,11 +96,11 @@ export interface ServerCertificateRequest {
 /** An intermediate whose key is loaded: the active one signs leaves; every one signs its own CRL. */
 interface KeyedIssuer {
   record: IssuerRecord;
-  engine: LeafEngine;
+  engine: LeafEngine<CaKey>;
   sequences: SequenceAllocator;
-  crlSigner: CrlSigner;
+  crlSigner: CrlSigner<CaKey>;
   /** Signs the revocation feed (like CRLs: the intermediate has cRLSign); never leaves this class. */
-  key: KeyObject;
+  key: CaKey;
   encrypted: boolean;
 }
 
@@ -233,9 +234,10 @@ export class Authority {
         `the key of active intermediate ${record.id} is not on this host`,
       );
     }
-    let loaded: { key: KeyObject; encrypted: boolean };
+    let loaded: OpenedCaKey;
     try {
-      loaded = await loadPrivateKey(join(this.opts.dataDir, record.keyPath), this.opts.passphrase);
+      const keys = this.opts.keys ?? CaKeyStore.files(this.opts.dataDir, this.opts.passphrase);
+      loaded = await keys.open(record.keyPath);
     } catch (err) {
       if (required) throw err;
       return null;
@@ -344,8 +346,8 @@ export class Authority {
     return this.crls.current(issuerId) ?? this.rootCrls.get(issuerId) ?? null;
   }
 
-  /** The signed envelope of a revocation feed body (docs/feed.md), by the active intermediate. */
-  signFeed(body: Buffer): Buffer {
+  /** The signed envelope of a revocation feed body (docs/feed.md), by the active intermediate; a token answers later. */
+  signFeed(body: Buffer): Buffer | Promise<Buffer> {
     return signFeed(body, this.active.issuer.key, this.active.chainTail);
   }
 
@@ -475,7 +477,10 @@ export class Authority {
     // Held for the whole issuance: a rotation landing meanwhile must not mix two issuers' numbers.
     const active = this.active;
     const sequence = await active.issuer.sequences.take();
-    const { der, serial } = active.issuer.engine.issue({ ...leaf, sequence });
+    // A file key signs at once (no promise turn); a token's failure (ERR_KEY_UNAVAILABLE) fails this
+    // request before anything is recorded, and its sequence number stays spent, never reused.
+    const signed = active.issuer.engine.issue({ ...leaf, sequence });
+    const { der, serial } = signed instanceof Promise ? await signed : signed;
     const record: CertificateRecord = {
       serial: serialHex(serial),
       issuerId: active.issuer.record.id,

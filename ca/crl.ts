@@ -1,14 +1,22 @@
-import { type KeyObject, sign } from "node:crypto";
+import type { KeyObject } from "node:crypto";
 import type { Logger } from "../common/logger";
 import * as der from "../formats/der";
 import { certificateParts, extension, signatureScheme } from "./engine";
+import {
+  asCaKey,
+  type CaKey,
+  type SignatureHash,
+  type Signed,
+  type SigningKey,
+  signatureHashFor,
+} from "./key-backend";
 import { keyIdentifier } from "./spki";
 import type { RevokedCertificate } from "./store";
 
 /**
  * Certificate revocation lists (RFC 5280 section 5, v2), one per issuer whose
- * key the authority holds, encoded with formats/der.ts and signed with
- * node:crypto like the leaves.
+ * key the authority holds, encoded with formats/der.ts and signed by
+ * the issuer's CaKey like the leaves (node:crypto for a file key, C_Sign in a token).
  *
  * Which certificates are listed: only revoked ones that have not expired, and
  * each stays for one CRL validity period past its notAfter, so it appears on at
@@ -114,17 +122,19 @@ function integer(n: number): Buffer {
 }
 
 /** Encodes and signs one issuer's CRLs; the parts every CRL repeats are encoded once. */
-export class CrlSigner {
-  private readonly hash: string | null;
+export class CrlSigner<K extends SigningKey = KeyObject> {
+  private readonly key: CaKey;
+  private readonly hash: SignatureHash;
   private readonly algorithm: Buffer;
   /** version v2, signature algorithm, issuer: the issuer certificate's subject bytes exactly, so names match. */
   private readonly head: Buffer;
   private readonly aki: Buffer;
 
-  constructor(private readonly issuer: { certDer: Buffer; privateKey: KeyObject }) {
-    const scheme = signatureScheme(issuer.privateKey);
+  constructor(issuer: { certDer: Buffer; privateKey: K }) {
+    this.key = asCaKey(issuer.privateKey);
+    const scheme = signatureScheme(this.key.publicKey);
     const parts = certificateParts(issuer.certDer);
-    this.hash = scheme.hash;
+    this.hash = signatureHashFor(this.key.algorithm);
     this.algorithm = scheme.algorithmIdentifier;
     this.head = Buffer.concat([der.smallInteger(1), scheme.algorithmIdentifier, parts.subject]);
     // The same key identifier the engine puts in the leaves' AKI, so verifiers pair CRL and leaf.
@@ -132,7 +142,8 @@ export class CrlSigner {
     this.aki = extension(OID.authorityKeyId, false, der.sequence(der.tlv(der.contextTag(0, false), ski)));
   }
 
-  sign(c: CrlContents): Buffer {
+  /** The signed CRL: at once for a file key, as a promise when a token signs. */
+  sign(c: CrlContents): Signed<K, Buffer> {
     if (!(c.nextUpdate.getTime() > c.thisUpdate.getTime())) {
       throw new RangeError("CRL nextUpdate must be after thisUpdate");
     }
@@ -154,8 +165,9 @@ export class CrlSigner {
       ...(entries.length === 0 ? [] : [der.sequence(...entries)]),
       der.explicit(0, der.sequence(this.aki, extension(OID.crlNumber, false, integer(c.number)))),
     );
-    const signature = sign(this.hash, tbs, this.issuer.privateKey);
-    return der.sequence(tbs, this.algorithm, der.bitString(signature));
+    const signature = this.key.sign(this.hash, tbs);
+    const crl = (s: Buffer) => der.sequence(tbs, this.algorithm, der.bitString(s));
+    return (signature instanceof Promise ? signature.then(crl) : crl(signature)) as Signed<K, Buffer>;
   }
 }
 
@@ -182,7 +194,7 @@ export interface CrlPublisherOptions {
 }
 
 interface IssuerCrl {
-  signer: CrlSigner;
+  signer: CrlSigner<SigningKey>;
   current: CurrentCrl | null;
   /** The last refresh in line (settled, never rejecting): refreshes of one issuer run one at a time. */
   tail: Promise<unknown>;
@@ -210,7 +222,7 @@ export class CrlPublisher {
     this.now = opts.now ?? (() => new Date());
   }
 
-  add(issuerId: string, signer: CrlSigner): void {
+  add(issuerId: string, signer: CrlSigner<SigningKey>): void {
     this.issuers.set(issuerId, { signer, current: null, tail: Promise.resolve(), queued: null, timer: null });
   }
 
@@ -264,7 +276,7 @@ export class CrlPublisher {
       const revoked = await store.listRevoked(issuerId, new Date(now - validityMs));
       // Reserved durably before signing, so a number is never used twice, across restarts and replicas.
       const number = await store.incrementMeta(crlNumberKey(issuerId));
-      const signed = s.signer.sign({ number, thisUpdate, nextUpdate, revoked });
+      const signed = await s.signer.sign({ number, thisUpdate, nextUpdate, revoked });
       s.current = { der: signed, number, thisUpdate, nextUpdate };
       this.log?.debug("CRL signed", { issuer: issuerId, number, entries: revoked.length });
       this.schedule(issuerId, s, validityMs / 2);

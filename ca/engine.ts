@@ -1,25 +1,35 @@
-import { type KeyObject, randomFillSync, sign } from "node:crypto";
+import { type KeyObject, randomFillSync } from "node:crypto";
 import { isIP } from "node:net";
 import { StintError } from "../common/errors";
 import * as der from "../formats/der";
 import { encodeSerial } from "../formats/serial";
+import {
+  asCaKey,
+  type CaKey,
+  type SignatureHash,
+  type Signed,
+  type SigningKey,
+  signatureHashFor,
+} from "./key-backend";
 import { type KeyAlgorithm, keyIdentifier } from "./spki";
 
 /**
  * The leaf issuance engine. Everything that is the same for every leaf of an
  * issuer (version, signature algorithm, issuer name, subject, constant
  * extensions) is encoded once; per certificate only serial, validity, public
- * key, SKI and SANs are encoded, then Node's native crypto signs. This keeps
- * the cost near the signature itself (tens of microseconds for P-256), where a
- * general ASN.1 object model costs about a millisecond.
+ * key, SKI and SANs are encoded, then the issuer's CaKey signs: Node's native
+ * crypto for a file key, synchronously, which keeps the cost near the
+ * signature itself (tens of microseconds for P-256, where a general ASN.1
+ * object model costs about a millisecond); a token answers with a promise.
  *
  * The engine checks nothing about policy: the authority decides what may be
  * issued and hands the engine a request it has already approved.
  */
 
-export interface EngineIssuer {
+export interface EngineIssuer<K extends SigningKey = KeyObject> {
   certDer: Buffer;
-  privateKey: KeyObject;
+  /** The issuer's key: a CaKey, or a private KeyObject taken as a file key (then issue() answers at once). */
+  privateKey: K;
   /** Organization put in every leaf's subject (the trust domain). */
   organization: string;
   /** URL of this issuer's CRL (ca/crl.ts crlUrl), put in every leaf as its CRL distribution point; null leaves it out. */
@@ -115,7 +125,9 @@ export function certificateParts(certDer: Buffer): { subject: Buffer; spki: Buff
   return { subject: der.whole(certDer, f[5]), spki: der.whole(certDer, f[6]) };
 }
 
-export class LeafEngine {
+export class LeafEngine<K extends SigningKey = KeyObject> {
+  private readonly key: CaKey;
+  private readonly hash: SignatureHash;
   private readonly scheme: SignatureScheme;
   /** version + (serial goes here) */
   private readonly versionField = der.explicit(0, der.smallInteger(2));
@@ -132,8 +144,10 @@ export class LeafEngine {
   private readonly random = Buffer.allocUnsafe(8 * 1024);
   private randomOffset = this.random.length;
 
-  constructor(private readonly issuer: EngineIssuer) {
-    this.scheme = signatureScheme(issuer.privateKey);
+  constructor(issuer: EngineIssuer<K>) {
+    this.key = asCaKey(issuer.privateKey);
+    this.hash = signatureHashFor(this.key.algorithm);
+    this.scheme = signatureScheme(this.key.publicKey);
     const parts = certificateParts(issuer.certDer);
     this.algAndIssuer = Buffer.concat([this.scheme.algorithmIdentifier, parts.subject]);
     this.subject = der.sequence(
@@ -166,7 +180,8 @@ export class LeafEngine {
     this.fixedExtensions = { ec: fixed(kuEc), rsa: fixed(kuRsa) };
   }
 
-  issue(spec: LeafSpec): IssuedLeaf {
+  /** The signed leaf: at once for a file key, as a promise when a token signs. */
+  issue(spec: LeafSpec): Signed<K, IssuedLeaf> {
     const serial = encodeSerial(this.nextRandom(), spec.sequence);
     const ski = keyIdentifier(spec.spki);
     const names = generalNames(spec);
@@ -213,7 +228,17 @@ export class LeafEngine {
       .bytes(names)
       .done();
 
-    const signature = sign(this.scheme.hash, tbs, this.issuer.privateKey);
+    const signature = this.key.sign(this.hash, tbs);
+    // No promise turn for a file key's Buffer: this is the issuance hot path.
+    const leaf =
+      signature instanceof Promise
+        ? signature.then((s) => this.certificate(tbs, s, serial))
+        : this.certificate(tbs, signature, serial);
+    return leaf as Signed<K, IssuedLeaf>;
+  }
+
+  /** The Certificate around a signed TBSCertificate. */
+  private certificate(tbs: Buffer, signature: Buffer, serial: Buffer): IssuedLeaf {
     const sigBits = signature.length + 1;
     const certBody = tbs.length + this.scheme.algorithmIdentifier.length + der.headerSize(sigBits) + sigBits;
     const certDer = new der.DerWriter(der.headerSize(certBody) + certBody)

@@ -27,8 +27,8 @@ export interface FeedStore {
 
 /** Signs feed bodies with an issuer the verifiers trust; the Authority implements it, so the key stays there. */
 export interface FeedSigner {
-  /** The signed envelope (formats/feed.ts signFeed) of `body`. */
-  signFeed(body: Buffer): Buffer;
+  /** The signed envelope (formats/feed.ts signFeed) of `body`; a key in a token answers asynchronously. */
+  signFeed(body: Buffer): Buffer | Promise<Buffer>;
   /** Every issuer with its state: retired and tainted ones are listed so verifiers refuse feeds their keys sign. */
   allIssuers(): readonly IssuerRecord[];
 }
@@ -110,8 +110,12 @@ export class FeedService {
     return last;
   }
 
-  /** The signed delta from `since` to the current sequence, or null when a snapshot is smaller or `since` is unknown. */
-  deltaSince(since: number): Buffer | null {
+  /**
+   * The signed delta from `since` to the current sequence, or null when a
+   * snapshot is smaller, `since` is unknown, or the delta could not be signed
+   * (a token away): the snapshot serves then.
+   */
+  async deltaSince(since: number): Promise<Buffer | null> {
     const current = this.current();
     if (since === current.sequence) return null;
     const from = this.history.find((p) => p.sequence === since);
@@ -121,7 +125,14 @@ export class FeedService {
     if (!envelope) {
       const delta: FeedDelta = diffFeeds(from.snapshot, current.snapshot);
       const body = encodeFeed(delta);
-      envelope = this.opts.signer.signFeed(body);
+      try {
+        envelope = await this.opts.signer.signFeed(body);
+      } catch (err) {
+        this.opts.log.warn("revocation feed delta not signed; serving the snapshot", { error: err });
+        return null;
+      }
+      // A rebuild while the token signed made this delta stale: serve the new snapshot instead.
+      if (current !== this.current()) return null;
       this.deltas.set(key, envelope);
     }
     return envelope.length < current.envelope.length ? envelope : null;
@@ -186,7 +197,7 @@ export class FeedService {
       retiredIssuers: retiredSigners(signer.allIssuers(), revokedIssuers, now),
     };
     const body = encodeFeed(snapshot);
-    const published: Published = { sequence, snapshot, envelope: signer.signFeed(body) };
+    const published: Published = { sequence, snapshot, envelope: await signer.signFeed(body) };
     this.history.push(published);
     if (this.history.length > HISTORY) this.history.shift();
     this.deltas.clear();

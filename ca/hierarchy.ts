@@ -1,8 +1,8 @@
-import type { KeyObject } from "node:crypto";
+import { type KeyObject, randomBytes } from "node:crypto";
 import { readdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { StintError } from "../common/errors";
-import { ensureDir, fileError, writeFileAtomic, writeSecretFile } from "../common/files";
+import { ensureDir, fileError, writeFileAtomic } from "../common/files";
 import { toPem } from "../formats/pem";
 import {
   CrlSigner,
@@ -14,13 +14,13 @@ import {
   type PublicationUrls,
   rootCrlKey,
 } from "./crl";
+import type { CaKey, SigningKey } from "./key-backend";
+import { CaKeyStore } from "./key-store";
 import {
   encryptPrivateKeyPem,
   fingerprintSha256,
-  generateKeyPair,
   issuerIdFromSki,
   type KeyAlgorithm,
-  type KeyPair,
   plainPrivateKeyPem,
   subjectKeyIdentifier,
 } from "./keys";
@@ -59,6 +59,8 @@ export interface InitHierarchyOptions {
   permittedDnsSuffixes?: readonly string[];
   /** Where the intermediate points for its root's CRL and certificate; none leaves both out. */
   publication?: PublicationUrls;
+  /** Where the keys are made (keys.backend); absent: key files under dataDir, with `passphrase`. */
+  keys?: CaKeyStore;
 }
 
 export interface InitHierarchyResult {
@@ -123,7 +125,11 @@ export function issuerRecord(
 }
 
 /** The PEM a CA key is written as: encrypted, unless passphrase is null (development mode). */
-export async function keyPem(keys: KeyPair, passphrase: string | null): Promise<string> {
+export async function keyPem(
+  keys: { privateKey: KeyObject | null },
+  passphrase: string | null,
+): Promise<string> {
+  if (!keys.privateKey) throw new StintError("ERR_CONFIG", "a key kept in a token has no PEM to write");
   return passphrase === null
     ? plainPrivateKeyPem(keys.privateKey)
     : encryptPrivateKeyPem(keys.privateKey, passphrase);
@@ -154,8 +160,10 @@ export async function initHierarchy(opts: InitHierarchyOptions): Promise<InitHie
     );
   }
 
-  // Build everything in memory first, so a bad parameter fails before anything is written.
-  const { record: root, keys: rootKeys } = await buildRoot({
+  // Build everything in memory first (a token stores its keys as it makes them), so a bad parameter fails before anything is written.
+  const keys = opts.keys ?? CaKeyStore.files(opts.dataDir, opts.passphrase);
+  const { record: root, keys: rootKey } = await buildRoot({
+    keyStore: keys,
     trustDomain: opts.trustDomain,
     keyAlgorithm: opts.keyAlgorithm,
     now: opts.now,
@@ -163,9 +171,10 @@ export async function initHierarchy(opts: InitHierarchyOptions): Promise<InitHie
     keyPath: () => ROOT_KEY_FILE,
     publication: opts.publication,
   });
-  const { record: intermediate, keys: intKeys } = await buildIntermediate({
+  const { record: intermediate, keys: intKey } = await buildIntermediate({
+    keyStore: keys,
     root,
-    rootKey: rootKeys.privateKey,
+    rootKey,
     trustDomain: opts.trustDomain,
     keyAlgorithm: opts.keyAlgorithm,
     now: opts.now,
@@ -175,23 +184,25 @@ export async function initHierarchy(opts: InitHierarchyOptions): Promise<InitHie
   });
   const rootDer = root.certDer;
   const intDer = intermediate.certDer;
-  const rootKeyPem = await keyPem(rootKeys, opts.passphrase);
-  const intKeyPem = await keyPem(intKeys, opts.passphrase);
 
   // Keys go to disk before the store records point at them; on failure, undo our own files only.
   const written: string[] = [];
-  const write = async (rel: string, data: string, secret: boolean) => {
+  const write = async (rel: string, data: string) => {
     const path = join(opts.dataDir, rel);
-    await (secret ? writeSecretFile(path, data) : writeFileAtomic(path, data, 0o644, { overwrite: false }));
+    await writeFileAtomic(path, data, 0o644, { overwrite: false });
     written.push(path);
+  };
+  const saveKey = async (key: CaKey, ref: string) => {
+    const saved = await keys.save(key, ref);
+    if (saved.written) written.push(saved.written);
   };
   let recorded = false;
   try {
     await ensureDir(join(opts.dataDir, KEYS_DIR), 0o700);
-    await write(ROOT_KEY_FILE, rootKeyPem, true);
-    await write(intermediate.keyPath!, intKeyPem, true);
-    await write(ROOT_CERT_FILE, toPem("CERTIFICATE", rootDer), false);
-    await write(INTERMEDIATE_CERT_FILE, toPem("CERTIFICATE", intDer), false);
+    await saveKey(rootKey, root.keyPath!);
+    await saveKey(intKey, intermediate.keyPath!);
+    await write(ROOT_CERT_FILE, toPem("CERTIFICATE", rootDer));
+    await write(INTERMEDIATE_CERT_FILE, toPem("CERTIFICATE", intDer));
     const audit = (r: IssuerRecord) => ({
       at: opts.now,
       actor: "cli",
@@ -203,14 +214,15 @@ export async function initHierarchy(opts: InitHierarchyOptions): Promise<InitHie
         keyAlgorithm: opts.keyAlgorithm,
         notAfter: r.notAfter.toISOString(),
         fingerprint: fingerprintSha256(r.certDer),
-        keyEncrypted: opts.passphrase !== null,
+        keyEncrypted: opts.passphrase !== null || keys.backend !== "file",
+        keyBackend: keys.backend,
       },
     });
     await opts.store.putIssuer(root, audit(root));
     recorded = true;
     await opts.store.putIssuer(intermediate, audit(intermediate));
     // The root's own CRL, while its key is at hand: empty, valid as long as the root (see ca/crl.ts rootCrlKey).
-    await signRootCrl(opts.store, root, rootKeys.privateKey, [], opts.now);
+    await signRootCrl(opts.store, root, rootKey, [], opts.now);
   } catch (err) {
     if (!recorded) await Promise.all(written.map((p) => unlink(p).catch(() => undefined)));
     throw err;
@@ -218,30 +230,45 @@ export async function initHierarchy(opts: InitHierarchyOptions): Promise<InitHie
   return { root, intermediate, rootFingerprint: fingerprintSha256(rootDer) };
 }
 
-/** A CA certificate made in memory, not yet written or recorded. */
+/**
+ * A CA certificate made in memory, not yet written or recorded; its
+ * record's keyPath says where the key goes (CaKeyStore.save) or is (a token).
+ */
 export interface NewIssuer {
   record: IssuerRecord;
-  keys: KeyPair;
+  /** Both halves of the new key: privateKey is null for a key made in a token. */
+  keys: CaKey;
 }
+
+/** Makes file keys in memory only (generate needs neither a data directory nor a passphrase). */
+const MEMORY = CaKeyStore.files("", null);
+
+/** A token key's label: its issuer id is known only once the key exists, so a random tag tells keys apart. */
+const tokenLabel = (kind: IssuerRecord["kind"]) => `stint-${kind}-${randomBytes(4).toString("hex")}`;
+
+/** The recorded reference of a new key: the token's URI, or its file under the data directory. */
+const keyRef = (key: CaKey, fileRef: string) => (key.backend === "file" ? fileRef : key.ref);
 
 /**
  * A new self-signed root, state "active" (root rotation records it as
  * "prepared"). It names its own CRL where `publication` says CRLs are served.
  */
 export async function buildRoot(p: {
+  /** Where the key is made; absent: in memory, as a file key for the caller to write. */
+  keyStore?: CaKeyStore;
   trustDomain: string;
   keyAlgorithm: KeyAlgorithm;
   now: Date;
   ttlDays: number;
-  /** Where its key file goes, relative to the data directory. */
+  /** Where its key file goes, relative to the data directory (file keys). */
   keyPath: (id: string) => string;
   publication?: PublicationUrls;
 }): Promise<NewIssuer> {
   checkTtl("rootTtlDays", p.ttlDays);
-  const keys = await generateKeyPair(p.keyAlgorithm);
-  const id = issuerIdFromSki(subjectKeyIdentifier(keys.publicKey));
+  const key = await (p.keyStore ?? MEMORY).generate(p.keyAlgorithm, tokenLabel("root"));
+  const id = issuerIdFromSki(subjectKeyIdentifier(key.publicKey));
   const certDer = await createRootCertificate({
-    keys,
+    keys: key,
     commonName: `Stint Root CA ${id}`,
     trustDomain: p.trustDomain,
     notBefore: new Date(p.now.getTime() - BACKDATE_MS),
@@ -249,7 +276,7 @@ export async function buildRoot(p: {
     serial: randomSerial(),
     crlUrl: p.publication?.crlBaseUrl ? crlUrl(p.publication.crlBaseUrl, id) : null,
   });
-  return { record: issuerRecord("root", id, null, certDer, p.keyPath(id), p.now), keys };
+  return { record: issuerRecord("root", id, null, certDer, keyRef(key, p.keyPath(id)), p.now), keys: key };
 }
 
 /**
@@ -258,8 +285,10 @@ export async function buildRoot(p: {
  * the root's CRL (and certificate) where `publication` says they are served.
  */
 export async function buildIntermediate(p: {
+  /** Where the key is made; absent: in memory, as a file key for the caller to write. */
+  keyStore?: CaKeyStore;
   root: IssuerRecord;
-  rootKey: KeyObject;
+  rootKey: SigningKey;
   trustDomain: string;
   keyAlgorithm: KeyAlgorithm;
   now: Date;
@@ -268,11 +297,11 @@ export async function buildIntermediate(p: {
   publication?: PublicationUrls;
 }): Promise<NewIssuer> {
   checkTtl("intermediateTtlDays", p.ttlDays);
-  const keys = await generateKeyPair(p.keyAlgorithm);
-  const id = issuerIdFromSki(subjectKeyIdentifier(keys.publicKey));
+  const key = await (p.keyStore ?? MEMORY).generate(p.keyAlgorithm, tokenLabel("intermediate"));
+  const id = issuerIdFromSki(subjectKeyIdentifier(key.publicKey));
   const certDer = await createIntermediateCertificate({
     issuer: { certDer: p.root.certDer, privateKey: p.rootKey },
-    subjectPublicKey: keys.publicKey,
+    subjectPublicKey: key.publicKey,
     commonName: intermediateCommonName(id),
     trustDomain: p.trustDomain,
     ...intermediateValidity(p.root, p.now, p.ttlDays),
@@ -281,8 +310,8 @@ export async function buildIntermediate(p: {
     permittedDnsSuffixes: p.permittedDnsSuffixes,
     ...intermediateLinks(p.publication ?? NO_PUBLICATION, p.root.id),
   });
-  const record = issuerRecord("intermediate", id, p.root.id, certDer, intermediateKeyPath(id), p.now);
-  return { record, keys };
+  const ref = keyRef(key, intermediateKeyPath(id));
+  return { record: issuerRecord("intermediate", id, p.root.id, certDer, ref, p.now), keys: key };
 }
 
 /** The subject common name of the intermediate whose issuer id is `id`. */
@@ -317,7 +346,7 @@ export interface RevokedIntermediate {
 export async function signRootCrl(
   store: Store,
   root: IssuerRecord,
-  rootKey: KeyObject,
+  rootKey: SigningKey,
   revoked: readonly RevokedIntermediate[],
   now: Date,
 ): Promise<void> {
@@ -326,7 +355,7 @@ export async function signRootCrl(
     thisUpdate: new Date(now.getTime() - BACKDATE_MS),
     nextUpdate: root.notAfter,
   };
-  const der = new CrlSigner({ certDer: root.certDer, privateKey: rootKey }).sign({
+  const der = await new CrlSigner({ certDer: root.certDer, privateKey: rootKey }).sign({
     ...crl,
     revoked: revoked.map((r) => ({
       serial: describeCertificate(r.certDer).serialHex,

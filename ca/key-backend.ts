@@ -1,5 +1,5 @@
-import type { KeyObject } from "node:crypto";
-import type { KeyAlgorithm } from "./keys";
+import { createPublicKey, type KeyObject, sign } from "node:crypto";
+import { type KeyAlgorithm, keyAlgorithmOf } from "./keys";
 
 /**
  * Where a CA key lives and how it signs. Every CA signature (leaves, CA
@@ -45,4 +45,56 @@ export interface CaKey {
 /** Signs and always answers a promise: for callers that are async anyway. */
 export async function signWith(key: CaKey, hash: SignatureHash, data: Buffer): Promise<Buffer> {
   return key.sign(hash, data);
+}
+
+/**
+ * What the signing code takes: a CaKey, or a bare private KeyObject (tests,
+ * benchmarks, `stint root sign` on an offline host), taken as a file key.
+ */
+export type SigningKey = CaKey | KeyObject;
+
+/**
+ * What signing with K answers: a bare KeyObject signs at once; a CaKey may
+ * answer later (a token), so its callers handle both without a promise turn
+ * for file keys.
+ */
+export type Signed<K extends SigningKey, T> = K extends KeyObject ? T : T | Promise<T>;
+
+export function isCaKey(key: SigningKey): key is CaKey {
+  return typeof (key as CaKey).sign === "function" && typeof (key as CaKey).backend === "string";
+}
+
+/** A file key (ca/keys.ts loadPrivateKey or generateKeyPair) as a CaKey: node:crypto signs, synchronously. */
+export function fileKey(privateKey: KeyObject, ref = ""): CaKey {
+  const algorithm = keyAlgorithmOf(privateKey);
+  // Ed25519 hashes inside the signature scheme: node:crypto takes no digest name for it.
+  const digest = algorithm === "ed25519" ? () => null : (hash: SignatureHash) => hash;
+  return {
+    backend: "file",
+    ref,
+    algorithm,
+    publicKey: createPublicKey(privateKey),
+    privateKey,
+    sign: (hash, data) => sign(digest(hash), data, privateKey),
+  };
+}
+
+/** The CaKey for either form SigningKey allows. */
+export function asCaKey(key: SigningKey): CaKey {
+  return isCaKey(key) ? key : fileKey(key);
+}
+
+/**
+ * The digest X.509 pairs with each key algorithm (ECDSA with its curve's
+ * size, RSA with SHA-256); Ed25519 has none of its own and is given SHA-512,
+ * which a backend ignores for it.
+ */
+export function signatureHashFor(algorithm: KeyAlgorithm): SignatureHash {
+  if (algorithm === "ec-p384") return "sha384";
+  return algorithm === "ed25519" ? "sha512" : "sha256";
+}
+
+/** Bytes of each half of an r||s ECDSA signature for the key, or null for other algorithms. */
+export function ecdsaHalfSize(algorithm: KeyAlgorithm): number | null {
+  return algorithm === "ec-p256" ? 32 : algorithm === "ec-p384" ? 48 : null;
 }

@@ -2,7 +2,7 @@ import { createPublicKey, type KeyObject, X509Certificate } from "node:crypto";
 import { access } from "node:fs/promises";
 import { join } from "node:path";
 import { StintError } from "../common/errors";
-import { writeFileAtomic, writeSecretFile } from "../common/files";
+import { writeFileAtomic } from "../common/files";
 import { toPem } from "../formats/pem";
 import type { PublicationUrls } from "./crl";
 import {
@@ -12,12 +12,13 @@ import {
   intermediateKeyPath,
   issuerRecord,
   KEYS_DIR,
-  keyPem,
   type NewIssuer,
   type RevokedIntermediate,
   signRootCrl,
 } from "./hierarchy";
 import { advanceJwtKeys } from "./jwt-keys";
+import type { CaKey } from "./key-backend";
+import { CaKeyStore } from "./key-store";
 import {
   fingerprintSha256,
   issuerIdFromSki,
@@ -98,6 +99,13 @@ export interface RotationContext {
   now: Date;
   /** Where new intermediates point for their root's CRL and certificate; absent leaves both out. */
   publication?: PublicationUrls;
+  /** Where CA keys are made and opened (keys.backend); absent: key files under dataDir, with `passphrase`. */
+  keys?: CaKeyStore;
+}
+
+/** The context's key store: key files with its passphrase unless one was given. */
+export function keyStoreOf(ctx: RotationContext): CaKeyStore {
+  return ctx.keys ?? CaKeyStore.files(ctx.dataDir, ctx.passphrase);
 }
 
 /** The intermediate new certificates come from: the newest active one. */
@@ -118,15 +126,9 @@ function findIssuer(issuers: readonly IssuerRecord[], id: string): IssuerRecord 
   return found;
 }
 
-/** Whether an issuer's key file is in the data directory (an offline root's is not). */
+/** Whether an issuer's key is here: its file in the data directory, or in the configured token (an offline root's is neither). */
 async function keyIsHere(ctx: RotationContext, issuer: IssuerRecord): Promise<boolean> {
-  if (!issuer.keyPath) return false;
-  try {
-    await access(join(ctx.dataDir, issuer.keyPath));
-    return true;
-  } catch {
-    return false;
-  }
+  return keyStoreOf(ctx).has(issuer.keyPath);
 }
 
 /** Refuses when a step needs an issuer's key and it is not in the data directory. */
@@ -140,9 +142,9 @@ export async function requireKeyHere(ctx: RotationContext, issuer: IssuerRecord)
   return issuer.keyPath;
 }
 
-async function issuerKey(ctx: RotationContext, issuer: IssuerRecord): Promise<KeyObject> {
+async function issuerKey(ctx: RotationContext, issuer: IssuerRecord): Promise<CaKey> {
   const keyPath = await requireKeyHere(ctx, issuer);
-  return (await loadPrivateKey(join(ctx.dataDir, keyPath), ctx.passphrase)).key;
+  return (await keyStoreOf(ctx).open(keyPath)).key;
 }
 
 function event(
@@ -158,8 +160,9 @@ async function bump(store: Store, ...keys: string[]): Promise<void> {
   for (const key of keys) await store.incrementMeta(key);
 }
 
+/** Writes a new key file (0600, encrypted); a token key is stored already. */
 async function writeNewKey(ctx: RotationContext, issuer: NewIssuer): Promise<void> {
-  await writeSecretFile(join(ctx.dataDir, issuer.record.keyPath!), await keyPem(issuer.keys, ctx.passphrase));
+  await keyStoreOf(ctx).save(issuer.keys, issuer.record.keyPath!);
 }
 
 export interface RotateResult {
@@ -186,6 +189,7 @@ export async function rotateIntermediate(
   } else {
     const root = signingRoot(issuers, current);
     const made = await buildIntermediate({
+      keyStore: keyStoreOf(ctx),
       root,
       rootKey: await issuerKey(ctx, root),
       trustDomain: ctx.trustDomain,
@@ -455,6 +459,7 @@ export async function prepareRoot(ctx: RotationContext, opts: { ttlDays: number 
     );
   }
   const made = await buildRoot({
+    keyStore: keyStoreOf(ctx),
     trustDomain: ctx.trustDomain,
     keyAlgorithm: ctx.keyAlgorithm,
     now: ctx.now,
@@ -474,7 +479,7 @@ export async function prepareRoot(ctx: RotationContext, opts: { ttlDays: number 
       fingerprint: fingerprintSha256(record.certDer),
     }),
   );
-  await signRootCrl(ctx.store, record, made.keys.privateKey, [], ctx.now);
+  await signRootCrl(ctx.store, record, made.keys, [], ctx.now);
   await bump(ctx.store, BUNDLE_SEQUENCE, ISSUERS_GENERATION);
   return record;
 }
@@ -510,6 +515,7 @@ export async function activateRoot(
     serial: randomSerial(),
   });
   const made = await buildIntermediate({
+    keyStore: keyStoreOf(ctx),
     root: next,
     rootKey: nextKey,
     trustDomain: ctx.trustDomain,

@@ -5,8 +5,10 @@ import { isIP } from "node:net";
 import * as x509 from "@peculiar/x509";
 import { StintError } from "../common/errors";
 import * as der from "../formats/der";
+import { ecdsaDerToP1363 } from "../formats/ecdsa-signature";
 import { trustDomainProblem } from "../formats/spiffe";
 import { crlDistributionPointsValue } from "./engine";
+import { asCaKey, type CaKey, ecdsaHalfSize, type SigningKey, signatureHashFor } from "./key-backend";
 import { fingerprintSha256, keyAlgorithmOf, subjectKeyIdentifier } from "./keys";
 import type { KeyAlgorithm } from "./spki";
 
@@ -77,17 +79,50 @@ function serialHex(serial: Uint8Array): string {
   return bytes.toString("hex");
 }
 
-async function signingKey(
-  privateKey: KeyObject,
-): Promise<{ key: webcrypto.CryptoKey; algorithm: Algorithm | EcdsaParams }> {
-  const params = SIGNING[keyAlgorithmOf(privateKey)];
-  const pkcs8 = privateKey.export({ type: "pkcs8", format: "der" });
-  try {
-    const key = await webcrypto.subtle.importKey("pkcs8", pkcs8, params.importParams, false, ["sign"]);
-    return { key, algorithm: params.signingAlgorithm };
-  } finally {
-    pkcs8.fill(0);
-  }
+type CryptoProvider = Parameters<typeof x509.X509CertificateGenerator.create>[1];
+
+interface X509Signer {
+  /** Stands in for a CryptoKey: the library reads its algorithm and hands it back to crypto.subtle.sign. */
+  key: webcrypto.CryptoKey;
+  algorithm: Algorithm | EcdsaParams;
+  /** Node's webcrypto, except that signing with `key` goes to the CaKey. */
+  crypto: CryptoProvider;
+}
+
+/**
+ * Lets @peculiar/x509 sign through a CaKey, so a token key (which cannot be
+ * imported into webcrypto) signs CA certificates and requests like a file
+ * key, and a file key's private bytes are never exported for it. The library
+ * wants WebCrypto's r||s for ECDSA and re-encodes it as DER.
+ */
+function x509Signer(signer: SigningKey): X509Signer {
+  const caKey = asCaKey(signer);
+  const params = SIGNING[caKey.algorithm];
+  const hash = signatureHashFor(caKey.algorithm);
+  const half = ecdsaHalfSize(caKey.algorithm);
+  const key = {
+    type: "private",
+    extractable: false,
+    algorithm: params.importParams,
+    usages: ["sign"],
+  } as unknown as webcrypto.CryptoKey;
+  const subtle = webcrypto.subtle;
+  const crypto = {
+    getRandomValues: webcrypto.getRandomValues.bind(webcrypto),
+    subtle: {
+      digest: subtle.digest.bind(subtle),
+      exportKey: subtle.exportKey.bind(subtle),
+      importKey: subtle.importKey.bind(subtle),
+      verify: subtle.verify.bind(subtle),
+      async sign(_algorithm: Algorithm, k: webcrypto.CryptoKey, data: ArrayBuffer): Promise<ArrayBuffer> {
+        if (k !== key) throw new StintError("ERR_CONFIG", "x509: signing with a key other than the issuer's");
+        const der = await caKey.sign(hash, Buffer.from(data));
+        const raw = half ? ecdsaDerToP1363(der, half) : der;
+        return raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length) as ArrayBuffer;
+      },
+    },
+  } as unknown as CryptoProvider;
+  return { key, algorithm: params.signingAlgorithm, crypto };
 }
 
 /** Subject "CN=<commonName>, O=<trustDomain>", with the trust domain checked. */
@@ -140,10 +175,10 @@ export function caIssuersValue(url: string): Buffer {
   return der.sequence(der.sequence(der.oid(OID_CA_ISSUERS), uri));
 }
 
-export interface CaKeyPair {
-  privateKey: KeyObject;
-  publicKey: KeyObject;
-}
+/** A new CA key: a CaKey (maybe in a token), or a key pair from ca/keys.ts generateKeyPair. */
+export type CaKeyPair = CaKey | { privateKey: KeyObject; publicKey: KeyObject };
+
+const signerOf = (keys: CaKeyPair): SigningKey => ("sign" in keys ? keys : keys.privateKey);
 
 export interface RootCertificateParams {
   keys: CaKeyPair;
@@ -164,31 +199,34 @@ export interface RootCertificateParams {
 export async function createRootCertificate(p: RootCertificateParams): Promise<Buffer> {
   checkValidity(p.notBefore, p.notAfter);
   const name = caName(p.commonName, p.trustDomain);
-  const signer = await signingKey(p.keys.privateKey);
+  const signer = x509Signer(signerOf(p.keys));
   const ski = subjectKeyIdentifier(p.keys.publicKey);
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: serialHex(p.serial),
-    subject: name,
-    issuer: name,
-    notBefore: p.notBefore,
-    notAfter: p.notAfter,
-    publicKey: p.keys.publicKey.export({ type: "spki", format: "der" }),
-    signingKey: signer.key,
-    signingAlgorithm: signer.algorithm,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      new x509.SubjectKeyIdentifierExtension(ski.toString("hex"), false),
-      ...(p.crlUrl
-        ? [new x509.Extension(OID_CRL_DISTRIBUTION_POINTS, false, crlDistributionPointsValue(p.crlUrl))]
-        : []),
-    ],
-  });
+  const cert = await x509.X509CertificateGenerator.create(
+    {
+      serialNumber: serialHex(p.serial),
+      subject: name,
+      issuer: name,
+      notBefore: p.notBefore,
+      notAfter: p.notAfter,
+      publicKey: p.keys.publicKey.export({ type: "spki", format: "der" }),
+      signingKey: signer.key,
+      signingAlgorithm: signer.algorithm,
+      extensions: [
+        new x509.BasicConstraintsExtension(true, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+        new x509.SubjectKeyIdentifierExtension(ski.toString("hex"), false),
+        ...(p.crlUrl
+          ? [new x509.Extension(OID_CRL_DISTRIBUTION_POINTS, false, crlDistributionPointsValue(p.crlUrl))]
+          : []),
+      ],
+    },
+    signer.crypto,
+  );
   return Buffer.from(cert.rawData);
 }
 
 export interface IntermediateCertificateParams {
-  issuer: { certDer: Uint8Array; privateKey: KeyObject };
+  issuer: { certDer: Uint8Array; privateKey: SigningKey };
   subjectPublicKey: KeyObject;
   commonName: string;
   trustDomain: string;
@@ -217,48 +255,54 @@ export async function createIntermediateCertificate(p: IntermediateCertificatePa
   const issuerCert = new x509.X509Certificate(p.issuer.certDer);
   const issuerSki =
     issuerCert.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId ??
-    subjectKeyIdentifier(p.issuer.privateKey).toString("hex");
+    subjectKeyIdentifier(asCaKey(p.issuer.privateKey).publicKey).toString("hex");
   if (p.notBefore < issuerCert.notBefore || p.notAfter > issuerCert.notAfter) {
     throw new StintError("ERR_CONFIG", "the intermediate's validity must lie within its issuer's");
   }
-  const signer = await signingKey(p.issuer.privateKey);
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: serialHex(p.serial),
-    subject,
-    // The issuer's subject bytes as they are, so name chaining is an exact match.
-    issuer: new x509.Name(issuerCert.subjectName.toArrayBuffer()),
-    notBefore: p.notBefore,
-    notAfter: p.notAfter,
-    publicKey: p.subjectPublicKey.export({ type: "spki", format: "der" }),
-    signingKey: signer.key,
-    signingAlgorithm: signer.algorithm,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(
-        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
-        true,
-      ),
-      new x509.SubjectKeyIdentifierExtension(subjectKeyIdentifier(p.subjectPublicKey).toString("hex"), false),
-      new x509.AuthorityKeyIdentifierExtension(issuerSki, false),
-      new x509.Extension(
-        OID_NAME_CONSTRAINTS,
-        true,
-        nameConstraintsValue(p.trustDomain, p.permittedDnsSuffixes),
-      ),
-      ...(p.crlUrl
-        ? [new x509.Extension(OID_CRL_DISTRIBUTION_POINTS, false, crlDistributionPointsValue(p.crlUrl))]
-        : []),
-      ...(p.caIssuersUrl
-        ? [new x509.Extension(OID_AUTHORITY_INFO_ACCESS, false, caIssuersValue(p.caIssuersUrl))]
-        : []),
-    ],
-  });
+  const signer = x509Signer(p.issuer.privateKey);
+  const cert = await x509.X509CertificateGenerator.create(
+    {
+      serialNumber: serialHex(p.serial),
+      subject,
+      // The issuer's subject bytes as they are, so name chaining is an exact match.
+      issuer: new x509.Name(issuerCert.subjectName.toArrayBuffer()),
+      notBefore: p.notBefore,
+      notAfter: p.notAfter,
+      publicKey: p.subjectPublicKey.export({ type: "spki", format: "der" }),
+      signingKey: signer.key,
+      signingAlgorithm: signer.algorithm,
+      extensions: [
+        new x509.BasicConstraintsExtension(true, 0, true),
+        new x509.KeyUsagesExtension(
+          x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
+          true,
+        ),
+        new x509.SubjectKeyIdentifierExtension(
+          subjectKeyIdentifier(p.subjectPublicKey).toString("hex"),
+          false,
+        ),
+        new x509.AuthorityKeyIdentifierExtension(issuerSki, false),
+        new x509.Extension(
+          OID_NAME_CONSTRAINTS,
+          true,
+          nameConstraintsValue(p.trustDomain, p.permittedDnsSuffixes),
+        ),
+        ...(p.crlUrl
+          ? [new x509.Extension(OID_CRL_DISTRIBUTION_POINTS, false, crlDistributionPointsValue(p.crlUrl))]
+          : []),
+        ...(p.caIssuersUrl
+          ? [new x509.Extension(OID_AUTHORITY_INFO_ACCESS, false, caIssuersValue(p.caIssuersUrl))]
+          : []),
+      ],
+    },
+    signer.crypto,
+  );
   return Buffer.from(cert.rawData);
 }
 
 export interface CrossCertificateParams {
   /** The root that vouches (the old one in a root rotation). */
-  issuer: { certDer: Uint8Array; privateKey: KeyObject };
+  issuer: { certDer: Uint8Array; privateKey: SigningKey };
   /** The root vouched for: its subject and key are copied as they are. */
   subjectCertDer: Uint8Array;
   serial: Uint8Array;
@@ -283,23 +327,26 @@ export async function createCrossCertificate(p: CrossCertificateParams): Promise
   const issuerSki = keyId(issuerCert);
   if (!subjectSki || !issuerSki)
     throw new StintError("ERR_CONFIG", "both roots need a subject key identifier");
-  const signer = await signingKey(p.issuer.privateKey);
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: serialHex(p.serial),
-    subject: new x509.Name(subjectCert.subjectName.toArrayBuffer()),
-    issuer: new x509.Name(issuerCert.subjectName.toArrayBuffer()),
-    notBefore,
-    notAfter,
-    publicKey: subjectCert.publicKey,
-    signingKey: signer.key,
-    signingAlgorithm: signer.algorithm,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 1, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      new x509.SubjectKeyIdentifierExtension(subjectSki, false),
-      new x509.AuthorityKeyIdentifierExtension(issuerSki, false),
-    ],
-  });
+  const signer = x509Signer(p.issuer.privateKey);
+  const cert = await x509.X509CertificateGenerator.create(
+    {
+      serialNumber: serialHex(p.serial),
+      subject: new x509.Name(subjectCert.subjectName.toArrayBuffer()),
+      issuer: new x509.Name(issuerCert.subjectName.toArrayBuffer()),
+      notBefore,
+      notAfter,
+      publicKey: subjectCert.publicKey,
+      signingKey: signer.key,
+      signingAlgorithm: signer.algorithm,
+      extensions: [
+        new x509.BasicConstraintsExtension(true, 1, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+        new x509.SubjectKeyIdentifierExtension(subjectSki, false),
+        new x509.AuthorityKeyIdentifierExtension(issuerSki, false),
+      ],
+    },
+    signer.crypto,
+  );
   return Buffer.from(cert.rawData);
 }
 
@@ -364,7 +411,7 @@ export async function createCaCertificateRequest(p: {
   trustDomain: string;
 }): Promise<Buffer> {
   const name = caName(p.commonName, p.trustDomain);
-  const signer = await signingKey(p.keys.privateKey);
+  const signer = x509Signer(signerOf(p.keys));
   const publicKey = await webcrypto.subtle.importKey(
     "spki",
     p.keys.publicKey.export({ type: "spki", format: "der" }),
@@ -372,11 +419,14 @@ export async function createCaCertificateRequest(p: {
     true,
     ["verify"],
   );
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name,
-    keys: { privateKey: signer.key, publicKey },
-    signingAlgorithm: signer.algorithm,
-  });
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create(
+    {
+      name,
+      keys: { privateKey: signer.key, publicKey },
+      signingAlgorithm: signer.algorithm,
+    },
+    signer.crypto,
+  );
   return Buffer.from(csr.rawData);
 }
 

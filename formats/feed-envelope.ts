@@ -1,6 +1,7 @@
-import { createPublicKey, type KeyObject, sign, X509Certificate } from "node:crypto";
+import { createPublicKey, KeyObject, sign, X509Certificate } from "node:crypto";
 import { StintError } from "../common/errors";
 import * as der from "./der";
+import { ecdsaDerToP1363 } from "./ecdsa-signature";
 import { ByteReader, malformed, uvarint } from "./feed-bytes";
 import { algorithmForKey, type JwsAlgorithm, verifyJwsSignature } from "./jose";
 
@@ -29,7 +30,7 @@ export interface SignedFeed {
 }
 
 /** Node's sign() parameters for each algorithm; ECDSA signatures are r||s as in JWS (RFC 7518 3.4). */
-const SIGNING: Record<JwsAlgorithm, { hash: string | null; p1363: boolean }> = {
+const SIGNING: Record<JwsAlgorithm, { hash: "sha256" | "sha384" | null; p1363: boolean }> = {
   ES256: { hash: "sha256", p1363: true },
   ES384: { hash: "sha384", p1363: true },
   EdDSA: { hash: null, p1363: false },
@@ -87,11 +88,28 @@ export function feedSignerProblem(certDer: Buffer): string | undefined {
 }
 
 /**
+ * A key that signs feeds without handing out its private half (ca/key-backend.ts
+ * CaKey fits): it signs the message with the digest named, ECDSA as DER
+ * Ecdsa-Sig-Value as X.509 carries it, maybe asynchronously (a token).
+ */
+export interface FeedSigningKey {
+  readonly publicKey: KeyObject;
+  sign(hash: "sha256" | "sha384" | "sha512", data: Buffer): Buffer | Promise<Buffer>;
+}
+
+/** What signFeed answers: at once for a private KeyObject, maybe later for a FeedSigningKey. */
+export type SignedEnvelope<K> = K extends KeyObject ? Buffer : Buffer | Promise<Buffer>;
+
+/**
  * The envelope bytes of `body` signed with `key`. Refuses anything but a feed
  * body (so the CA key never signs other bytes through here), a signer that
  * fails feedSignerProblem, and a key that is not the signer's.
  */
-export function signFeed(body: Buffer, key: KeyObject, chain: Buffer[]): Buffer {
+export function signFeed<K extends KeyObject | FeedSigningKey>(
+  body: Buffer,
+  key: K,
+  chain: Buffer[],
+): SignedEnvelope<K> {
   if (body.length < 5 || !body.subarray(0, 4).equals(FEED_BODY_MAGIC)) {
     throw new StintError("ERR_MALFORMED", "feed: only feed bodies are signed");
   }
@@ -101,24 +119,35 @@ export function signFeed(body: Buffer, key: KeyObject, chain: Buffer[]): Buffer 
   const problem = feedSignerProblem(chain[0]);
   if (problem) throw new StintError("ERR_CONFIG", problem);
   const signerSpki = new X509Certificate(chain[0]).publicKey.export({ type: "spki", format: "der" });
-  if (
-    key.type !== "private" ||
-    !createPublicKey(key).export({ type: "spki", format: "der" }).equals(signerSpki)
-  ) {
+  const bare = key instanceof KeyObject;
+  const publicKey = bare ? (key.type === "private" ? createPublicKey(key) : null) : key.publicKey;
+  if (!publicKey?.export({ type: "spki", format: "der" }).equals(signerSpki)) {
     throw new StintError("ERR_CONFIG", "the feed signing key is not the signer certificate's private key");
   }
-  const alg = algorithmForKey(key)!; // feedSignerProblem checked the key type
+  const alg = algorithmForKey(publicKey)!; // feedSignerProblem checked the key type
   const spec = SIGNING[alg];
-  const signature = sign(spec.hash, body, spec.p1363 ? { key, dsaEncoding: "ieee-p1363" } : key);
-  const sized = (b: Buffer) => [uvarint(b.length), b];
-  return Buffer.concat([
-    ENVELOPE_MAGIC,
-    Buffer.from([ENVELOPE_VERSION]),
-    ...sized(body),
-    ...sized(signature),
-    uvarint(chain.length),
-    ...chain.flatMap(sized),
-  ]);
+  const envelope = (signature: Buffer) => {
+    const sized = (b: Buffer) => [uvarint(b.length), b];
+    return Buffer.concat([
+      ENVELOPE_MAGIC,
+      Buffer.from([ENVELOPE_VERSION]),
+      ...sized(body),
+      ...sized(signature),
+      uvarint(chain.length),
+      ...chain.flatMap(sized),
+    ]);
+  };
+  if (bare) {
+    return envelope(
+      sign(spec.hash, body, spec.p1363 ? { key, dsaEncoding: "ieee-p1363" } : key),
+    ) as SignedEnvelope<K>;
+  }
+  // The key signs as X.509 does; JWS wants ECDSA as r||s.
+  const asJws = (s: Buffer) => (spec.p1363 ? ecdsaDerToP1363(s, spec.hash === "sha384" ? 48 : 32) : s);
+  const signature = key.sign(spec.hash ?? "sha512", body);
+  return (
+    signature instanceof Promise ? signature.then((s) => envelope(asJws(s))) : envelope(asJws(signature))
+  ) as SignedEnvelope<K>;
 }
 
 /** Splits an envelope strictly (ERR_MALFORMED on anything off); checks nothing cryptographic. */
