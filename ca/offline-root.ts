@@ -108,8 +108,8 @@ export interface SignIntermediateOptions {
 
 const badCsr = (why: string) => new StintError("ERR_BAD_CSR", why);
 
-/** The root certificate's trust domain, after checking it is a usable self-issued CA certificate. */
-function checkRoot(rootCertDer: Uint8Array, rootKey: KeyObject, now: Date) {
+/** The root certificate's trust domain, after checking it is a usable self-issued CA certificate matching `rootKey`. */
+export function checkRoot(rootCertDer: Uint8Array, rootKey: KeyObject, now: Date) {
   let root: ReturnType<typeof parseCertificate>;
   let name: ReturnType<typeof caNameOf>;
   try {

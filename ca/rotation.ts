@@ -44,7 +44,8 @@ export const BUNDLE_SEQUENCE = "bundle_sequence";
 
 const taintKey = (id: string) => `issuer_taint:${id}`;
 const revokedKey = (id: string) => `issuer_revoked:${id}`;
-const crossKey = (rootId: string) => `root_cross:${rootId}`;
+/** Where a root's cross-certificate is kept (ca/offline-rotation.ts stores imported ones there too). */
+export const crossKey = (rootId: string) => `root_cross:${rootId}`;
 
 export interface Taint {
   at: Date;
@@ -147,7 +148,7 @@ async function issuerKey(ctx: RotationContext, issuer: IssuerRecord): Promise<Ca
   return (await keyStoreOf(ctx).open(keyPath)).key;
 }
 
-function event(
+export function event(
   ctx: RotationContext,
   action: string,
   subject: string,
@@ -156,7 +157,7 @@ function event(
   return { at: ctx.now, actor: ctx.actor, action, subject, details };
 }
 
-async function bump(store: Store, ...keys: string[]): Promise<void> {
+export async function bump(store: Store, ...keys: string[]): Promise<void> {
   for (const key of keys) await store.incrementMeta(key);
 }
 
@@ -275,7 +276,7 @@ export async function importedIntermediate(
 }
 
 /** Records `next` as active, then retires `current`: for a moment both are active, never neither. */
-async function activate(
+export async function activate(
   ctx: RotationContext,
   next: IssuerRecord,
   current: IssuerRecord | null,
@@ -547,7 +548,8 @@ export async function activateRoot(
 export async function checkActivateRoot(
   ctx: RotationContext,
   issuers: readonly IssuerRecord[],
-  opts: { bundleRefreshMs: number; force: boolean },
+  /** keysElsewhere: the cross-certificate and the intermediate were signed offline (ca/offline-rotation.ts). */
+  opts: { bundleRefreshMs: number; force: boolean; keysElsewhere?: boolean },
 ): Promise<{ next: IssuerRecord; current: IssuerRecord | null; oldRoot: IssuerRecord }> {
   const next = issuers.find((i) => i.kind === "root" && i.state === "prepared");
   if (!next)
@@ -559,6 +561,13 @@ export async function checkActivateRoot(
     throw new StintError(
       "ERR_ROTATION_STATE",
       `verifiers refetch the bundle every ${Math.round(opts.bundleRefreshMs / 1000)} s; activate after ${new Date(safeAt).toISOString()}, when all of them trust root ${next.id} (or pass --force)`,
+    );
+  }
+  if (opts.keysElsewhere) return { next, current, oldRoot };
+  if (!next.keyPath) {
+    throw new StintError(
+      "ERR_KEY_OFFLINE",
+      `root ${next.id} was prepared offline: activate it with --cross-cert FILE (stint root cross-sign) and --intermediate FILE (stint ca intermediate-csr, then stint root sign with root ${next.id})`,
     );
   }
   await requireKeyHere(ctx, next);

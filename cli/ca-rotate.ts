@@ -1,4 +1,5 @@
 import { DEFAULT_INTERMEDIATE_TTL_DAYS, DEFAULT_ROOT_TTL_DAYS } from "../ca/hierarchy";
+import { activateOfflineRoot, planActivateOfflineRoot, prepareOfflineRoot } from "../ca/offline-rotation";
 import {
   activateRoot,
   prepareRoot,
@@ -22,6 +23,16 @@ import { openStore } from "../ca/store/open";
 import { formatDuration, parseDuration } from "../common/duration";
 import { StintError } from "../common/errors";
 import type { CaConfig } from "./ca-config";
+import {
+  OFFLINE_ACTIVATE_FLAGS,
+  OFFLINE_ACTIVATE_HELP,
+  OFFLINE_PREPARE_FLAGS,
+  OFFLINE_PREPARE_HELP,
+  offlineActivationFiles,
+  offlineCrlNextStep,
+  offlineRootCertificate,
+  preparedOfflineLines,
+} from "./ca-root-offline";
 import { type Command, type Options, parseFlags, printJson } from "./command";
 import {
   caFlagOptions,
@@ -50,14 +61,14 @@ const NEW_KEY_FLAGS = {
   "insecure-no-passphrase": { type: "boolean" },
 } as const;
 
-const TAKEN_UP =
+export const TAKEN_UP =
   'A running `stint ca serve` takes this up within feed.pollInterval (default 500ms) and logs "issuers changed".';
 
 /** The admin API accepts only an admin certificate from the active intermediate (acme/admin-auth.ts). */
-const RENEW_ADMIN =
+export const RENEW_ADMIN =
   "the admin certificate came from the intermediate just retired: run `stint ca admin-cert` before the next entry, token, cert or audit command";
 
-type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
+export type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
 function usage(command: string, message: string): StintError {
   return new StintError("ERR_USAGE", `${message} (see stint ${command} --help)`);
@@ -77,7 +88,7 @@ function ttlDays(command: string, values: Values, fallback: number): number {
 }
 
 /** Opens the store and runs one rotation step; new CA keys need a passphrase unless explicitly waived. */
-async function withRotation<T>(
+export async function withRotation<T>(
   values: Values,
   opts: { writesKeys: boolean },
   step: (ctx: RotationContext, cfg: CaConfig) => Promise<T>,
@@ -105,17 +116,17 @@ async function dryRun(values: Values, plan: (ctx: RotationContext, cfg: CaConfig
   return report(values, { dryRun: true, ...result }, describePlan(result));
 }
 
-function issuerJson(i: IssuerRecord) {
+export function issuerJson(i: IssuerRecord) {
   return { id: i.id, kind: i.kind, state: i.state, subject: i.subject, notAfter: i.notAfter.toISOString() };
 }
 
-function report(values: Values, json: unknown, lines: string[]): number {
+export function report(values: Values, json: unknown, lines: string[]): number {
   if (values.json === true) printJson(json);
   else console.log(lines.join("\n"));
   return 0;
 }
 
-interface RotationCommand {
+export interface RotationCommand {
   name: string;
   summary: string;
   usage: string;
@@ -128,7 +139,7 @@ interface RotationCommand {
   run: (values: Values, positionals: string[]) => Promise<number>;
 }
 
-function command(spec: RotationCommand): Command {
+export function command(spec: RotationCommand): Command {
   return {
     name: spec.name,
     summary: spec.summary,
@@ -319,7 +330,7 @@ export const caRevokeIssuer = command({
         `intermediate ${result.issuer.id} is revoked (${live} live certificates, ${unreplaced} not replaced)`,
         result.rootCrlSigned
           ? `root ${result.issuer.parentId}'s CRL lists it`
-          : `root ${result.issuer.parentId}'s key is not here: only the revocation feed lists it`,
+          : offlineCrlNextStep(result.issuer.parentId!),
         TAKEN_UP,
       ],
     );
@@ -333,13 +344,29 @@ export const caRootPrepare = command({
   about:
     "Creates a new root (state prepared) and adds it to /bundle.pem and /bundle.json (sequence\n" +
     "bumped). Wait one bundle.refreshHint for agents and verifiers to fetch it, then run\n" +
-    "`stint ca root activate`. " +
+    "`stint ca root activate`. With --offline --root-cert FILE, the new root is one `stint root init`\n" +
+    "made on the offline host: only its certificate comes here, and its first CRL comes from there too\n" +
+    "(`stint ca root crl-request`, `stint root sign-crl`, `stint ca import-crl`). " +
     TAKEN_UP,
-  flags: NEW_KEY_FLAGS,
-  flagHelp: NEW_KEY_HELP,
-  examples: ["stint ca root prepare", "stint ca root prepare --ttl-days 3650 --json"],
+  flags: { ...NEW_KEY_FLAGS, ...OFFLINE_PREPARE_FLAGS },
+  flagHelp: OFFLINE_PREPARE_HELP + NEW_KEY_HELP,
+  examples: [
+    "stint ca root prepare",
+    "stint ca root prepare --ttl-days 3650 --json",
+    "stint ca root prepare --offline --root-cert root-NEWID.pem",
+  ],
   maxPositionals: 0,
   run: async (values) => {
+    if (values.offline === true || values["root-cert"] !== undefined) {
+      const certDer = await offlineRootCertificate(values);
+      const root = await withRotation(values, { writesKeys: false }, (ctx) =>
+        prepareOfflineRoot(ctx, certDer),
+      );
+      return report(values, { prepared: issuerJson(root), keyOnHost: false }, [
+        ...preparedOfflineLines(root.id),
+        TAKEN_UP,
+      ]);
+    }
     const root = await withRotation(values, { writesKeys: true }, (ctx) =>
       prepareRoot(ctx, { ttlDays: ttlDays("ca root prepare", values, DEFAULT_ROOT_TTL_DAYS) }),
     );
@@ -358,27 +385,43 @@ export const caRootActivate = command({
     "Makes the prepared root active with a new intermediate under it, and has the current root\n" +
     "cross-sign the new root, so chains served from now on validate both for verifiers that still\n" +
     "trust only the old root and for those that trust the new one. Refuses until one\n" +
-    "bundle.refreshHint has passed since `root prepare`, unless --force. Both roots' keys must be here.\n" +
+    "bundle.refreshHint has passed since `root prepare`, unless --force. Both roots' keys must be here,\n" +
+    "unless both signatures were made offline: --cross-cert (`stint root cross-sign`) and --intermediate\n" +
+    "(`stint ca intermediate-csr`, then `stint root sign` with the new root), checked and imported.\n" +
     TAKEN_UP,
-  flags: { ...NEW_KEY_FLAGS, ...DRY_RUN_FLAG, force: { type: "boolean" } },
+  flags: { ...NEW_KEY_FLAGS, ...DRY_RUN_FLAG, ...OFFLINE_ACTIVATE_FLAGS, force: { type: "boolean" } },
   flagHelp:
     "  --force                    activate before every verifier can have fetched the new root\n" +
+    OFFLINE_ACTIVATE_HELP +
     DRY_RUN_HELP +
     NEW_KEY_HELP,
-  examples: ["stint ca root activate --dry-run", "stint ca root activate --ttl-days 365"],
+  examples: [
+    "stint ca root activate --dry-run",
+    "stint ca root activate --ttl-days 365",
+    "stint ca root activate --cross-cert cross.pem --intermediate int.pem",
+  ],
   maxPositionals: 0,
   run: async (values) => {
+    // Both signatures made on the offline host (ca/offline-rotation.ts); null when neither file is given.
+    const signed = await offlineActivationFiles(values);
+    const timing = (cfg: CaConfig) => ({
+      bundleRefreshMs: cfg["bundle.refreshHint"],
+      force: values.force === true,
+    });
     if (values["dry-run"] === true) {
       return dryRun(values, (ctx, cfg) =>
-        planActivateRoot(ctx, { bundleRefreshMs: cfg["bundle.refreshHint"], force: values.force === true }),
+        signed
+          ? planActivateOfflineRoot(ctx, { ...signed, ...timing(cfg) })
+          : planActivateRoot(ctx, timing(cfg)),
       );
     }
-    const result = await withRotation(values, { writesKeys: true }, (ctx, cfg) =>
-      activateRoot(ctx, {
-        intermediateTtlDays: ttlDays("ca root activate", values, DEFAULT_INTERMEDIATE_TTL_DAYS),
-        bundleRefreshMs: cfg["bundle.refreshHint"],
-        force: values.force === true,
-      }),
+    const result = await withRotation(values, { writesKeys: signed === null }, (ctx, cfg) =>
+      signed
+        ? activateOfflineRoot(ctx, { ...signed, ...timing(cfg) })
+        : activateRoot(ctx, {
+            intermediateTtlDays: ttlDays("ca root activate", values, DEFAULT_INTERMEDIATE_TTL_DAYS),
+            ...timing(cfg),
+          }),
     );
     return report(
       values,

@@ -9,6 +9,7 @@ import { AGENT_CONFIG } from "./agent-config";
 import { audit } from "./audit";
 import { caBootstrap, caFingerprint } from "./bootstrap";
 import { CA_CONFIG } from "./ca-config";
+import { caImportCrl, caRootCrlRequest } from "./ca-import-crl";
 import { caAdminCert, caInit } from "./ca-init";
 import { caIntermediateCsr } from "./ca-intermediate-csr";
 import { caIssue } from "./ca-issue";
@@ -20,7 +21,10 @@ import { certList, certRevoke, certShow } from "./cert";
 import { type Command, helpText } from "./command";
 import { consoleLogin } from "./console";
 import { entryCreate, entryDelete, entryList } from "./entry";
+import { rootCrossSign } from "./root-cross-sign";
+import { rootInit } from "./root-init";
 import { rootSign } from "./root-sign";
+import { rootSignCrl } from "./root-sign-crl";
 import { tokenCreate } from "./token";
 import { verify } from "./verify";
 
@@ -36,7 +40,12 @@ export const COMMANDS: readonly Command[] = [
   caBootstrap,
   ...ROTATION_COMMANDS,
   caIntermediateCsr,
+  caRootCrlRequest,
+  caImportCrl,
   rootSign,
+  rootInit,
+  rootCrossSign,
+  rootSignCrl,
   entryCreate,
   entryList,
   entryDelete,
