@@ -4,12 +4,13 @@ import type { Logger } from "../common/logger";
 
 /**
  * Finishes what a crash in the middle of finalize left half-done. finalize
- * moves an order ready → processing, issues, then processing → valid; a CA
- * killed in between left the order processing for ever, and the client's
- * retry refused ("order is processing, not ready"). Each such order either
- * gets the certificate already recorded for it (bound to its SPIFFE
- * authorization's attestation and held by no order) or goes back to ready,
- * so the client's finalize succeeds.
+ * moves an order ready → processing, then records the certificate and the
+ * order's valid status in one commit; a CA killed in between left the order
+ * processing for ever, and the client's retry refused ("order is processing,
+ * not ready"). Each such order either gets the certificate already recorded
+ * for it (bound to its SPIFFE authorization's attestation and held by no
+ * order: what the two-commit finalize before issue 13 could leave) or goes
+ * back to ready, so the client's finalize succeeds.
  */
 
 export type RecoveryStore = Pick<

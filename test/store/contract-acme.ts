@@ -1,7 +1,19 @@
 import { verifyAuditChain } from "../../ca/audit";
 import type { CaStore } from "../../ca/store/open";
 import type { EntryRecord } from "../../ca/store-acme";
-import { account, authorization, entry, event, joinToken, later, MINUTE, order, T0 } from "./fixtures";
+import {
+  account,
+  authorization,
+  certificate,
+  entry,
+  event,
+  issuer,
+  joinToken,
+  later,
+  MINUTE,
+  order,
+  T0,
+} from "./fixtures";
 
 /** The audit record of a spend, as the join_token attestor makes it. */
 const spend = (token: { id: string; spiffeId: string }) =>
@@ -210,6 +222,35 @@ export function acmeStoreContract(
       await store.createOrder(order("ord4", a.id, [spiffe]), []);
       expect(await store.getOrder("ord4")).toMatchObject({ authorizationIds: ["az1"] });
       expect(await auditActions()).toEqual(["account.create"]);
+    });
+
+    it("records a certificate and makes its order valid in one write, or neither (finalize, issue 13)", async () => {
+      await store.putIssuer(issuer("aa"), event("issuer.create", "aa"));
+      const a = account("acct1");
+      await store.createAccount(a, event("account.create", a.id));
+      const az = authorization("az1", a.id);
+      const o = order("ord1", a.id, [az]);
+      await store.createOrder(o, [az]);
+      const cert = certificate("aa", 1);
+      const completes = { orderId: o.id };
+      // Not processing (order recovery reopened it, or no finalize moved it): nothing is recorded.
+      await expect(
+        store.insertCertificate(cert, event("cert.issue", cert.serial), undefined, completes),
+      ).rejects.toMatchObject({
+        code: "ERR_STORE_CONFLICT",
+        message: "order ord1 is pending, not processing",
+      });
+      expect(await store.getCertificate(cert.serial)).toBeNull();
+      expect(await store.getOrder(o.id)).toEqual(o);
+
+      await store.updateOrder(o.id, "pending", { status: "processing" });
+      await store.insertCertificate(cert, event("cert.issue", cert.serial), undefined, completes);
+      const valid = { ...o, status: "valid", certificateSerial: cert.serial };
+      expect(await store.getOrder(o.id)).toEqual(valid);
+      expect(await store.getCertificate(cert.serial)).toMatchObject({ serial: cert.serial });
+      expect(await auditActions()).toEqual(["issuer.create", "account.create", "cert.issue"]);
+      await reopen();
+      expect(await store.getOrder(o.id)).toEqual(valid);
     });
 
     it("compare-and-sets an order's status and finds the account of its certificate", async () => {
