@@ -21,7 +21,7 @@ import {
   readRotationState,
   requireKeyHere,
 } from "./rotation";
-import type { RotationPlan } from "./rotation-plan";
+import type { IssuerChange, RotationPlan } from "./rotation-plan";
 import type { IssuerRecord } from "./store";
 import { describeCertificate } from "./x509";
 
@@ -328,30 +328,24 @@ export async function planActivateOfflineRoot(
 ): Promise<RotationPlan> {
   const issuers = await ctx.store.listIssuers();
   const { next, current, oldRoot, intermediate } = await checkActivateOfflineRoot(ctx, issuers, opts);
-  const retiring = current
-    ? [
-        {
-          id: current.id,
-          kind: current.kind,
-          from: current.state,
-          to: "retired" as const,
-          ...(await ctx.store.issuerProgress(current.id, ctx.now)),
-        },
-      ]
-    : [];
+  const retiring: IssuerChange[] = [];
+  if (current) {
+    const { live, unreplaced } = await ctx.store.issuerProgress(current.id, ctx.now);
+    retiring.push({
+      id: current.id,
+      kind: current.kind,
+      from: current.state,
+      to: "retired",
+      live,
+      unreplaced,
+    });
+  }
   return {
     step: "ca root activate",
     issuers: [
       { id: next.id, kind: "root", from: next.state, to: "active", live: 0, unreplaced: 0 },
       { id: intermediate.id, kind: "intermediate", from: "new", to: "active", live: 0, unreplaced: 0 },
-      ...retiring.map(({ id, kind, from, to, live, unreplaced }) => ({
-        id,
-        kind,
-        from,
-        to,
-        live,
-        unreplaced,
-      })),
+      ...retiring,
     ],
     effects: [
       `the imported intermediate ${intermediate.id} is signed by root ${next.id}`,

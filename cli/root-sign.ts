@@ -1,10 +1,9 @@
-import { lstat } from "node:fs/promises";
-import { loadPrivateKey, PASSPHRASE_ENV, resolvePassphrase } from "../ca/keys";
+import { PASSPHRASE_ENV } from "../ca/keys";
 import { DEFAULT_SIGN_TTL_DAYS, describeIntermediate, signIntermediateRequest } from "../ca/offline-root";
-import { StintError } from "../common/errors";
 import { writeFileAtomic } from "../common/files";
 import { toPem } from "../formats/pem";
 import { type Command, parseFlags, printJson } from "./command";
+import { loadRootKey, offlineUsage, refuseExisting, requireFlags } from "./offline-files";
 import { readPemFile } from "./pem-file";
 
 /**
@@ -27,7 +26,7 @@ const FLAGS = {
   help: { type: "boolean", short: "h" },
 } as const;
 
-const usage = (msg: string) => new StintError("ERR_USAGE", `${msg} (see stint root sign --help)`);
+const usage = (msg: string) => offlineUsage("root sign", msg);
 
 /** An optional URL flag: absent is null; anything but an ASCII http(s) URL is a usage error. */
 function urlFlag(flag: string, value: string | undefined): string | null {
@@ -80,18 +79,12 @@ export const rootSign: Command = {
   async run(argv) {
     const { values } = parseFlags(argv, FLAGS);
     const str = (name: keyof typeof FLAGS) => values[name] as string | undefined;
-    const rootCertPath = str("root-cert");
-    const rootKeyPath = str("root-key");
-    const csrPath = str("csr");
-    const out = str("out");
-    for (const [flag, value] of [
-      ["--root-cert", rootCertPath],
-      ["--root-key", rootKeyPath],
-      ["--csr", csrPath],
-      ["--out", out],
-    ] as const) {
-      if (!value) throw usage(`${flag} FILE is required`);
-    }
+    const [rootCertPath, rootKeyPath, csrPath, out] = requireFlags("root sign", [
+      ["--root-cert", str("root-cert")],
+      ["--root-key", str("root-key")],
+      ["--csr", str("csr")],
+      ["--out", str("out")],
+    ]) as [string, string, string, string];
     const crlUrl = urlFlag("--crl-url", str("crl-url"));
     const caIssuersUrl = urlFlag("--ca-issuers-url", str("ca-issuers-url"));
     const ttlText = str("ttl-days") ?? String(DEFAULT_SIGN_TTL_DAYS);
@@ -99,39 +92,20 @@ export const rootSign: Command = {
       throw usage(`--ttl-days must be a whole number of days (got "${ttlText}")`);
 
     // Cheap checks first: an existing --out or a bad input file fails before the key is decrypted.
-    const outExists = await lstat(out!).then(
-      () => true,
-      () => false,
-    );
-    if (outExists) {
-      throw new StintError(
-        "ERR_FILE",
-        `${out} already exists; refusing to overwrite it (move it away first or choose another --out)`,
-      );
-    }
+    await refuseExisting(out);
     const rootCertDer = await readPemFile(
-      rootCertPath!,
+      rootCertPath,
       "CERTIFICATE",
       "certificate",
       "give the CA's root.pem as --root-cert",
     );
     const csrDer = await readPemFile(
-      csrPath!,
+      csrPath,
       "CERTIFICATE REQUEST",
       "certificate request",
       "give the file stint ca intermediate-csr wrote as --csr",
     );
-    const passphrase = await resolvePassphrase({
-      env: process.env,
-      passphraseFile: str("passphrase-file") ?? null,
-    });
-    const exists = await lstat(rootKeyPath!).then(
-      () => true,
-      () => false,
-    );
-    if (!exists)
-      throw new StintError("ERR_FILE", `root key file ${rootKeyPath} does not exist; check --root-key`);
-    const { key } = await loadPrivateKey(rootKeyPath!, passphrase);
+    const key = await loadRootKey(rootKeyPath, str("passphrase-file"));
 
     const certDer = await signIntermediateRequest({
       rootCertDer,
@@ -143,7 +117,7 @@ export const rootSign: Command = {
       crlUrl,
       caIssuersUrl,
     });
-    await writeFileAtomic(out!, toPem("CERTIFICATE", certDer), 0o644, { overwrite: false });
+    await writeFileAtomic(out, toPem("CERTIFICATE", certDer), 0o644, { overwrite: false });
 
     const d = describeIntermediate(certDer);
     if (values.json) {
