@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -23,10 +23,21 @@ export interface SoftHsmToken {
 }
 
 /**
+ * The process.env native code sees. Jest gives each test file a copy of
+ * process.env, so setting a variable there never reaches getenv(3) in a
+ * loaded library; a core module's Function constructor belongs to the host
+ * realm, where `process` is the real one.
+ */
+function hostEnv(): NodeJS.ProcessEnv {
+  const hostFunction = readFileSync.constructor as FunctionConstructor;
+  return (hostFunction("return process")() as NodeJS.Process).env;
+}
+
+/**
  * A SoftHSM token of its own for one test: its own softhsm2.conf and token
  * directory, so tests never share objects or sessions. SOFTHSM2_CONF is also
- * set in process.env for in-process use (SoftHSM reads it at C_Initialize);
- * tests that open two tokens in one process must use one configuration.
+ * set for in-process use (SoftHSM reads it at C_Initialize, so open the
+ * token after this); one test file uses one token at a time.
  */
 export function softHsmToken(opts: { label?: string; pin?: string; soPin?: string } = {}): SoftHsmToken {
   const dir = mkdtempSync(join(tmpdir(), "stint-softhsm-"));
@@ -39,6 +50,7 @@ export function softHsmToken(opts: { label?: string; pin?: string; soPin?: strin
   );
   const env = { SOFTHSM2_CONF: conf };
   process.env.SOFTHSM2_CONF = conf;
+  hostEnv().SOFTHSM2_CONF = conf;
   const tokenLabel = opts.label ?? "stint-test";
   const pin = opts.pin ?? "1234-test-pin";
   const soPin = opts.soPin ?? "so-5678-test";
