@@ -197,10 +197,16 @@ export function signRequestedCrl(p: {
   const root = checkRoot(p.rootCertDer, p.rootKey, p.now);
   const id = issuerIdFromSki(subjectKeyIdentifier(p.rootKey));
   const r = p.request;
-  if (r.root !== id || r.rootFingerprint !== fingerprintSha256(p.rootCertDer)) {
+  if (r.root !== id) {
     throw new StintError(
       "ERR_CONFIG",
       `the request is for root ${r.root} but --root-cert is root ${id}; give that root's certificate and key`,
+    );
+  }
+  if (r.rootFingerprint !== fingerprintSha256(p.rootCertDer)) {
+    throw new StintError(
+      "ERR_CONFIG",
+      `the request names root ${id} with fingerprint ${r.rootFingerprint}, not --root-cert's ${fingerprintSha256(p.rootCertDer)}; give the certificate the CA holds for that root`,
     );
   }
   if (r.trustDomain !== root.trustDomain) {
