@@ -1,8 +1,9 @@
 import { createHash, type KeyObject } from "node:crypto";
 import * as pkcs11js from "pkcs11js";
+import { ecdsaP1363ToDer } from "../../formats/ecdsa-signature";
 import type { CaKey, SignatureHash } from "../key-backend";
 import type { KeyAlgorithm } from "../spki";
-import { ecdsaRawToDer, signatureSize } from "./public-key";
+import { signatureSize } from "./public-key";
 
 /** What a Pkcs11Key needs from its token: a C_Sign on a pooled session. */
 export interface RawSigner {
@@ -45,7 +46,7 @@ export class Pkcs11Key implements CaKey {
   async sign(hash: SignatureHash, data: Buffer): Promise<Buffer> {
     if (this.isEcdsa) {
       const digest = createHash(hash).update(data).digest();
-      return ecdsaRawToDer(await this.token.signRaw(this.object, pkcs11js.CKM_ECDSA, digest, this.size));
+      return ecdsaP1363ToDer(await this.token.signRaw(this.object, pkcs11js.CKM_ECDSA, digest, this.size));
     }
     return Buffer.from(await this.token.signRaw(this.object, RSA_MECHANISMS[hash], data, this.size));
   }

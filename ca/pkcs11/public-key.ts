@@ -129,9 +129,3 @@ export function signatureSize(alg: KeyAlgorithm): number {
   if (alg === "rsa-2048" || alg === "rsa-3072" || alg === "rsa-4096") return RSA_BITS[alg] / 8;
   throw new StintError("ERR_CONFIG", `${alg} keys are not supported in a PKCS#11 token here`);
 }
-
-/** The DER Ecdsa-Sig-Value X.509 carries, from PKCS#11's r||s (two equal halves). */
-export function ecdsaRawToDer(sig: Uint8Array): Buffer {
-  const half = sig.length / 2;
-  return der.sequence(der.unsignedInteger(sig.subarray(0, half)), der.unsignedInteger(sig.subarray(half)));
-}

@@ -13,7 +13,6 @@ import {
   RECONNECT_INTERVAL_MS,
   resolvePin,
 } from "../../ca/pkcs11";
-import { ecdsaRawToDer } from "../../ca/pkcs11/public-key";
 import type { KeyAlgorithm } from "../../ca/spki";
 import { StintError } from "../../common/errors";
 import { type SoftHsmToken, softHsmToken } from "../helpers/softhsm";
@@ -117,14 +116,6 @@ describe("pkcs11: URIs and PINs", () => {
       "ERR_CONFIG",
       "the PKCS#11 token needs its user PIN; set STINT_PKCS11_PIN or keys.pkcs11.pinFile (never a command line value)",
     ]);
-  });
-
-  test("r||s becomes a DER Ecdsa-Sig-Value with minimal INTEGERs", () => {
-    const r = Buffer.alloc(32);
-    r[2] = 0x80; // two leading zeros to drop, then a high bit that needs a sign octet
-    const s = Buffer.alloc(32, 0x01);
-    const der = ecdsaRawToDer(Buffer.concat([r, s]));
-    expect(der.toString("hex")).toBe(`3043021f00${r.subarray(2).toString("hex")}0220${s.toString("hex")}`);
   });
 });
 
