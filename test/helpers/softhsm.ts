@@ -19,6 +19,8 @@ export interface SoftHsmToken {
   dir: string;
   /** Where SoftHSM keeps this token's objects (directories.tokendir). */
   tokenDir: string;
+  /** Points this process's SoftHSM at this token's configuration again (before opening it in-process, when a test made several). */
+  activate(): void;
   cleanup(): void;
 }
 
@@ -36,8 +38,9 @@ function hostEnv(): NodeJS.ProcessEnv {
 /**
  * A SoftHSM token of its own for one test: its own softhsm2.conf and token
  * directory, so tests never share objects or sessions. SOFTHSM2_CONF is also
- * set for in-process use (SoftHSM reads it at C_Initialize, so open the
- * token after this); one test file uses one token at a time.
+ * set for in-process use: SoftHSM reads it at C_Initialize, so a process
+ * sees one token's configuration at a time (activate() switches back, to be
+ * called while no Pkcs11Token is open in the process).
  */
 export function softHsmToken(opts: { label?: string; pin?: string; soPin?: string } = {}): SoftHsmToken {
   const dir = mkdtempSync(join(tmpdir(), "stint-softhsm-"));
@@ -49,8 +52,11 @@ export function softHsmToken(opts: { label?: string; pin?: string; soPin?: strin
     `directories.tokendir = ${tokenDir}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n`,
   );
   const env = { SOFTHSM2_CONF: conf };
-  process.env.SOFTHSM2_CONF = conf;
-  hostEnv().SOFTHSM2_CONF = conf;
+  const activate = () => {
+    process.env.SOFTHSM2_CONF = conf;
+    hostEnv().SOFTHSM2_CONF = conf;
+  };
+  activate();
   const tokenLabel = opts.label ?? "stint-test";
   const pin = opts.pin ?? "1234-test-pin";
   const soPin = opts.soPin ?? "so-5678-test";
@@ -67,6 +73,7 @@ export function softHsmToken(opts: { label?: string; pin?: string; soPin?: strin
     env,
     dir,
     tokenDir,
+    activate,
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
   };
 }
