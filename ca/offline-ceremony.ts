@@ -6,6 +6,7 @@ import { toPem } from "../formats/pem";
 import { KeyUsage, readCertificate } from "../formats/x509";
 import { CrlSigner } from "./crl";
 import { buildRoot, keyPem } from "./hierarchy";
+import { asCaKey, type SigningKey } from "./key-backend";
 import {
   fingerprintSha256,
   issuerIdFromSki,
@@ -148,12 +149,12 @@ export async function createOfflineRoot(opts: OfflineRootOptions): Promise<Offli
  */
 export async function crossSignRoot(p: {
   oldCertDer: Buffer;
-  oldKey: KeyObject;
+  oldKey: SigningKey;
   newCertDer: Buffer;
   now: Date;
 }): Promise<{ der: Buffer; oldId: string; newId: string }> {
   const old = checkRoot(p.oldCertDer, p.oldKey, p.now);
-  const oldId = issuerIdFromSki(subjectKeyIdentifier(p.oldKey));
+  const oldId = issuerIdFromSki(subjectKeyIdentifier(asCaKey(p.oldKey).publicKey));
   const next = checkRootCertificate(p.newCertDer, p.now, "the new root certificate");
   if (next.id === oldId) {
     throw new StintError(
@@ -187,15 +188,15 @@ export interface SignedCrl {
  * and revoked intermediates), valid until `nextUpdate` (default: the root's
  * own expiry, as signRootCrl signs them, since nothing re-signs it online).
  */
-export function signRequestedCrl(p: {
+export async function signRequestedCrl(p: {
   rootCertDer: Buffer;
-  rootKey: KeyObject;
+  rootKey: SigningKey;
   request: RootCrlRequest;
   now: Date;
   nextUpdate?: Date;
-}): SignedCrl {
+}): Promise<SignedCrl> {
   const root = checkRoot(p.rootCertDer, p.rootKey, p.now);
-  const id = issuerIdFromSki(subjectKeyIdentifier(p.rootKey));
+  const id = issuerIdFromSki(subjectKeyIdentifier(asCaKey(p.rootKey).publicKey));
   const r = p.request;
   if (r.root !== id) {
     throw new StintError(
@@ -223,7 +224,7 @@ export function signRequestedCrl(p: {
       `the CRL's next update ${nextUpdate.toISOString()} must be in the future and no later than the root's expiry ${root.notAfter.toISOString()}`,
     );
   }
-  const der = new CrlSigner({ certDer: p.rootCertDer, privateKey: p.rootKey }).sign({
+  const der = await new CrlSigner({ certDer: p.rootCertDer, privateKey: p.rootKey }).sign({
     number: r.number,
     thisUpdate,
     nextUpdate,

@@ -11,6 +11,7 @@ import {
   intermediateValidity,
   KEYS_DIR,
 } from "./hierarchy";
+import { asCaKey, type SigningKey } from "./key-backend";
 import {
   encryptPrivateKeyPem,
   fingerprintSha256,
@@ -90,7 +91,8 @@ export async function createIntermediateRequest(
 
 export interface SignIntermediateOptions {
   rootCertDer: Uint8Array;
-  rootKey: KeyObject;
+  /** A key file's KeyObject, or a CaKey (a token key signs where it is). */
+  rootKey: SigningKey;
   csrDer: Buffer;
   ttlDays: number;
   now: Date;
@@ -109,7 +111,7 @@ export interface SignIntermediateOptions {
 const badCsr = (why: string) => new StintError("ERR_BAD_CSR", why);
 
 /** The root certificate's trust domain, after checking it is a usable self-issued CA certificate matching `rootKey`. */
-export function checkRoot(rootCertDer: Uint8Array, rootKey: KeyObject, now: Date) {
+export function checkRoot(rootCertDer: Uint8Array, rootKey: SigningKey, now: Date) {
   let root: ReturnType<typeof parseCertificate>;
   let name: ReturnType<typeof caNameOf>;
   try {
@@ -134,7 +136,7 @@ export function checkRoot(rootCertDer: Uint8Array, rootKey: KeyObject, now: Date
     );
   }
   const rootSpki = Buffer.from(root.publicKey.rawData);
-  const keySpki = createPublicKey(rootKey).export({ type: "spki", format: "der" });
+  const keySpki = asCaKey(rootKey).publicKey.export({ type: "spki", format: "der" });
   if (!rootSpki.equals(keySpki)) {
     throw new StintError(
       "ERR_CONFIG",

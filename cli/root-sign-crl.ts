@@ -98,7 +98,7 @@ export const rootSignCrl: Command = {
     }
     const request = decodeCrlRequest(text);
     const key = await loadRootKey(rootKey, str("passphrase-file"));
-    const crl = signRequestedCrl({ rootCertDer, rootKey: key, request, now, nextUpdate });
+    const crl = await signRequestedCrl({ rootCertDer, rootKey: key, request, now, nextUpdate });
     await writeFileAtomic(out, toPem("X509 CRL", crl.der), 0o644, { overwrite: false });
     if (values.json) {
       printJson({

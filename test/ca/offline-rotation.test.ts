@@ -1,14 +1,22 @@
+import { type KeyObject, X509Certificate } from "node:crypto";
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { CrlSigner, crlNumberKey, decodeStoredCrl, rootCrlKey } from "../../ca/crl";
 import { initHierarchy } from "../../ca/hierarchy";
+import { type CaKey, fileKey } from "../../ca/key-backend";
 import { generateKeyPair, loadPrivateKey } from "../../ca/keys";
-import { checkRootCertificate, createOfflineRoot, signRequestedCrl } from "../../ca/offline-ceremony";
+import {
+  checkRootCertificate,
+  createOfflineRoot,
+  crossSignRoot,
+  signRequestedCrl,
+} from "../../ca/offline-ceremony";
 import { importRootCrl, prepareOfflineRoot, rootCrlRequest } from "../../ca/offline-rotation";
 import { decodeCrlRequest, encodeCrlRequest, type RootCrlRequest } from "../../ca/root-crl-request";
 import { BUNDLE_SEQUENCE, ISSUERS_GENERATION, type RotationContext } from "../../ca/rotation";
 import type { Store } from "../../ca/store";
 import { openStore } from "../../ca/store/open";
+import { crlSignedBy, readCrl } from "../../formats/crl";
 import { pemDecodeAll } from "../../formats/pem";
 import { openssl, tempDir } from "../helpers/openssl";
 
@@ -168,7 +176,7 @@ describe("importRootCrl", () => {
   it("refuses a CRL past its nextUpdate, then imports a current one and records it", async () => {
     const request = await rootCrlRequest(ctx(), newRoot.id);
     expect(request).toMatchObject({ root: newRoot.id, number: 1, revoked: [] });
-    const crl = signRequestedCrl({
+    const crl = await signRequestedCrl({
       rootCertDer: newRoot.certDer,
       rootKey: await rootKey(),
       request,
@@ -203,17 +211,62 @@ describe("importRootCrl", () => {
         now: new Date(),
         nextUpdate,
       });
-    expect(() => sign({ ...request, rootFingerprint: `sha256:${"00".repeat(32)}` })).toThrow(
+    await expect(sign({ ...request, rootFingerprint: `sha256:${"00".repeat(32)}` })).rejects.toThrow(
       new RegExp(
         `the request names root ${newRoot.id} with fingerprint sha256:0{64}, not --root-cert's sha256:`,
       ),
     );
-    expect(() => sign({ ...request, root: "0011223344556677" })).toThrow(
+    await expect(sign({ ...request, root: "0011223344556677" })).rejects.toThrow(
       `the request is for root 0011223344556677 but --root-cert is root ${newRoot.id}`,
     );
-    expect(() => sign({ ...request, trustDomain: "other.org" })).toThrow(
+    await expect(sign({ ...request, trustDomain: "other.org" })).rejects.toThrow(
       /the request is for trust domain "other\.org"/,
     );
-    expect(() => sign(request, new Date(Date.now() + 60 * DAY))).toThrow(/no later than the root's expiry/);
+    await expect(sign(request, new Date(Date.now() + 60 * DAY))).rejects.toThrow(
+      /no later than the root's expiry/,
+    );
+  });
+});
+
+describe("the offline host with a key that never leaves its token", () => {
+  /** The root's key behind the CaKey contract as a token shows it: no private key, signatures answered later. */
+  const tokenLike = (key: KeyObject): CaKey => {
+    const file = fileKey(key);
+    return {
+      ...file,
+      backend: "pkcs11",
+      ref: "pkcs11:object=root",
+      privateKey: null,
+      sign: async (h, d) => file.sign(h, d),
+    };
+  };
+
+  it("signs CRLs and cross-certificates through CaKey.sign", async () => {
+    const key = tokenLike(await rootKey());
+    const request = await rootCrlRequest(ctx(), newRoot.id);
+    const crl = await signRequestedCrl({
+      rootCertDer: newRoot.certDer,
+      rootKey: key,
+      request,
+      now: new Date(),
+    });
+    expect(crlSignedBy(readCrl(crl.der), key.publicKey)).toBe(true);
+    const next = await createOfflineRoot({
+      outDir: join(top, "offline-2"),
+      trustDomain: TD,
+      keyAlgorithm: "ec-p384",
+      ttlDays: 10,
+      passphrase: null,
+      crlBaseUrl: null,
+      now: new Date(),
+    });
+    const cross = await crossSignRoot({
+      oldCertDer: newRoot.certDer,
+      oldKey: key,
+      newCertDer: next.certDer,
+      now: new Date(),
+    });
+    expect(cross).toMatchObject({ oldId: newRoot.id, newId: next.id });
+    expect(new X509Certificate(cross.der).verify(key.publicKey)).toBe(true);
   });
 });
