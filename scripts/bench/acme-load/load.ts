@@ -322,7 +322,10 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
       onCompleted = (n) => {
         if (n % opts.rssEvery !== 0) return;
         const kib = sampleProcess(pid).rssKiB;
-        if (kib !== undefined) rssSamples.push({ certificates: n, rssMiB: round(kib / 1024, 1) });
+        if (kib === undefined) return;
+        rssSamples.push({ certificates: n, rssMiB: round(kib / 1024, 1) });
+        // Also as it happens: a long run stopped early (the 500,000-renewal one) keeps what it saw.
+        log(`${target.name}: RSS ${round(kib / 1024, 1)} MiB after ${n}`);
       };
     }
     const progress = setInterval(() => log(`${target.name}: ${completed}/${opts.count}…`), 10_000);
