@@ -163,3 +163,10 @@ export class CaKeyStore {
     if (token) await (await token.catch(() => null))?.close();
   }
 }
+
+/**
+ * The store meta key naming the token key `ca intermediate-csr` made for the
+ * intermediate `id` (its file key needs none: keys/<id>.key.pem), found again
+ * when the signed certificate is imported.
+ */
+export const pendingKeyMeta = (id: string): string => `pending_key:${id}`;

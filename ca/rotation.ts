@@ -1,5 +1,4 @@
-import { createPublicKey, type KeyObject, X509Certificate } from "node:crypto";
-import { access } from "node:fs/promises";
+import { type KeyObject, X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import { StintError } from "../common/errors";
 import { writeFileAtomic } from "../common/files";
@@ -18,14 +17,8 @@ import {
 } from "./hierarchy";
 import { advanceJwtKeys } from "./jwt-keys";
 import type { CaKey } from "./key-backend";
-import { CaKeyStore } from "./key-store";
-import {
-  fingerprintSha256,
-  issuerIdFromSki,
-  type KeyAlgorithm,
-  loadPrivateKey,
-  subjectKeyIdentifier,
-} from "./keys";
+import { CaKeyStore, pendingKeyMeta } from "./key-store";
+import { fingerprintSha256, issuerIdFromSki, type KeyAlgorithm, subjectKeyIdentifier } from "./keys";
 import type { AuditEvent, IssuerProgress, IssuerRecord, Store } from "./store";
 import { createCrossCertificate, randomSerial } from "./x509";
 
@@ -255,18 +248,18 @@ export async function importedIntermediate(
       `the certificate to import is not valid now (${cert.validFrom} – ${cert.validTo})`,
     );
   }
-  const keyPath = intermediateKeyPath(id);
-  try {
-    await access(join(ctx.dataDir, keyPath));
-  } catch {
+  // `ca intermediate-csr` left the key in keys/, or (keys.backend pkcs11) in the token, its URI in the store.
+  const keyPath = (await ctx.store.getMeta(pendingKeyMeta(id))) ?? intermediateKeyPath(id);
+  const keys = keyStoreOf(ctx);
+  if (!(await keys.has(keyPath))) {
     throw new StintError(
       "ERR_FILE",
       `no key for intermediate ${id} in ${join(ctx.dataDir, KEYS_DIR)}; import it on the host where \`stint ca intermediate-csr\` made its request`,
     );
   }
-  const key = await loadPrivateKey(join(ctx.dataDir, keyPath), ctx.passphrase);
+  const key = (await keys.open(keyPath)).key;
   const publicDer = (k: KeyObject) => k.export({ type: "spki", format: "der" });
-  if (!publicDer(createPublicKey(key.key)).equals(publicDer(cert.publicKey))) {
+  if (!publicDer(key.publicKey).equals(publicDer(cert.publicKey))) {
     throw new StintError(
       "ERR_KEY_MISMATCH",
       `the key in ${keyPath} does not match the certificate to import`,

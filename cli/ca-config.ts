@@ -147,6 +147,51 @@ export const CA_CONFIG = declareConfig([
     description: "Algorithm of keys the CA generates for itself (issuers and its HTTPS certificate).",
   },
   {
+    key: "keys.backend",
+    type: "enum",
+    enumValues: ["file", "pkcs11"],
+    default: "file",
+    description:
+      "Where `ca init`, `ca rotate`, `ca root prepare` and `ca intermediate-csr` make new root and intermediate keys: file (PKCS#8 in <dataDir>/keys, encrypted with the passphrase) or pkcs11 (inside the token keys.pkcs11.* names, sensitive and not extractable; the store records a pkcs11: URI). Keys made before a switch keep working where they are.",
+  },
+  {
+    key: "keys.pkcs11.module",
+    type: "string",
+    default: "",
+    description:
+      "Path of the token's PKCS#11 library (Debian's SoftHSM: /usr/lib/softhsm/libsofthsm2.so); needed for keys.backend pkcs11 and for any key recorded as a pkcs11: URI.",
+  },
+  {
+    key: "keys.pkcs11.tokenLabel",
+    type: "string",
+    default: "",
+    description:
+      "Label of the PKCS#11 token holding the CA keys; give it or keys.pkcs11.slot (or both, to check one against the other).",
+  },
+  {
+    key: "keys.pkcs11.slot",
+    type: "string",
+    default: "",
+    description:
+      "Slot id of the PKCS#11 token, a whole number; empty picks the token by keys.pkcs11.tokenLabel.",
+    validate: (v) => (v === "" || /^\d{1,10}$/.test(v) ? undefined : `"${v}" is not a slot number`),
+  },
+  {
+    key: "keys.pkcs11.pinFile",
+    type: "string",
+    default: "",
+    description:
+      "File holding the token's user PIN; when empty, the PIN comes from STINT_PKCS11_PIN. Never a flag value.",
+  },
+  {
+    key: "keys.pkcs11.sessions",
+    type: "int",
+    default: 4,
+    description:
+      "Token sessions kept logged in, so concurrent signatures (leaves, CRLs, the feed) do not queue on one.",
+    validate: (v) => (v >= 1 && v <= 64 ? undefined : "must be 1 to 64"),
+  },
+  {
     key: "policy.defaultTtl",
     type: "duration",
     default: "1h",

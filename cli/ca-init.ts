@@ -11,6 +11,7 @@ import { StintError } from "../common/errors";
 import { ensureDir, writeFileAtomic, writeSecretFile } from "../common/files";
 import { ADMIN_DIR, adminFiles } from "./admin-client";
 import type { CaConfig } from "./ca-config";
+import { keyStoreFrom } from "./ca-keys";
 import { type Command, flagValue, parseFlags, printJson } from "./command";
 import {
   caFlagOptions,
@@ -35,6 +36,8 @@ export interface InitOutcome {
   intermediateId: string;
   rootFingerprint: string;
   keysEncrypted: boolean;
+  /** keys.backend: where the root and intermediate keys were made. */
+  keyBackend: "file" | "pkcs11";
   adminCertificate: AdminCredential;
 }
 
@@ -110,10 +113,14 @@ export async function initCa(cfg: CaConfig, allowInsecure: boolean, now = new Da
       "CA keys need a passphrase: set STINT_CA_PASSPHRASE or --passphrase-file (or --insecure-no-passphrase for development)",
     );
   }
+  // The token first: a missing token or a wrong PIN stops here, before a data directory is made.
+  const keys = keyStoreFrom(cfg, passphrase);
+  await keys.ready();
   await ensureDataDir(cfg.dataDir);
   const store = await openStore(cfg.dataDir, { create: true, url: cfg["store.url"] });
   try {
     const result = await initHierarchy({
+      keys,
       dataDir: cfg.dataDir,
       store,
       trustDomain: cfg.trustDomain,
@@ -130,6 +137,7 @@ export async function initCa(cfg: CaConfig, allowInsecure: boolean, now = new Da
       store,
       policy: policyFrom(cfg, cfg.trustDomain),
       passphrase,
+      keys,
     });
     const adminCertificate = await issueAdminCredential(authority, store, cfg.dataDir, { now });
     return {
@@ -138,7 +146,8 @@ export async function initCa(cfg: CaConfig, allowInsecure: boolean, now = new Da
       rootId: result.root.id,
       intermediateId: result.intermediate.id,
       rootFingerprint: result.rootFingerprint,
-      keysEncrypted: passphrase !== null,
+      keysEncrypted: passphrase !== null || keys.backend === "pkcs11",
+      keyBackend: keys.backend,
       adminCertificate,
     };
   } finally {
@@ -171,9 +180,13 @@ export const caInit: Command = {
       console.log(`Created CA for trust domain ${out.trustDomain} in ${out.dataDir}`);
       console.log(`  root          ${out.rootId}`);
       console.log(`  intermediate  ${out.intermediateId} (active)`);
-      console.log(
-        `  keys          ${out.keysEncrypted ? "encrypted with the passphrase" : "NOT ENCRYPTED (development only)"}`,
-      );
+      const keysAt =
+        out.keyBackend === "pkcs11"
+          ? `in the PKCS#11 token ${cfg["keys.pkcs11.tokenLabel"] || `in slot ${cfg["keys.pkcs11.slot"]}`} (not extractable)`
+          : out.keysEncrypted
+            ? "encrypted with the passphrase"
+            : "NOT ENCRYPTED (development only)";
+      console.log(`  keys          ${keysAt}`);
       console.log(
         `  admin cert    ${out.adminCertificate.dir} until ${out.adminCertificate.notAfter} (renew: stint ca admin-cert)`,
       );

@@ -1,9 +1,16 @@
+import { randomBytes } from "node:crypto";
 import { lstat, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { createIntermediateRequest } from "../ca/offline-root";
+import { intermediateCommonName } from "../ca/hierarchy";
+import { type CaKeyStore, pendingKeyMeta } from "../ca/key-store";
+import { issuerIdFromSki, type KeyAlgorithm, subjectKeyIdentifier } from "../ca/keys";
+import { createIntermediateRequest, type IntermediateRequest } from "../ca/offline-root";
+import type { Store } from "../ca/store";
+import { createCaCertificateRequest } from "../ca/x509";
 import { StintError } from "../common/errors";
 import { writeFileAtomic } from "../common/files";
 import { toPem } from "../formats/pem";
+import { keyStoreFrom } from "./ca-keys";
 import { type Command, parseFlags, printJson } from "./command";
 import { caFlagOptions, caHelp, loadConfigFromFlags, openCa, passphraseFrom } from "./context";
 
@@ -14,6 +21,26 @@ const OWN_FLAGS = {
   "insecure-no-passphrase": { type: "boolean" },
   json: { type: "boolean" },
 } as const;
+
+/**
+ * keys.backend pkcs11: the new key is made in the token and its URI kept in
+ * the store (pendingKeyMeta), where `ca import-intermediate` finds it.
+ */
+async function tokenRequest(
+  keys: CaKeyStore,
+  store: Store,
+  opts: { keyAlgorithm: KeyAlgorithm; trustDomain: string },
+): Promise<IntermediateRequest> {
+  const key = await keys.generate(opts.keyAlgorithm, `stint-intermediate-${randomBytes(4).toString("hex")}`);
+  const id = issuerIdFromSki(subjectKeyIdentifier(key.publicKey));
+  const csrDer = await createCaCertificateRequest({
+    keys: key,
+    commonName: intermediateCommonName(id),
+    trustDomain: opts.trustDomain,
+  });
+  await store.setMeta(pendingKeyMeta(id), key.ref);
+  return { id, csrDer, keyPath: key.ref };
+}
 
 /** Refuses early, before a key is made, when the output file is already there. */
 async function checkAbsent(path: string): Promise<void> {
@@ -64,26 +91,31 @@ export const caIntermediateCsr: Command = {
     // Opening the CA proves it is initialised, gives its trust domain, and checks the passphrase
     // opens the active key, so the new key is not encrypted under a mistyped one.
     const { store, trustDomain } = await openCa(cfg, values);
-    let req: Awaited<ReturnType<typeof createIntermediateRequest>>;
+    const keys = keyStoreFrom(cfg, passphrase);
+    let req: IntermediateRequest;
     try {
-      req = await createIntermediateRequest({
-        dataDir: cfg.dataDir,
-        passphrase,
-        keyAlgorithm: cfg.keyAlgorithm,
-        trustDomain,
-        now: new Date(),
-      });
+      req =
+        keys.backend === "pkcs11"
+          ? await tokenRequest(keys, store, { keyAlgorithm: cfg.keyAlgorithm, trustDomain })
+          : await createIntermediateRequest({
+              dataDir: cfg.dataDir,
+              passphrase,
+              keyAlgorithm: cfg.keyAlgorithm,
+              trustDomain,
+              now: new Date(),
+            });
     } finally {
       await store.close();
     }
-    const keyFile = join(cfg.dataDir, req.keyPath);
+    const inToken = keys.backend === "pkcs11";
+    const keyFile = inToken ? req.keyPath : join(cfg.dataDir, req.keyPath);
     const pem = toPem("CERTIFICATE REQUEST", req.csrDer);
     if (out !== undefined) {
       try {
         await writeFileAtomic(out, pem, 0o644, { overwrite: false });
       } catch (err) {
-        // A key whose CSR nobody can see is only a liability.
-        await unlink(keyFile).catch(() => undefined);
+        // A key whose CSR nobody can see is only a liability (a token key stays: nothing here deletes token objects).
+        if (!inToken) await unlink(keyFile).catch(() => undefined);
         throw err;
       }
     }

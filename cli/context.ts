@@ -10,6 +10,7 @@ import { flagOptions } from "../common/config";
 import { StintError } from "../common/errors";
 import type { Registry } from "../common/metrics";
 import { CA_CONFIG, type CaConfig, loadCaConfig } from "./ca-config";
+import { keyStoreFrom } from "./ca-keys";
 import { checkSettingFlags, type Options } from "./command";
 import { listenParts } from "./listen";
 
@@ -84,6 +85,7 @@ export function rotationContext(
     actor,
     now: new Date(),
     publication: publicationUrls(cfg),
+    keys: keyStoreFrom(cfg, passphrase),
   };
 }
 
@@ -182,11 +184,16 @@ export async function openCa(cfg: CaConfig, values: FlagValues, metrics?: Regist
   const store = await openStore(cfg.dataDir, { url: cfg["store.url"] });
   try {
     const trustDomain = await storedTrustDomain(store, cfg, trustDomainConfigured(values));
+    const passphrase = await passphraseFrom(cfg);
+    const keys = keyStoreFrom(cfg, passphrase);
+    // With keys.backend pkcs11 the token opens here: missing, or a wrong PIN, is one line before anything serves.
+    await keys.ready();
     const authority = await Authority.open({
       dataDir: cfg.dataDir,
       store,
       policy: policyFrom(cfg, trustDomain),
-      passphrase: await passphraseFrom(cfg),
+      passphrase,
+      keys,
       metrics,
       // The same origin whether the server or a one-shot command (`ca issue`) signs the leaf.
       crlBaseUrl: publicationUrls(cfg).crlBaseUrl,

@@ -26,5 +26,7 @@ it("README's first command installs and starts the CA, its second runs the tests
   const pkg = JSON.parse(readFileSync(join(__dirname, "..", "package.json"), "utf8"));
   // Its development CA is created on first run: only with --init does `ca serve` create one.
   expect(pkg.scripts.start).toContain("ca serve --init");
-  expect(pkg.scripts.test).toBe("jest");
+  // The whole suite, then the CA suites again with every CA key in SoftHSM (issue 15's matrix).
+  expect(pkg.scripts.test).toBe("jest && npm run test:pkcs11");
+  expect(pkg.scripts["test:pkcs11"]).toMatch(/^STINT_TEST_KEY_BACKEND=pkcs11 jest test\//);
 });
