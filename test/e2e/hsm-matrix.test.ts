@@ -90,11 +90,18 @@ afterAll(async () => {
 });
 
 describe("CA keys in a PKCS#11 token (SoftHSM)", () => {
-  it("init, rotate, root prepare and activate make every CA key in the token and none on disk", async () => {
+  it("init, rotate, root prepare, activate and revoke-issuer: every CA key in the token, none on disk", async () => {
     expect(ca("init")).toMatch(/keys {10}in the PKCS#11 token stint-matrix \(not extractable\)/);
     ca("rotate");
     ca("root", "prepare");
     ca("root", "activate", "--force");
+    // The first intermediate (retired by the rotate) tainted and revoked: its root's CRL is re-signed in the token.
+    const first = (await issuers()).find((i) => i.kind === "intermediate" && i.state === "retired")!;
+    ca("taint", first.id);
+    expect(JSON.parse(ca("revoke-issuer", first.id, "--force", "--json"))).toMatchObject({
+      revoked: first.id,
+      rootCrlSigned: true,
+    });
 
     const all = await issuers();
     expect(all.map((i) => i.kind).sort()).toEqual([
@@ -143,7 +150,7 @@ describe("CA keys in a PKCS#11 token (SoftHSM)", () => {
     }
   });
 
-  it("OpenSSL verifies leaves through the cross-signed chain, and CRLs; the feed verifies", async () => {
+  it("OpenSSL verifies leaves through the cross-signed chain and CRLs; the feed verifies; the old root retires", async () => {
     const all = await issuers();
     const roots = all.filter((i) => i.kind === "root");
     const newRoot = roots.find((r) => all.some((i) => i.parentId === r.id && i.state === "active"))!;
@@ -210,7 +217,24 @@ describe("CA keys in a PKCS#11 token (SoftHSM)", () => {
 
     const feed = await get(`${server.url}/feed`, bundle);
     expect(feed.status).toBe(200);
-    expect(verifyFeedSignature(parseSignedFeed(feed.body))).toBe(true);
+    const envelope = parseSignedFeed(feed.body);
+    expect(verifyFeedSignature(envelope)).toBe(true);
+    expect(
+      new X509Certificate(envelope.chain[0]).publicKey.equals(new X509Certificate(active.certDer).publicKey),
+    ).toBe(true);
+
+    // The intermediate revoked above is on its root's token-signed CRL; then the old root retires.
+    const revokedInt = all.find((i) => i.parentId === oldRoot.id && i.state === "tainted")!;
+    const rootCrl = openssl(["crl", "-in", crls[oldRoot.id], "-noout", "-text"]).toLowerCase();
+    const revokedSerial = new X509Certificate(revokedInt.certDer).serialNumber
+      .toLowerCase()
+      .replace(/^0+/, "");
+    expect(rootCrl).toContain(revokedSerial);
+    await server.stop();
+    server = undefined;
+    expect(JSON.parse(ca("root", "retire", oldRoot.id, "--force", "--json"))).toMatchObject({
+      retired: { id: oldRoot.id, state: "retired" },
+    });
   });
 });
 
