@@ -7,6 +7,7 @@ import { KeyUsage, readCertificate } from "../formats/x509";
 import { CrlSigner } from "./crl";
 import { buildRoot, keyPem } from "./hierarchy";
 import { asCaKey, type SigningKey } from "./key-backend";
+import type { CaKeyStore } from "./key-store";
 import {
   fingerprintSha256,
   issuerIdFromSki,
@@ -97,6 +98,8 @@ export interface OfflineRootOptions {
   ttlDays: number;
   /** null writes the key unencrypted (the `--insecure-no-passphrase` development mode). */
   passphrase: string | null;
+  /** A PKCS#11 token's key store: the key is made inside it and no key file is written. Absent: a key file. */
+  keyStore?: CaKeyStore;
   /** The CA's CRL origin (http://<crl.httpListen>): the root names <origin>/crl/<id>.crl as its CRL, as buildRoot does. */
   crlBaseUrl: string | null;
   now: Date;
@@ -106,7 +109,10 @@ export interface OfflineRoot {
   id: string;
   certDer: Buffer;
   certFile: string;
-  keyFile: string;
+  /** The key file; null for a key made in a token. */
+  keyFile: string | null;
+  /** What --root-key takes later: the key file, or the key's `pkcs11:` URI. */
+  keyRef: string;
   fingerprint: string;
   notAfter: Date;
 }
@@ -118,6 +124,7 @@ export interface OfflineRoot {
  */
 export async function createOfflineRoot(opts: OfflineRootOptions): Promise<OfflineRoot> {
   const made = await buildRoot({
+    keyStore: opts.keyStore,
     trustDomain: opts.trustDomain,
     keyAlgorithm: opts.keyAlgorithm,
     now: opts.now,
@@ -126,17 +133,20 @@ export async function createOfflineRoot(opts: OfflineRootOptions): Promise<Offli
     publication: { crlBaseUrl: opts.crlBaseUrl, caIssuersBaseUrl: null },
   });
   const { id, certDer } = made.record;
-  const pem = await keyPem(made.keys, opts.passphrase);
-  const keyFile = join(opts.outDir, made.record.keyPath!);
   const certFile = join(opts.outDir, `root-${id}.pem`);
   await ensureDir(opts.outDir, 0o700);
-  await writeSecretFile(keyFile, pem);
+  let keyFile: string | null = null;
+  if (made.keys.backend === "file") {
+    keyFile = join(opts.outDir, made.record.keyPath!);
+    await writeSecretFile(keyFile, await keyPem(made.keys, opts.passphrase));
+  }
   await writeFileAtomic(certFile, toPem("CERTIFICATE", certDer), 0o644, { overwrite: false });
   return {
     id,
     certDer,
     certFile,
     keyFile,
+    keyRef: keyFile ?? made.keys.ref,
     fingerprint: fingerprintSha256(certDer),
     notAfter: made.record.notAfter,
   };

@@ -3,7 +3,8 @@ import { crossSignRoot } from "../ca/offline-ceremony";
 import { writeFileAtomic } from "../common/files";
 import { toPem } from "../formats/pem";
 import { type Command, parseFlags, printJson } from "./command";
-import { loadRootKey, readRootCertificate, refuseExisting, requireFlags } from "./offline-files";
+import { readRootCertificate, refuseExisting, requireFlags } from "./offline-files";
+import { rootSigningKey, TOKEN_FLAGS, TOKEN_HELP, withOfflineToken } from "./offline-token";
 
 /**
  * `stint root cross-sign`: on the offline host, the old root vouches for the
@@ -17,6 +18,7 @@ const FLAGS = {
   "new-root-cert": { type: "string" },
   out: { type: "string", short: "o" },
   "passphrase-file": { type: "string" },
+  ...TOKEN_FLAGS,
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -45,6 +47,7 @@ export const rootCrossSign: Command = {
       "  -o, --out FILE               where to write the cross-certificate (PEM); never overwrites",
       "  --passphrase-file FILE       file holding the old root key's passphrase",
       "  --json                       print the roots, the file and its fingerprint as JSON",
+      ...TOKEN_HELP,
       "  -h, --help                   this help",
       "",
       `The passphrase comes from ${PASSPHRASE_ENV} or --passphrase-file, never from a flag value.`,
@@ -61,8 +64,14 @@ export const rootCrossSign: Command = {
     await refuseExisting(out);
     const oldCertDer = await readRootCertificate(rootCert);
     const newCertDer = await readRootCertificate(newRootCert, "--new-root-cert");
-    const oldKey = await loadRootKey(rootKey, str("passphrase-file"));
-    const cross = await crossSignRoot({ oldCertDer, oldKey, newCertDer, now: new Date() });
+    const cross = await withOfflineToken("root cross-sign", values, async (token) =>
+      crossSignRoot({
+        oldCertDer,
+        oldKey: await rootSigningKey("root cross-sign", token, rootKey, str("passphrase-file")),
+        newCertDer,
+        now: new Date(),
+      }),
+    );
     await writeFileAtomic(out, toPem("CERTIFICATE", cross.der), 0o644, { overwrite: false });
     const fingerprint = fingerprintSha256(cross.der);
     if (values.json) {

@@ -1,10 +1,12 @@
 import { DEFAULT_ROOT_TTL_DAYS } from "../ca/hierarchy";
 import { KEY_ALGORITHMS, PASSPHRASE_ENV, parseKeyAlgorithm, resolvePassphrase } from "../ca/keys";
 import { createOfflineRoot } from "../ca/offline-ceremony";
+import { PIN_ENV } from "../ca/pkcs11";
 import { StintError } from "../common/errors";
 import { trustDomainProblem } from "../formats/spiffe";
 import { type Command, flagValue, parseFlags, printJson } from "./command";
 import { offlineUsage } from "./offline-files";
+import { rootKeyStore, TOKEN_FLAGS, withOfflineToken } from "./offline-token";
 
 /**
  * `stint root init`: the next root, made on the offline host for a root
@@ -20,6 +22,7 @@ const FLAGS = {
   "crl-base-url": { type: "string" },
   "passphrase-file": { type: "string" },
   "insecure-no-passphrase": { type: "boolean" },
+  ...TOKEN_FLAGS,
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -53,11 +56,13 @@ export const rootInit: Command = {
       "                               URL/crl/<id>.crl as its CRL, as roots the CA makes do (default: none)",
       "  --passphrase-file FILE       file holding the passphrase that encrypts the key",
       "  --insecure-no-passphrase     write the key unencrypted when no passphrase is set (tests only)",
+      "  --pkcs11-module PATH         make the key inside a PKCS#11 token (not extractable) instead of",
+      "                               a file; with --pkcs11-token LABEL or --pkcs11-slot N, and the PIN",
+      `                               from --pkcs11-pin-file or ${PIN_ENV}; prints the key's pkcs11: URI`,
       "  --json                       print id, fingerprint, files and expiry as JSON",
       "  -h, --help                   this help",
       "",
       `The passphrase comes from ${PASSPHRASE_ENV} or --passphrase-file, never from a flag value.`,
-      "A root in a PKCS#11 token on the offline host is not supported yet: keys are files.",
     ].join("\n"),
   async run(argv) {
     const { values } = parseFlags(argv, FLAGS);
@@ -81,25 +86,29 @@ export const rootInit: Command = {
     if (crlBaseUrl !== null && !/^https?:\/\/[\x21-\x7e]+$/.test(crlBaseUrl))
       throw usage(`--crl-base-url must be an http:// origin such as http://ca.example.org:8080`);
 
+    const inToken = values["pkcs11-module"] !== undefined;
     const passphrase = await resolvePassphrase({
       env: process.env,
       passphraseFile: str("passphrase-file") ?? null,
     });
-    if (passphrase === null && values["insecure-no-passphrase"] !== true) {
+    if (!inToken && passphrase === null && values["insecure-no-passphrase"] !== true) {
       throw new StintError(
         "ERR_CONFIG",
         `a root key needs a passphrase: set ${PASSPHRASE_ENV} or --passphrase-file (or --insecure-no-passphrase for tests)`,
       );
     }
-    const root = await createOfflineRoot({
-      outDir,
-      trustDomain,
-      keyAlgorithm,
-      ttlDays,
-      passphrase,
-      crlBaseUrl,
-      now: new Date(),
-    });
+    const root = await withOfflineToken("root init", values, (token) =>
+      createOfflineRoot({
+        outDir,
+        trustDomain,
+        keyAlgorithm,
+        ttlDays,
+        passphrase,
+        keyStore: rootKeyStore(token),
+        crlBaseUrl,
+        now: new Date(),
+      }),
+    );
     if (values.json) {
       printJson({
         id: root.id,
@@ -107,11 +116,12 @@ export const rootInit: Command = {
         notAfter: root.notAfter.toISOString(),
         certFile: root.certFile,
         keyFile: root.keyFile,
+        keyRef: root.keyRef,
       });
     } else {
       console.log(`Made root ${root.id}`);
       console.log(`  certificate  ${root.certFile}`);
-      console.log(`  key          ${root.keyFile} (keep it here)`);
+      console.log(`  key          ${root.keyRef} (keep it here; give it as --root-key)`);
       console.log(`  notAfter     ${root.notAfter.toISOString()}`);
       console.log(`  fingerprint  ${root.fingerprint}`);
       console.log(`Next: on the CA host, run: stint ca root prepare --offline --root-cert ${root.certFile}`);

@@ -6,13 +6,8 @@ import { parseDuration } from "../common/duration";
 import { fileError, writeFileAtomic } from "../common/files";
 import { toPem } from "../formats/pem";
 import { type Command, parseFlags, printJson } from "./command";
-import {
-  loadRootKey,
-  offlineUsage,
-  readRootCertificate,
-  refuseExisting,
-  requireFlags,
-} from "./offline-files";
+import { offlineUsage, readRootCertificate, refuseExisting, requireFlags } from "./offline-files";
+import { rootSigningKey, TOKEN_FLAGS, TOKEN_HELP, withOfflineToken } from "./offline-token";
 
 /**
  * `stint root sign-crl`: on the offline host, a root's next CRL, exactly as
@@ -27,6 +22,7 @@ const FLAGS = {
   out: { type: "string", short: "o" },
   "next-update": { type: "string" },
   "passphrase-file": { type: "string" },
+  ...TOKEN_FLAGS,
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -73,6 +69,7 @@ export const rootSignCrl: Command = {
       "  --next-update WHEN           a duration (365d) or an ISO time, no later than the root's expiry",
       "  --passphrase-file FILE       file holding the root key's passphrase",
       "  --json                       print the root, number, entries and validity as JSON",
+      ...TOKEN_HELP,
       "  -h, --help                   this help",
       "",
       `The passphrase comes from ${PASSPHRASE_ENV} or --passphrase-file, never from a flag value.`,
@@ -97,8 +94,15 @@ export const rootSignCrl: Command = {
       throw fileError(err, requestFile, "read the CRL request");
     }
     const request = decodeCrlRequest(text);
-    const key = await loadRootKey(rootKey, str("passphrase-file"));
-    const crl = await signRequestedCrl({ rootCertDer, rootKey: key, request, now, nextUpdate });
+    const crl = await withOfflineToken("root sign-crl", values, async (token) =>
+      signRequestedCrl({
+        rootCertDer,
+        rootKey: await rootSigningKey("root sign-crl", token, rootKey, str("passphrase-file")),
+        request,
+        now,
+        nextUpdate,
+      }),
+    );
     await writeFileAtomic(out, toPem("X509 CRL", crl.der), 0o644, { overwrite: false });
     if (values.json) {
       printJson({

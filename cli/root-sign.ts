@@ -3,7 +3,8 @@ import { DEFAULT_SIGN_TTL_DAYS, describeIntermediate, signIntermediateRequest } 
 import { writeFileAtomic } from "../common/files";
 import { toPem } from "../formats/pem";
 import { type Command, parseFlags, printJson } from "./command";
-import { loadRootKey, offlineUsage, refuseExisting, requireFlags } from "./offline-files";
+import { offlineUsage, refuseExisting, requireFlags } from "./offline-files";
+import { rootSigningKey, TOKEN_FLAGS, TOKEN_HELP, withOfflineToken } from "./offline-token";
 import { readPemFile } from "./pem-file";
 
 /**
@@ -22,6 +23,7 @@ const FLAGS = {
   "crl-url": { type: "string" },
   "ca-issuers-url": { type: "string" },
   "passphrase-file": { type: "string" },
+  ...TOKEN_FLAGS,
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -72,6 +74,7 @@ export const rootSign: Command = {
       "  --ca-issuers-url URL         the root's certificate as caIssuers: http://<crl.httpListen>/ca/<root id>.cer",
       "  --passphrase-file FILE       file holding the root key passphrase",
       "  --json                       print id, subject, validity and fingerprint as JSON",
+      ...TOKEN_HELP,
       "  -h, --help                   this help",
       "",
       `The root key passphrase comes from ${PASSPHRASE_ENV} or --passphrase-file, never from a flag value.`,
@@ -105,18 +108,18 @@ export const rootSign: Command = {
       "certificate request",
       "give the file stint ca intermediate-csr wrote as --csr",
     );
-    const key = await loadRootKey(rootKeyPath, str("passphrase-file"));
-
-    const certDer = await signIntermediateRequest({
-      rootCertDer,
-      rootKey: key,
-      csrDer,
-      ttlDays: Number(ttlText),
-      now: new Date(),
-      permittedDnsSuffixes: (values["permitted-dns-suffix"] as string[] | undefined) ?? [],
-      crlUrl,
-      caIssuersUrl,
-    });
+    const certDer = await withOfflineToken("root sign", values, async (token) =>
+      signIntermediateRequest({
+        rootCertDer,
+        rootKey: await rootSigningKey("root sign", token, rootKeyPath, str("passphrase-file")),
+        csrDer,
+        ttlDays: Number(ttlText),
+        now: new Date(),
+        permittedDnsSuffixes: (values["permitted-dns-suffix"] as string[] | undefined) ?? [],
+        crlUrl,
+        caIssuersUrl,
+      }),
+    );
     await writeFileAtomic(out, toPem("CERTIFICATE", certDer), 0o644, { overwrite: false });
 
     const d = describeIntermediate(certDer);

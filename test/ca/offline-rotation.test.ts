@@ -70,7 +70,7 @@ beforeAll(async () => {
     crlBaseUrl: null,
     now: new Date(),
   });
-  newRoot = { id: made.id, certDer: made.certDer, keyFile: made.keyFile };
+  newRoot = { id: made.id, certDer: made.certDer, keyFile: made.keyFile! };
 });
 
 const rootKey = async () => (await loadPrivateKey(newRoot.keyFile, null)).key;
