@@ -275,6 +275,22 @@ describe("pkcs11: opening a token that is not right", () => {
     }
   });
 
+  test("a token already gone at start: one line naming what to check", async () => {
+    await token.close();
+    const away = `${hsm.tokenDir}.away`;
+    renameSync(hsm.tokenDir, away);
+    try {
+      const err = await failure(() => Pkcs11Token.open(settings));
+      expect([err.code, err.message]).toEqual([
+        "ERR_CONFIG",
+        `the PKCS#11 module ${hsm.module} failed to initialize (CKR_GENERAL_ERROR); check the module's own configuration (SoftHSM: SOFTHSM2_CONF and its token directory)`,
+      ]);
+    } finally {
+      renameSync(away, hsm.tokenDir);
+      token = await Pkcs11Token.open(settings);
+    }
+  });
+
   test("settings that name no token, or a silly session count", async () => {
     const none = await failure(() => Pkcs11Token.open({ ...settings, tokenLabel: null }));
     expect(none.message).toBe(
