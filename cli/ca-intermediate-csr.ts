@@ -66,8 +66,9 @@ export const caIntermediateCsr: Command = {
     caHelp(
       "stint ca intermediate-csr [--out FILE] [--key-algorithm ALG] [--json] [options]",
       "Generates the key of a new intermediate in <dataDir>/keys/<id>.key.pem (0600, encrypted with the\n" +
-        "CA key passphrase) and writes a PKCS#10 request for it (PEM) to --out or stdout. Nothing\n" +
-        "changes in the store and the active intermediate keeps issuing. Next steps:\n" +
+        "CA key passphrase), or with keys.backend pkcs11 inside the token (the store keeps its pkcs11: URI),\n" +
+        "and writes a PKCS#10 request for it (PEM) to --out or stdout. The active intermediate keeps\n" +
+        "issuing. Next steps:\n" +
         "  1. carry the CSR to the machine holding the root key and run there:\n" +
         "       stint root sign --root-cert root.pem --root-key root.key.pem --csr FILE --out int.pem\n" +
         "  2. carry int.pem back and run here: stint ca import-intermediate int.pem",

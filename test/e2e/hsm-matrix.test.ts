@@ -238,6 +238,58 @@ describe("CA keys in a PKCS#11 token (SoftHSM)", () => {
   });
 });
 
+describe("a CA that switches to keys.backend pkcs11", () => {
+  it("keeps its file keys working and makes the next intermediate's key in the token (intermediate-csr, import)", () => {
+    const switched = join(dir, "switched");
+    const fileEnv = { ...env, STINT_KEYS_BACKEND: "file" };
+    const run = (e: Record<string, string>, ...args: string[]) => {
+      const r = stint(args, e);
+      expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
+      return r.stdout;
+    };
+    run(fileEnv, "ca", "init", "--data-dir", switched);
+    const csr = join(dir, "switched-int.csr");
+    const made = JSON.parse(
+      run(env, "ca", "intermediate-csr", "--data-dir", switched, "--out", csr, "--json"),
+    );
+    expect(made.keyPath).toMatch(/^pkcs11:token=stint-matrix;object=stint-intermediate-/);
+    // The root key is a file here, standing in for an offline root: `stint root sign` signs the request with it.
+    const signed = join(dir, "switched-int.pem");
+    run(
+      env,
+      "root",
+      "sign",
+      "--root-cert",
+      join(switched, "root.pem"),
+      "--root-key",
+      join(switched, "keys/root.key.pem"),
+      "--csr",
+      csr,
+      "--out",
+      signed,
+    );
+    run(env, "ca", "import-intermediate", signed, "--data-dir", switched);
+    const leafDir = join(dir, "switched-leaf");
+    run(
+      env,
+      "ca",
+      "issue",
+      "--spiffe-id",
+      "spiffe://example.org/switched",
+      "--out",
+      leafDir,
+      "--data-dir",
+      switched,
+    );
+    const leaf = new X509Certificate(readFileSync(join(leafDir, "cert.pem")));
+    const intermediate = new X509Certificate(readFileSync(signed));
+    expect(leaf.verify(intermediate.publicKey)).toBe(true);
+    expect(files(join(switched, "keys")).map((p) => p.slice(switched.length))).toEqual(
+      expect.not.arrayContaining([expect.stringContaining(made.id)]),
+    );
+  });
+});
+
 describe("ca serve without its token", () => {
   // Runs after the server above stopped: the CA in dataDir keeps its keys in the token.
   beforeAll(async () => {
