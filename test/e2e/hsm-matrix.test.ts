@@ -238,6 +238,36 @@ describe("CA keys in a PKCS#11 token (SoftHSM)", () => {
   });
 });
 
+describe("other key algorithms in the token", () => {
+  it.each([
+    ["ec-p384", "ecdsa-with-SHA384"],
+    ["rsa-2048", "sha256WithRSAEncryption"],
+  ])("%s: ca init signs the root, the intermediate and a leaf that OpenSSL verifies", (alg, signature) => {
+    const caDir = join(dir, `ca-${alg}`);
+    const r = stint(["ca", "init", "--data-dir", caDir], { ...env, STINT_KEY_ALGORITHM: alg });
+    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
+    const chain = readFileSync(join(caDir, "admin", "cert.pem"), "utf8").match(
+      /-----BEGIN[\s\S]+?-----END CERTIFICATE-----\n/g,
+    )!;
+    writeFileSync(join(dir, `${alg}-leaf.pem`), chain[0]);
+    writeFileSync(join(dir, `${alg}-int.pem`), chain[1]);
+    const verified = openssl([
+      "verify",
+      "-CAfile",
+      join(caDir, "root.pem"),
+      "-untrusted",
+      join(dir, `${alg}-int.pem`),
+      join(dir, `${alg}-leaf.pem`),
+    ]);
+    expect(verified).toMatch(/: OK/);
+    for (const cert of [join(caDir, "root.pem"), join(dir, `${alg}-int.pem`), join(dir, `${alg}-leaf.pem`)]) {
+      expect(openssl(["x509", "-in", cert, "-noout", "-text"])).toContain(
+        `Signature Algorithm: ${signature}`,
+      );
+    }
+  });
+});
+
 describe("a CA that switches to keys.backend pkcs11", () => {
   it("keeps its file keys working and makes the next intermediate's key in the token (intermediate-csr, import)", () => {
     const switched = join(dir, "switched");
