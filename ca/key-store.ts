@@ -10,6 +10,8 @@ import {
   loadPrivateKey,
   plainPrivateKeyPem,
 } from "./keys";
+// The URI rules alone: a file-only CA never loads the PKCS#11 module.
+import { isPkcs11Ref } from "./pkcs11/uri";
 
 /**
  * The one place CA keys are made and opened by their recorded reference
@@ -44,10 +46,6 @@ export interface CaKeyStoreOptions {
    * needed; null when no token is configured.
    */
   openToken?: (() => Promise<KeyToken>) | null;
-}
-
-export function isPkcs11Ref(ref: string): boolean {
-  return ref.slice(0, 7).toLowerCase() === "pkcs11:";
 }
 
 export class CaKeyStore {
