@@ -14,6 +14,7 @@ import { readFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { StintError } from "../common/errors";
 import { fileError } from "../common/files";
+import { secretFromEnvOrFile } from "../common/secret-input";
 import { issuerIdFromKeyId } from "../formats/crl";
 import * as der from "../formats/der";
 import { RSA_PUBLIC_EXPONENT } from "../formats/key-bounds";
@@ -379,25 +380,11 @@ export async function resolvePassphrase(opts: {
   env: Record<string, string | undefined>;
   passphraseFile?: string | null;
 }): Promise<string | null> {
-  const fromEnv = opts.env[PASSPHRASE_ENV];
-  const file = opts.passphraseFile ?? null;
-  if (fromEnv !== undefined && file !== null) {
-    throw new StintError("ERR_CONFIG", `both ${PASSPHRASE_ENV} and --passphrase-file are set; use only one`);
-  }
-  if (file !== null) {
-    let text: string;
-    try {
-      text = await readFile(file, "utf8");
-    } catch (err) {
-      throw fileError(err, file, "read the passphrase file");
-    }
-    const passphrase = text.replace(/\r?\n$/, "");
-    if (passphrase.length === 0) throw new StintError("ERR_CONFIG", `the passphrase file ${file} is empty`);
-    return passphrase;
-  }
-  if (fromEnv !== undefined) {
-    if (fromEnv.length === 0) throw new StintError("ERR_CONFIG", `${PASSPHRASE_ENV} is set but empty`);
-    return fromEnv;
-  }
-  return null;
+  return secretFromEnvOrFile({
+    env: opts.env,
+    envName: PASSPHRASE_ENV,
+    file: opts.passphraseFile ?? null,
+    fileSetting: "--passphrase-file",
+    fileKind: "passphrase file",
+  });
 }

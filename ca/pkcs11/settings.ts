@@ -1,6 +1,5 @@
-import { readFile } from "node:fs/promises";
 import { StintError } from "../../common/errors";
-import { fileError } from "../../common/files";
+import { secretFromEnvOrFile } from "../../common/secret-input";
 
 /** How the CA reaches its PKCS#11 token (keys.pkcs11.* settings plus the resolved PIN). */
 export interface Pkcs11Settings {
@@ -54,26 +53,14 @@ export async function resolvePin(opts: {
   env: Record<string, string | undefined>;
   pinFile?: string | null;
 }): Promise<string> {
-  const fromEnv = opts.env[PIN_ENV];
-  const file = opts.pinFile ?? null;
-  if (fromEnv !== undefined && file !== null) {
-    throw new StintError("ERR_CONFIG", `both ${PIN_ENV} and a PKCS#11 PIN file are set; use only one`);
-  }
-  if (file !== null) {
-    let text: string;
-    try {
-      text = await readFile(file, "utf8");
-    } catch (err) {
-      throw fileError(err, file, "read the PKCS#11 PIN file");
-    }
-    const pin = text.replace(/\r?\n$/, "");
-    if (pin.length === 0) throw new StintError("ERR_CONFIG", `the PKCS#11 PIN file ${file} is empty`);
-    return pin;
-  }
-  if (fromEnv !== undefined) {
-    if (fromEnv.length === 0) throw new StintError("ERR_CONFIG", `${PIN_ENV} is set but empty`);
-    return fromEnv;
-  }
+  const pin = await secretFromEnvOrFile({
+    env: opts.env,
+    envName: PIN_ENV,
+    file: opts.pinFile ?? null,
+    fileSetting: "a PKCS#11 PIN file",
+    fileKind: "PKCS#11 PIN file",
+  });
+  if (pin !== null) return pin;
   throw new StintError(
     "ERR_CONFIG",
     `the PKCS#11 token needs its user PIN; set ${PIN_ENV} or keys.pkcs11.pinFile (never a command line value)`,
