@@ -71,6 +71,8 @@ const ALLOWED_KEYS = new Set([
   "keyUsage",
   "passphraseFile",
   "authorizationUrl",
+  // keys.pkcs11.tokenLabel: which token, not its PIN
+  "tokenLabel",
 ]);
 // Secret values under innocent names: PEM private keys and JWT/JWS compact serializations.
 const SECRET_VALUE = /PRIVATE KEY-----|^eyJ[\w-]*\.[\w-]*\./;
@@ -80,10 +82,10 @@ const MAX_ITEMS = 100;
 const REDACTED = "[redacted]";
 
 export function isSecretKey(key: string): boolean {
-  if (!SECRET_KEY.test(key)) return false;
-  // Flat config keys such as "policy.keyTypes" are judged by their last word.
+  // Flat config keys such as "policy.keyTypes" or "keys.backend" are judged by their last word:
+  // the sections before it ("keys", "attest") name a topic, not a value.
   const last = key.slice(key.lastIndexOf(".") + 1);
-  return !ALLOWED_KEYS.has(last) && !ID_KEY.test(last);
+  return SECRET_KEY.test(last) && !ALLOWED_KEYS.has(last) && !ID_KEY.test(last);
 }
 
 const noop: LogFn = () => {};

@@ -254,6 +254,11 @@ describe("isSecretKey", () => {
     ["privateKeyPem", true],
     ["keyAlgorithm", false],
     ["policy.keyTypes", false],
+    ["keys.backend", false],
+    ["keys.pkcs11.module", false],
+    ["keys.pkcs11.tokenLabel", false],
+    ["store.password", true],
+    ["attest.joinToken", true],
     ["serial", false],
     ["spiffeId", false],
     // Ids name secrets without being them: kept so a refusal can be traced.
