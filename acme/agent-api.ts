@@ -261,7 +261,8 @@ export function mountAgentApi(deps: AgentApiDeps): (router: Router) => void {
           const body = await readJson(req, ["entryId", "audience"]);
           const audience = parseAudience(body.audience);
           const entry = ownEntry(await byId(agent), body.entryId, agent);
-          const signed = jwt.sign({ spiffeId: entry.spiffeId, audience, now });
+          // Awaited: a key in a PKCS#11 token signs through C_Sign.
+          const signed = await jwt.sign({ spiffeId: entry.spiffeId, audience, now });
           await store.appendAudit({
             at: now,
             actor: agent,

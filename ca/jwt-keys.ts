@@ -1,10 +1,13 @@
-import { createHash, createPublicKey, type KeyObject } from "node:crypto";
+import { createHash, createPublicKey, type KeyObject, randomBytes } from "node:crypto";
 import { unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { StintError } from "../common/errors";
 import { ensureDir, writeSecretFile } from "../common/files";
 import { KEYS_DIR, keyPem } from "./hierarchy";
+import type { CaKey } from "./key-backend";
+import { CaKeyStore } from "./key-store";
 import { generateKeyPair, loadPrivateKey } from "./keys";
+import { isPkcs11Ref } from "./pkcs11/uri";
 import type { Store } from "./store";
 
 /**
@@ -17,8 +20,9 @@ import type { Store } from "./store";
  *
  * The ring lives in store metadata (JWT_KEYS_META) so every replica and the
  * CLI see one ring; private keys are files under keys/, encrypted with the CA
- * passphrase like the intermediates'. Whoever changes the published set bumps
- * the bundle sequence.
+ * passphrase like the intermediates', or with keys.backend pkcs11 keys made
+ * in the token (the ring then records their `pkcs11:` URI). Whoever changes
+ * the published set bumps the bundle sequence.
  */
 
 export const JWT_KEYS_META = "jwt_keys";
@@ -31,7 +35,7 @@ export interface JwtKeyRecord {
   /** Key id in tokens' `kid` and the bundle: base64url of the first 16 bytes of SHA-256 over the SPKI DER. */
   kid: string;
   state: JwtKeyState;
-  /** Encrypted private key, relative to the data directory. */
+  /** Encrypted private key, relative to the data directory, or the token key's `pkcs11:` URI. */
   keyPath: string;
   /** Public key coordinates (P-256, base64url). */
   x: string;
@@ -57,7 +61,20 @@ export interface JwtKeyContext {
   /** null in --insecure-no-passphrase development mode. */
   passphrase: string | null;
   now: Date;
+  /** Where new keys are made (keys.backend) and keys are opened; absent: key files under dataDir, with `passphrase`. */
+  keys?: CaKeyStore;
 }
+
+const keyStoreOf = (ctx: Pick<JwtKeyContext, "dataDir" | "passphrase" | "keys">): CaKeyStore =>
+  ctx.keys ?? CaKeyStore.files(ctx.dataDir, ctx.passphrase);
+
+/** The kid of a public key: base64url of the first 16 bytes of SHA-256 over its SPKI DER. */
+const kidOf = (publicKey: KeyObject): string =>
+  createHash("sha256")
+    .update(publicKey.export({ type: "spki", format: "der" }))
+    .digest()
+    .subarray(0, 16)
+    .toString("base64url");
 
 export const jwtKeyPath = (kid: string) => `${KEYS_DIR}/jwt-${kid}.key.pem`;
 
@@ -78,23 +95,35 @@ export function parseJwtKeys(text: string | null): JwtKeyRecord[] {
   throw new StintError("ERR_STORE_CORRUPT", `store metadata ${JWT_KEYS_META} is not a JWT key ring`);
 }
 
+/** A new key where keys.backend says: a token key (its URI recorded), else an encrypted file in keys/. */
 async function newKey(ctx: JwtKeyContext, state: JwtKeyState): Promise<JwtKeyRecord> {
-  const keys = await generateKeyPair("ec-p256");
-  const spki = keys.publicKey.export({ type: "spki", format: "der" });
-  const kid = createHash("sha256").update(spki).digest().subarray(0, 16).toString("base64url");
-  const jwk = keys.publicKey.export({ format: "jwk" });
-  const keyPath = jwtKeyPath(kid);
-  await ensureDir(join(ctx.dataDir, KEYS_DIR), 0o700);
-  await writeSecretFile(join(ctx.dataDir, keyPath), await keyPem(keys, ctx.passphrase));
+  const { publicKey, keyPath } =
+    ctx.keys?.backend === "pkcs11" ? await newTokenKey(ctx.keys) : await newKeyFile(ctx);
+  const kid = kidOf(publicKey);
+  const jwk = publicKey.export({ format: "jwk" });
   return {
     kid,
     state,
-    keyPath,
+    keyPath: keyPath ?? jwtKeyPath(kid),
     x: String(jwk.x),
     y: String(jwk.y),
     createdAt: ctx.now.toISOString(),
     retiredAt: null,
   };
+}
+
+async function newKeyFile(ctx: JwtKeyContext): Promise<{ publicKey: KeyObject; keyPath: string }> {
+  const keys = await generateKeyPair("ec-p256");
+  const keyPath = jwtKeyPath(kidOf(keys.publicKey));
+  await ensureDir(join(ctx.dataDir, KEYS_DIR), 0o700);
+  await writeSecretFile(join(ctx.dataDir, keyPath), await keyPem(keys, ctx.passphrase));
+  return { publicKey: keys.publicKey, keyPath };
+}
+
+async function newTokenKey(keys: CaKeyStore): Promise<{ publicKey: KeyObject; keyPath: string }> {
+  // The kid is known only once the key exists: a random tag tells the token's objects apart.
+  const key = await keys.generate("ec-p256", `stint-jwt-${randomBytes(4).toString("hex")}`);
+  return { publicKey: key.publicKey, keyPath: key.ref };
 }
 
 async function save(ctx: JwtKeyContext, keys: readonly JwtKeyRecord[]): Promise<void> {
@@ -141,7 +170,8 @@ export const expiredRetired = (k: JwtKeyRecord, now: Date, maxTtlMs: number): bo
 
 /**
  * Drops retired keys past their last token's expiry from the ring (and their
- * key files), bumping the bundle sequence; returns the ring left.
+ * key files; token keys stay in the token, as retired intermediates' do),
+ * bumping the bundle sequence; returns the ring left.
  */
 export async function pruneJwtKeys(ctx: JwtKeyContext, maxTtlMs: number): Promise<JwtKeyRecord[]> {
   const ring = await readJwtKeys(ctx.store);
@@ -149,7 +179,8 @@ export async function pruneJwtKeys(ctx: JwtKeyContext, maxTtlMs: number): Promis
   if (gone.length === 0) return ring;
   const kept = ring.filter((k) => !gone.includes(k));
   await save(ctx, kept);
-  await Promise.all(gone.map((k) => unlink(join(ctx.dataDir, k.keyPath)).catch(() => undefined)));
+  const files = gone.filter((k) => !isPkcs11Ref(k.keyPath));
+  await Promise.all(files.map((k) => unlink(join(ctx.dataDir, k.keyPath)).catch(() => undefined)));
   return kept;
 }
 
@@ -160,18 +191,38 @@ export function jwtBundleKeys(ring: readonly JwtKeyRecord[], now: Date, maxTtlMs
     .map((k) => ({ use: "jwt-svid", kty: "EC", crv: "P-256", x: k.x, y: k.y, kid: k.kid }));
 }
 
-/** The active key, loaded (and decrypted); ERR_NO_ACTIVE_ISSUER when the ring has none. */
+function activeOf(ring: readonly JwtKeyRecord[]): JwtKeyRecord {
+  const active = ring.find((k) => k.state === "active");
+  if (!active) throw new StintError("ERR_NO_ACTIVE_ISSUER", "no active JWT-SVID signing key");
+  return active;
+}
+
+function checkHolds(record: JwtKeyRecord, publicKey: KeyObject): void {
+  const jwk = publicKey.export({ format: "jwk" });
+  if (jwk.x !== record.x || jwk.y !== record.y) {
+    throw new StintError("ERR_KEY_MISMATCH", `${record.keyPath} does not hold JWT key ${record.kid}`);
+  }
+}
+
+/** The active key file, loaded (and decrypted); ERR_NO_ACTIVE_ISSUER when the ring has none. */
 export async function loadActiveJwtKey(
   ring: readonly JwtKeyRecord[],
   dataDir: string,
   passphrase: string | null,
 ): Promise<{ kid: string; key: KeyObject }> {
-  const active = ring.find((k) => k.state === "active");
-  if (!active) throw new StintError("ERR_NO_ACTIVE_ISSUER", "no active JWT-SVID signing key");
+  const active = activeOf(ring);
   const { key } = await loadPrivateKey(join(dataDir, active.keyPath), passphrase);
-  const jwk = createPublicKey(key).export({ format: "jwk" });
-  if (jwk.x !== active.x || jwk.y !== active.y) {
-    throw new StintError("ERR_KEY_MISMATCH", `${active.keyPath} does not hold JWT key ${active.kid}`);
-  }
+  checkHolds(active, createPublicKey(key));
+  return { kid: active.kid, key };
+}
+
+/** The active key as a CaKey, from its file or its token (whichever its ref names). */
+export async function openActiveJwtKey(
+  ring: readonly JwtKeyRecord[],
+  ctx: Pick<JwtKeyContext, "dataDir" | "passphrase" | "keys">,
+): Promise<{ kid: string; key: CaKey }> {
+  const active = activeOf(ring);
+  const { key } = await keyStoreOf(ctx).open(active.keyPath);
+  checkHolds(active, key.publicKey);
   return { kid: active.kid, key };
 }

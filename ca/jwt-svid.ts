@@ -1,6 +1,7 @@
 import { type KeyObject, sign } from "node:crypto";
 import { StintError } from "../common/errors";
 import type { Logger } from "../common/logger";
+import { ecdsaDerToP1363 } from "../formats/ecdsa-signature";
 import {
   ensureJwtKeys,
   expiredRetired,
@@ -8,15 +9,18 @@ import {
   type JwtKeyContext,
   type JwtKeyRecord,
   jwtBundleKeys,
-  loadActiveJwtKey,
+  openActiveJwtKey,
   pruneJwtKeys,
 } from "./jwt-keys";
+import type { CaKey } from "./key-backend";
 
 /**
  * Signs JWT-SVIDs (SPIFFE JWT-SVID standard): ES256 over
  * base64url(header).base64url(claims), header {alg, kid, typ}, claims
  * {sub: SPIFFE ID, aud, exp, iat}. The key is the ring's active one
- * (ca/jwt-keys.ts); verify/jwt-svid.ts checks what this makes.
+ * (ca/jwt-keys.ts): a key file signs at once, a token key (keys.backend
+ * pkcs11) through C_Sign, answering later. verify/jwt-svid.ts checks what
+ * this makes.
  */
 
 export const DEFAULT_JWT_MAX_TTL_MS = 5 * 60 * 1000;
@@ -64,6 +68,19 @@ export function parseAudience(value: unknown): string[] {
 
 const b64u = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url");
 
+/** What ES256 signs for one token (header.claims), and when the token expires. */
+function signingInput(
+  kid: string,
+  maxTtlMs: number,
+  req: JwtSvidRequest,
+): { input: string; expiresAt: Date } {
+  const ttl = Math.min(req.ttlMs ?? maxTtlMs, maxTtlMs);
+  const iat = Math.floor(req.now.getTime() / 1000);
+  const exp = Math.floor((req.now.getTime() + ttl) / 1000);
+  const input = `${b64u({ alg: "ES256", kid, typ: "JWT" })}.${b64u({ sub: req.spiffeId, aud: req.audience, exp, iat })}`;
+  return { input, expiresAt: new Date(exp * 1000) };
+}
+
 /** Signs one token with `key`; pure apart from the signature's randomness. */
 export function signJwtSvid(
   key: KeyObject,
@@ -71,12 +88,25 @@ export function signJwtSvid(
   maxTtlMs: number,
   req: JwtSvidRequest,
 ): SignedJwtSvid {
-  const ttl = Math.min(req.ttlMs ?? maxTtlMs, maxTtlMs);
-  const iat = Math.floor(req.now.getTime() / 1000);
-  const exp = Math.floor((req.now.getTime() + ttl) / 1000);
-  const input = `${b64u({ alg: "ES256", kid, typ: "JWT" })}.${b64u({ sub: req.spiffeId, aud: req.audience, exp, iat })}`;
+  const { input, expiresAt } = signingInput(kid, maxTtlMs, req);
   const signature = sign("sha256", Buffer.from(input), { key, dsaEncoding: "ieee-p1363" });
-  return { token: `${input}.${signature.toString("base64url")}`, kid, expiresAt: new Date(exp * 1000) };
+  return { token: `${input}.${signature.toString("base64url")}`, kid, expiresAt };
+}
+
+/** P-256 r||s halves: a JWS carries r||s (RFC 7518 §3.4), a token's C_Sign answers DER through its CaKey. */
+const ES256_HALF = 32;
+
+/** Signs one token with a key that never leaves its token: a CaKey answers a DER signature, later. */
+export async function signJwtSvidWith(
+  key: CaKey,
+  kid: string,
+  maxTtlMs: number,
+  req: JwtSvidRequest,
+): Promise<SignedJwtSvid> {
+  const { input, expiresAt } = signingInput(kid, maxTtlMs, req);
+  const der = await key.sign("sha256", Buffer.from(input));
+  const signature = ecdsaDerToP1363(der, ES256_HALF);
+  return { token: `${input}.${signature.toString("base64url")}`, kid, expiresAt };
 }
 
 export interface JwtSvidServiceOptions extends Omit<JwtKeyContext, "now"> {
@@ -90,7 +120,7 @@ export interface JwtSvidServiceOptions extends Omit<JwtKeyContext, "now"> {
  */
 export class JwtSvidService {
   private ring: JwtKeyRecord[] = [];
-  private active: { kid: string; key: KeyObject } | null = null;
+  private active: { kid: string; key: CaKey } | null = null;
 
   private constructor(private readonly opts: JwtSvidServiceOptions) {}
 
@@ -106,8 +136,8 @@ export class JwtSvidService {
   }
 
   private context(now: Date): JwtKeyContext {
-    const { store, dataDir, passphrase } = this.opts;
-    return { store, dataDir, passphrase, now };
+    const { store, dataDir, passphrase, keys } = this.opts;
+    return { store, dataDir, passphrase, now, keys };
   }
 
   /** Re-reads the ring, drops retired keys past their last token, and loads a newly active key. */
@@ -115,7 +145,7 @@ export class JwtSvidService {
     const ring = await pruneJwtKeys(this.context(now), this.opts.maxTtlMs);
     const activeKid = ring.find((k) => k.state === "active")?.kid;
     if (activeKid !== this.active?.kid) {
-      this.active = await loadActiveJwtKey(ring, this.opts.dataDir, this.opts.passphrase);
+      this.active = await openActiveJwtKey(ring, this.opts);
       this.opts.log.info("JWT-SVID signing key in use", { kid: this.active.kid });
     }
     this.ring = ring;
@@ -129,15 +159,18 @@ export class JwtSvidService {
     return jwtBundleKeys(this.ring, now, this.opts.maxTtlMs);
   }
 
-  sign(req: JwtSvidRequest): SignedJwtSvid {
+  /** Synchronous with a key file (as before key backends); a token key answers a promise. */
+  sign(req: JwtSvidRequest): SignedJwtSvid | Promise<SignedJwtSvid> {
     if (!this.active) throw new StintError("ERR_NO_ACTIVE_ISSUER", "no active JWT-SVID signing key");
-    return signJwtSvid(this.active.key, this.active.kid, this.opts.maxTtlMs, req);
+    const { key, kid } = this.active;
+    if (key.privateKey) return signJwtSvid(key.privateKey, kid, this.opts.maxTtlMs, req);
+    return signJwtSvidWith(key, kid, this.opts.maxTtlMs, req);
   }
 }
 
 /** At server start: makes the key ring if this CA has none yet, then opens the service on it. */
 export async function startJwtSvids(opts: JwtSvidServiceOptions): Promise<JwtSvidService> {
-  const { store, dataDir, passphrase } = opts;
-  await ensureJwtKeys({ store, dataDir, passphrase, now: new Date() });
+  const { store, dataDir, passphrase, keys } = opts;
+  await ensureJwtKeys({ store, dataDir, passphrase, now: new Date(), keys });
   return JwtSvidService.open(opts);
 }

@@ -297,7 +297,7 @@ export async function activate(
   await writeFileAtomic(join(ctx.dataDir, INTERMEDIATE_CERT_FILE), toPem("CERTIFICATE", next.certDer), 0o644);
   // The JWT-SVID keys rotate with the intermediate: the prepared one, published since the last step, signs now.
   const { store, dataDir, passphrase, now } = ctx;
-  await advanceJwtKeys({ store, dataDir, passphrase, now });
+  await advanceJwtKeys({ store, dataDir, passphrase, now, keys: keyStoreOf(ctx) });
   await bump(ctx.store, ISSUERS_GENERATION);
 }
 

@@ -26,6 +26,7 @@ import { processMetrics, Registry } from "../common/metrics";
 import { acmeDeps } from "./acme-setup";
 import { CA_CONFIG, type CaConfig } from "./ca-config";
 import { initCa } from "./ca-init";
+import { keyStoreFrom } from "./ca-keys";
 import { type Command, parseFlags } from "./command";
 import {
   caFlagOptions,
@@ -142,6 +143,8 @@ export const caServe: Command = {
       store,
       dataDir: cfg.dataDir,
       passphrase,
+      // keys.backend pkcs11: new JWT-SVID keys are made, and sign, in the token.
+      keys: keyStoreFrom(cfg, passphrase),
       maxTtlMs: cfg["jwt.maxTtl"],
       log,
     });

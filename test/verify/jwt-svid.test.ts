@@ -182,7 +182,7 @@ describe("the JWT-SVID key ring", () => {
       maxTtlMs: MAX_TTL,
       log,
     });
-    const before = service.sign({ spiffeId: ID, audience: ["a"], now: T0 });
+    const before = await service.sign({ spiffeId: ID, audience: ["a"], now: T0 });
     expect(before.kid).toBe(a.kid);
 
     // Rotation: the prepared key (in every bundle since T0) signs; the old one is retired, still published.
@@ -195,7 +195,7 @@ describe("the JWT-SVID key ring", () => {
     ]);
     expect(await store.getMeta("bundle_sequence")).toBe("3");
     await service.refresh(rotated);
-    const after = service.sign({ spiffeId: ID, audience: ["a"], now: rotated });
+    const after = await service.sign({ spiffeId: ID, audience: ["a"], now: rotated });
     expect(after.kid).toBe(p.kid);
     const published = JSON.stringify({ keys: await service.bundleKeys(rotated) });
     expect(verifyJwtSvid(before.token, { audience: "a", bundle: published, now: rotated }).spiffeId).toBe(ID);
