@@ -308,7 +308,8 @@ describe("AtomicDir against a real writer process", () => {
     // The kills must have landed inside publishes, or this test proves nothing.
     expect(versions.size).toBeGreaterThan(50);
     expect(recovered).toBeGreaterThan(10);
-  });
+    // 200 child processes: about 30 s alone, past jest's 60 s default on a loaded CI machine.
+  }, 240_000);
 
   /**
    * While another process publishes continuously, a reader that resolves ..data
