@@ -103,11 +103,13 @@ export async function issueAdminCredential(
 
 /**
  * Creates the CA in cfg.dataDir. Without a passphrase, only an explicit
- * insecure opt-in is accepted. Shared by `ca init` and first-run `ca serve`.
+ * insecure opt-in is accepted, unless keys.backend is pkcs11: every key it
+ * makes (root, intermediate, JWT-SVID) is then in the token, none in a file.
+ * Shared by `ca init` and first-run `ca serve`.
  */
 export async function initCa(cfg: CaConfig, allowInsecure: boolean, now = new Date()): Promise<InitOutcome> {
   const passphrase = await passphraseFrom(cfg);
-  if (passphrase === null && !allowInsecure) {
+  if (passphrase === null && !allowInsecure && cfg["keys.backend"] !== "pkcs11") {
     throw new StintError(
       "ERR_CONFIG",
       "CA keys need a passphrase: set STINT_CA_PASSPHRASE or --passphrase-file (or --insecure-no-passphrase for development)",

@@ -87,7 +87,11 @@ function ttlDays(command: string, values: Values, fallback: number): number {
   return days;
 }
 
-/** Opens the store and runs one rotation step; new CA keys need a passphrase unless explicitly waived. */
+/**
+ * Opens the store and runs one rotation step; new CA keys need a passphrase
+ * unless explicitly waived, or made in the token (keys.backend pkcs11: a key
+ * file made before a switch still asks for it when opened).
+ */
 export async function withRotation<T>(
   values: Values,
   opts: { writesKeys: boolean },
@@ -95,7 +99,8 @@ export async function withRotation<T>(
 ): Promise<T> {
   const cfg = loadConfigFromFlags(values);
   const passphrase = await passphraseFrom(cfg);
-  if (opts.writesKeys && passphrase === null && values["insecure-no-passphrase"] !== true) {
+  const inToken = cfg["keys.backend"] === "pkcs11";
+  if (opts.writesKeys && passphrase === null && !inToken && values["insecure-no-passphrase"] !== true) {
     throw new StintError(
       "ERR_CONFIG",
       "new CA keys need a passphrase: set STINT_CA_PASSPHRASE or --passphrase-file (or --insecure-no-passphrase for development)",
