@@ -4,13 +4,15 @@ import { createPrivateKey, createPublicKey, X509Certificate } from "node:crypto"
 import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { request } from "node:https";
 import { join } from "node:path";
+import { readJwtKeys } from "../../ca/jwt-keys";
 import type { IssuerRecord } from "../../ca/store";
 import { openStore } from "../../ca/store/open";
 import { parseSignedFeed, verifyFeedSignature } from "../../formats/feed";
 import { toPem } from "../../formats/pem";
-import { type ServerProcess, STINT, startServer, stint } from "../helpers/cli";
+import { type ServerProcess, startServer, stint } from "../helpers/cli";
 import { openssl, tempDir } from "../helpers/openssl";
 import { type SoftHsmToken, softHsmToken } from "../helpers/softhsm";
+import { keyExposures, NOT_EXTRACTABLE } from "../helpers/token-keys";
 
 /**
  * Issue 15 with keys.backend pkcs11 on SoftHSM: a CA made, rotated and
@@ -37,6 +39,16 @@ async function issuers(): Promise<IssuerRecord[]> {
   const store = await openStore(dataDir);
   try {
     return await store.listIssuers();
+  } finally {
+    await store.close();
+  }
+}
+
+/** Where the JWT-SVID key ring's keys are, as the store records them. */
+async function jwtKeyRefs(): Promise<string[]> {
+  const store = await openStore(dataDir);
+  try {
+    return (await readJwtKeys(store)).map((k) => k.keyPath);
   } finally {
     await store.close();
   }
@@ -112,7 +124,12 @@ describe("CA keys in a PKCS#11 token (SoftHSM)", () => {
     ]);
     for (const issuer of all) expect(issuer.keyPath).toMatch(/^pkcs11:token=stint-matrix;object=stint-/);
 
-    // Private keys under the data directory are the admin client's and the JWT-SVID signing keys, never a CA key.
+    // The JWT-SVID key ring, made and advanced by the rotations, is in the token too.
+    const jwtRefs = await jwtKeyRefs();
+    expect(jwtRefs.length).toBeGreaterThan(0);
+    for (const ref of jwtRefs) expect(ref).toMatch(/^pkcs11:token=stint-matrix;object=stint-jwt-/);
+
+    // The only private key under the data directory is the admin client's, never a CA or JWT-SVID key.
     const caSpkis = new Set(
       all.map((i) =>
         new X509Certificate(i.certDer).publicKey.export({ type: "spki", format: "der" }).toString("hex"),
@@ -121,20 +138,15 @@ describe("CA keys in a PKCS#11 token (SoftHSM)", () => {
     const keyFiles = files(dataDir).filter((p) => readFileSync(p, "latin1").includes("PRIVATE KEY"));
     expect(keyFiles.length).toBeGreaterThan(0);
     for (const path of keyFiles) {
-      expect(path.slice(dataDir.length)).toMatch(/^\/(admin\/key\.pem|keys\/jwt-[\w-]+\.key\.pem)$/);
+      expect(path.slice(dataDir.length)).toBe("/admin/key.pem");
       const key = createPrivateKey({ key: readFileSync(path), passphrase: PASSPHRASE });
       const spki = createPublicKey(key).export({ type: "spki", format: "der" }).toString("hex");
       expect(caSpkis.has(spki)).toBe(false);
     }
 
-    // The token answers C_GetAttributeValue on the secret with a refusal, for every CA key.
-    for (const exposure of keyExposures(all.map((i) => i.keyPath!))) {
-      expect(exposure).toMatchObject({
-        sensitive: true,
-        extractable: false,
-        neverExtractable: true,
-        secretRead: "CKR_ATTRIBUTE_SENSITIVE",
-      });
+    // The token answers C_GetAttributeValue on the secret with a refusal, for every CA and JWT-SVID key.
+    for (const exposure of keyExposures(token, [...all.map((i) => i.keyPath!), ...jwtRefs])) {
+      expect(exposure).toMatchObject(NOT_EXTRACTABLE);
     }
   });
 
@@ -330,42 +342,6 @@ describe("ca serve without its token", () => {
     expect(r.stderr).not.toContain("0000-wrong-pin");
   });
 });
-
-/**
- * What the token says about each key (ca/pkcs11 Pkcs11Token.keyExposure), asked
- * from a child process of the built CLI's modules, so SoftHSM is never loaded
- * into the test runner's worker.
- */
-function keyExposures(refs: string[]): unknown[] {
-  const pkcs11 = join(STINT, "..", "..", "ca", "pkcs11");
-  const script = `
-    const { Pkcs11Token } = require(${JSON.stringify(pkcs11)});
-    (async () => {
-      const t = await Pkcs11Token.open(JSON.parse(process.env.SETTINGS));
-      const out = [];
-      for (const ref of JSON.parse(process.env.REFS)) out.push(await t.keyExposure(ref));
-      await t.close();
-      process.stdout.write(JSON.stringify(out));
-    })().catch((err) => { console.error(err.message); process.exit(1); });`;
-  const settings = {
-    module: token.module,
-    tokenLabel: token.tokenLabel,
-    slot: null,
-    pin: token.pin,
-    sessions: 1,
-  };
-  const r = spawnSync(process.execPath, ["-e", script], {
-    encoding: "utf8",
-    env: {
-      ...token.env,
-      PATH: process.env.PATH ?? "",
-      SETTINGS: JSON.stringify(settings),
-      REFS: JSON.stringify(refs),
-    },
-  });
-  expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: "" });
-  return JSON.parse(r.stdout) as unknown[];
-}
 
 /** `openssl verify` with its verdict, whether it passes or not. */
 function verdict(args: string[]): string {
