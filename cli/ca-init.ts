@@ -168,7 +168,8 @@ export const caInit: Command = {
     caHelp(
       "stint ca init [options]",
       "Creates a root and an intermediate CA (keys encrypted with the passphrase) and prints the root\n" +
-        "fingerprint that agents bootstrap with (--ca-fingerprint). Also issues the admin client\n" +
+        "fingerprint that agents bootstrap with (--ca-fingerprint). With keys.backend pkcs11 every key is\n" +
+        "made in the token and no passphrase is needed. Also issues the admin client\n" +
         "certificate into <dataDir>/admin/ (renew it with stint ca admin-cert).",
       "  --insecure-no-passphrase   write the CA keys unencrypted (development only)\n" +
         "  --json                     print the result as JSON",
