@@ -73,8 +73,34 @@ async function jwtSvid(): Promise<string> {
 const kidOf = (jwt: string): string =>
   JSON.parse(Buffer.from(jwt.split(".")[0]!, "base64url").toString()).kid;
 
-async function ring() {
-  const store = await openStore(dataDir);
+/** Starts the CA in env's data directory, with an agent credential and an entry parented to it. */
+async function serveWithAgent(caEnv: Record<string, string>): Promise<void> {
+  const caDir = caEnv.STINT_DATA_DIR!;
+  rootPem = readFileSync(join(caDir, "root.pem"), "utf8");
+  server = await startServer([], caEnv);
+  const out = `${caDir}-host`;
+  ok(stint(["ca", "issue", "--spiffe-id", HOST, "--out", out, "--ttl", "1h"], caEnv));
+  agent = {
+    cert: readFileSync(join(out, "cert.pem"), "utf8"),
+    key: readFileSync(join(out, "key.pem"), "utf8"),
+  };
+  const args = ["--spiffe-id", WEB, "--parent", HOST, "--selector", "unix:uid:1001"];
+  const created = ok(stint(["entry", "create", ...args, "--json", "--server", server.url], caEnv));
+  entryId = (JSON.parse(created) as { id: string }).id;
+}
+
+/** Polls until the server signs with another key than `jwt`'s (it takes a rotation up at feed.pollInterval). */
+async function nextKeyJwt(jwt: string): Promise<string> {
+  let after = jwt;
+  for (let i = 0; i < 100 && kidOf(after) === kidOf(jwt); i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    after = await jwtSvid();
+  }
+  return after;
+}
+
+async function ring(caDir = dataDir) {
+  const store = await openStore(caDir);
   try {
     return await readJwtKeys(store);
   } finally {
@@ -114,33 +140,7 @@ afterAll(async () => {
 describe("JWT-SVID keys in a PKCS#11 token (SoftHSM)", () => {
   it("ca init and ca serve run without a passphrase; the agent API's JWT-SVID verifies against /bundle.json", async () => {
     expect(ok(stint(["ca", "init"], env))).toMatch(/keys {10}in the PKCS#11 token stint-jwt/);
-    rootPem = readFileSync(join(dataDir, "root.pem"), "utf8");
-    server = await startServer([], env);
-    const out = join(dir, "host1");
-    ok(stint(["ca", "issue", "--spiffe-id", HOST, "--out", out, "--ttl", "1h"], env));
-    agent = {
-      cert: readFileSync(join(out, "cert.pem"), "utf8"),
-      key: readFileSync(join(out, "key.pem"), "utf8"),
-    };
-    const created = ok(
-      stint(
-        [
-          "entry",
-          "create",
-          "--spiffe-id",
-          WEB,
-          "--parent",
-          HOST,
-          "--selector",
-          "unix:uid:1001",
-          "--json",
-          "--server",
-          server.url,
-        ],
-        env,
-      ),
-    );
-    entryId = (JSON.parse(created) as { id: string }).id;
+    await serveWithAgent(env);
 
     const jwt = await jwtSvid();
     const bundle = await https("GET", "/bundle.json", null);
@@ -155,12 +155,7 @@ describe("JWT-SVID keys in a PKCS#11 token (SoftHSM)", () => {
     const before = await jwtSvid();
     const prepared = (await ring()).find((k) => k.state === "prepared")!;
     ok(stint(["ca", "rotate", "--ttl-days", "30"], env));
-    // The server takes the rotation up at its next poll (feed.pollInterval).
-    let after = before;
-    for (let i = 0; i < 100 && kidOf(after) === kidOf(before); i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      after = await jwtSvid();
-    }
+    const after = await nextKeyJwt(before);
     expect(kidOf(after)).toBe(prepared.kid);
     const bundle = (await https("GET", "/bundle.json", null)).text;
     for (const jwt of [before, after]) {
@@ -182,5 +177,39 @@ describe("JWT-SVID keys in a PKCS#11 token (SoftHSM)", () => {
     // The only private key anywhere in the data directory (store included) is the admin client's.
     const withKeys = files(dataDir).filter((p) => readFileSync(p, "latin1").includes("PRIVATE KEY"));
     expect(withKeys.map((p) => p.slice(dataDir.length))).toEqual(["/admin/key.pem"]);
+  });
+
+  it("a CA switched from file keys keeps signing with its key file, then moves to a token key at the next rotate", async () => {
+    const switched = join(dir, "switched");
+    const fileEnv = {
+      ...env,
+      STINT_DATA_DIR: switched,
+      STINT_KEYS_BACKEND: "file",
+      STINT_CA_PASSPHRASE: "switched ca passphrase",
+    };
+    ok(stint(["ca", "init"], fileEnv));
+    ok(stint(["ca", "rotate", "--ttl-days", "30"], fileEnv)); // makes the ring: two key files
+    // Switched: the prepared key file becomes active, the new prepared key is made in the token.
+    const tokenEnv = { ...fileEnv, STINT_KEYS_BACKEND: "pkcs11" };
+    ok(stint(["ca", "rotate", "--ttl-days", "30"], tokenEnv));
+    const mixed = await ring(switched);
+    expect(mixed.map((k) => [k.state, k.keyPath.startsWith("pkcs11:")])).toEqual([
+      ["retired", false],
+      ["active", false],
+      ["prepared", true],
+    ]);
+    ok(stint(["ca", "admin-cert"], tokenEnv)); // the admin API takes one from the active intermediate only
+    await serveWithAgent(tokenEnv);
+    const fromFile = await jwtSvid();
+    expect(kidOf(fromFile)).toBe(mixed[1]!.kid);
+    ok(stint(["ca", "rotate", "--ttl-days", "30"], tokenEnv));
+    const fromToken = await nextKeyJwt(fromFile);
+    expect(kidOf(fromToken)).toBe(mixed[2]!.kid);
+    const bundle = (await https("GET", "/bundle.json", null)).text;
+    for (const jwt of [fromFile, fromToken]) {
+      expect(verifyJwtSvid(jwt, { audience: "db", bundle, trustDomain: TD }).spiffeId).toBe(WEB);
+    }
+    await server!.stop();
+    server = undefined;
   });
 });
