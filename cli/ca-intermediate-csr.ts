@@ -83,7 +83,9 @@ export const caIntermediateCsr: Command = {
     const out = values.out as string | undefined;
     if (out !== undefined) await checkAbsent(out);
     const passphrase = await passphraseFrom(cfg);
-    if (passphrase === null && values["insecure-no-passphrase"] !== true) {
+    // A key made in the token needs no passphrase; a key file does.
+    const inToken = cfg["keys.backend"] === "pkcs11";
+    if (passphrase === null && !inToken && values["insecure-no-passphrase"] !== true) {
       throw new StintError(
         "ERR_CONFIG",
         "CA keys need a passphrase: set STINT_CA_PASSPHRASE or --passphrase-file (or --insecure-no-passphrase for development)",
@@ -95,20 +97,18 @@ export const caIntermediateCsr: Command = {
     const keys = keyStoreFrom(cfg, passphrase);
     let req: IntermediateRequest;
     try {
-      req =
-        keys.backend === "pkcs11"
-          ? await tokenRequest(keys, store, { keyAlgorithm: cfg.keyAlgorithm, trustDomain })
-          : await createIntermediateRequest({
-              dataDir: cfg.dataDir,
-              passphrase,
-              keyAlgorithm: cfg.keyAlgorithm,
-              trustDomain,
-              now: new Date(),
-            });
+      req = inToken
+        ? await tokenRequest(keys, store, { keyAlgorithm: cfg.keyAlgorithm, trustDomain })
+        : await createIntermediateRequest({
+            dataDir: cfg.dataDir,
+            passphrase,
+            keyAlgorithm: cfg.keyAlgorithm,
+            trustDomain,
+            now: new Date(),
+          });
     } finally {
       await store.close();
     }
-    const inToken = keys.backend === "pkcs11";
     const keyFile = inToken ? req.keyPath : join(cfg.dataDir, req.keyPath);
     const pem = toPem("CERTIFICATE REQUEST", req.csrDer);
     if (out !== undefined) {
