@@ -1,8 +1,8 @@
-import { createHash, randomBytes, X509Certificate } from "node:crypto";
+import { createHash, X509Certificate } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Authority } from "../ca/authority";
-import { parseEnrollableId, parseEntryParent, parseSelectors } from "../ca/entries";
-import { newJoinToken } from "../ca/join-token";
+import { newEntryId, parseEnrollableId, parseEntryParent, parseSelectors } from "../ca/entries";
+import { newJoinToken, storeJoinToken } from "../ca/join-token";
 import { dnsNameAllowed, normalizeDnsName, validityWindow } from "../ca/policy";
 import { parseRevocationReason, revocationReasonName } from "../ca/revocation";
 import { inspectSpki } from "../ca/spki";
@@ -109,6 +109,12 @@ export function mountAdmin(deps: AdminDeps): (router: Router, origin: string) =>
     };
 
   /** A store write carrying its audit record; logged once it succeeded (details stay in the audit log). */
+  const auditEvent = (
+    r: AdminRequest,
+    action: string,
+    subject: string,
+    details: Record<string, unknown>,
+  ): AuditEvent => ({ at: r.now, actor: r.actor, action, subject, details });
   const audited = async (
     r: AdminRequest,
     action: string,
@@ -116,7 +122,7 @@ export function mountAdmin(deps: AdminDeps): (router: Router, origin: string) =>
     details: Record<string, unknown>,
     write: (event: AuditEvent) => Promise<void>,
   ): Promise<void> => {
-    await write({ at: r.now, actor: r.actor, action, subject, details });
+    await write(auditEvent(r, action, subject, details));
     log.info("admin action", { action, subject, actor: r.actor });
   };
 
@@ -249,49 +255,10 @@ export function mountAdmin(deps: AdminDeps): (router: Router, origin: string) =>
           const dnsNames = entryDnsNames(body.dnsNames);
           const entryTtlMs = certTtl("certTtl", body.certTtl, r.now);
           const token = newJoinToken({ spiffeId, ttlMs, now: r.now });
-          const entry: EntryRecord = {
-            id: newEntryId(),
-            spiffeId,
-            // The join_token attestor grants exactly this selector to whoever presents the secret.
-            selectors: parseSelectors([`join_token:${token.id}`]),
-            dnsNames,
-            ttlMs: entryTtlMs,
-            createdAt: r.now,
-          };
-          // Entry first: without its token it can never match; a token without an entry would be a dud.
-          await createEntry(r, entry, { tokenId: token.id });
-          try {
-            // Only the hash is stored; the secret goes back in this response and nowhere else.
-            const record = {
-              id: token.id,
-              hash: token.hash,
-              spiffeId,
-              expiresAt: token.expiresAt,
-              usedAt: null,
-              createdAt: r.now,
-            };
-            await audited(
-              r,
-              "join_token.create",
-              token.id,
-              { spiffeId, expiresAt: token.expiresAt.toISOString(), entryId: entry.id },
-              (event) => store.createJoinToken(record, event),
-            );
-          } catch (err) {
-            await audited(
-              r,
-              "entry.delete",
-              entry.id,
-              { spiffeId, reason: "join token not stored" },
-              (event) => store.deleteEntry(entry.id, event),
-            ).catch((cleanup) =>
-              log.error("could not remove the entry of a failed join token", {
-                entryId: entry.id,
-                error: cleanup,
-              }),
-            );
-            throw err;
-          }
+          const fields = { dnsNames, ttlMs: entryTtlMs, now: r.now };
+          const entry = await storeJoinToken(store, token, fields, (...e) => auditEvent(r, ...e), log);
+          log.info("admin action", { action: "entry.create", subject: entry.id, actor: r.actor });
+          log.info("admin action", { action: "join_token.create", subject: token.id, actor: r.actor });
           r.res.setHeader("cache-control", "no-store");
           const created: AdminJoinToken = {
             id: token.id,
@@ -447,8 +414,6 @@ const evenHex = (hex: string) => {
   const lower = hex.toLowerCase();
   return lower.length % 2 === 0 ? lower : `0${lower}`;
 };
-
-const newEntryId = () => randomBytes(8).toString("hex");
 
 async function existingEntry(store: AdminStore, id: string): Promise<EntryRecord> {
   const entry = /^[0-9a-f]{16}$/.test(id) ? await store.getEntry(id) : null;

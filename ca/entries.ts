@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { StintError } from "../common/errors";
 import { parseWorkloadId } from "../formats/spiffe";
 
@@ -8,6 +8,9 @@ import { parseWorkloadId } from "../formats/spiffe";
  * as exact strings, so their syntax is declared once, here, and both the
  * admin side (parseSelector) and the attestors (selectorProblem) check it.
  */
+
+/** A new registration entry id: 16 hex digits, as every entry the admin API and the console create gets. */
+export const newEntryId = (): string => randomBytes(8).toString("hex");
 
 export interface RegistrationEntry {
   id: string;

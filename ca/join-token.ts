@@ -1,6 +1,11 @@
 import { createHash, randomBytes } from "node:crypto";
+import { formatDuration } from "../common/duration";
 import { StintError } from "../common/errors";
+import type { Logger } from "../common/logger";
 import { parseSpiffeId } from "../formats/spiffe";
+import { newEntryId } from "./entries";
+import type { AuditEvent } from "./store";
+import type { AcmeStateStore, EntryRecord } from "./store-acme";
 
 /**
  * Join tokens: one-time secrets an administrator hands to a workload, bound
@@ -85,4 +90,74 @@ export function hashJoinToken(secret: string): string {
 /** Whether `text` has the shape of a join token secret (not whether it is a valid one). */
 export function looksLikeJoinTokenSecret(text: unknown): text is string {
   return typeof text === "string" && TOKEN.test(text);
+}
+
+/** The store writes storeJoinToken needs. */
+type JoinTokenWrites = Pick<AcmeStateStore, "createEntry" | "createJoinToken" | "deleteEntry">;
+
+/**
+ * Stores a new join token with its entry, the one whose only selector is
+ * `join_token:<id>` (SPIRE's model: the entry outlives the token and governs
+ * renewals). The entry goes first: without its token it can never match,
+ * while a token without an entry would be a dud. If the token cannot be
+ * stored the entry is deleted again, audited, so a failure leaves nothing
+ * usable behind. `audit` makes each audit record; the admin API and the
+ * console both create tokens through here.
+ */
+export async function storeJoinToken(
+  store: JoinTokenWrites,
+  token: NewJoinToken,
+  entryFields: { dnsNames: string[]; ttlMs: number | null; now: Date },
+  audit: (action: string, subject: string, details: Record<string, unknown>) => AuditEvent,
+  log?: Logger,
+): Promise<EntryRecord> {
+  const { spiffeId } = token;
+  const entry: EntryRecord = {
+    id: newEntryId(),
+    spiffeId,
+    selectors: [`join_token:${token.id}`],
+    dnsNames: entryFields.dnsNames,
+    ttlMs: entryFields.ttlMs,
+    createdAt: entryFields.now,
+  };
+  await store.createEntry(
+    entry,
+    audit("entry.create", entry.id, {
+      spiffeId,
+      selectors: entry.selectors,
+      dnsNames: entry.dnsNames,
+      ttl: entry.ttlMs === null ? null : formatDuration(entry.ttlMs),
+      tokenId: token.id,
+    }),
+  );
+  try {
+    // Only the hash is stored; the secret goes back to the caller and nowhere else.
+    await store.createJoinToken(
+      {
+        id: token.id,
+        hash: token.hash,
+        spiffeId,
+        expiresAt: token.expiresAt,
+        usedAt: null,
+        createdAt: entryFields.now,
+      },
+      audit("join_token.create", token.id, {
+        spiffeId,
+        expiresAt: token.expiresAt.toISOString(),
+        entryId: entry.id,
+      }),
+    );
+  } catch (err) {
+    // The token's own error is the one to report; a failed cleanup is logged.
+    await store
+      .deleteEntry(entry.id, audit("entry.delete", entry.id, { spiffeId, reason: "join token not stored" }))
+      .catch((cleanup) =>
+        log?.error("could not remove the entry of a failed join token", {
+          entryId: entry.id,
+          error: cleanup,
+        }),
+      );
+    throw err;
+  }
+  return entry;
 }

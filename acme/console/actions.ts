@@ -1,7 +1,6 @@
-import { randomBytes } from "node:crypto";
-import { parseEnrollableId, parseEntryParent, parseSelectors } from "../../ca/entries";
+import { newEntryId, parseEnrollableId, parseEntryParent, parseSelectors } from "../../ca/entries";
 import { DEFAULT_INTERMEDIATE_TTL_DAYS } from "../../ca/hierarchy";
-import { newJoinToken } from "../../ca/join-token";
+import { newJoinToken, storeJoinToken } from "../../ca/join-token";
 import { parseRevocationReason, revocationReasonName } from "../../ca/revocation";
 import { rotateIntermediate, taintIssuer } from "../../ca/rotation";
 import { describePlan, planRotate, planTaint } from "../../ca/rotation-plan";
@@ -108,8 +107,6 @@ function rotation(r: ActionRequest) {
     throw new StintError("ERR_ROTATION_STATE", "this server was started without rotation support");
   return { ...r.console.rotation(r.user.actor), now: r.now };
 }
-
-const newEntryId = () => randomBytes(8).toString("hex");
 
 async function entryFrom(r: ActionRequest): Promise<EntryRecord> {
   const { authority, store } = r.console;
@@ -308,33 +305,8 @@ export const ACTIONS: Record<string, Action> = {
         ttlMs: parseDuration(optional(r.input, "ttl") ?? "10m"),
         now: r.now,
       });
-      const entry: EntryRecord = {
-        id: newEntryId(),
-        spiffeId,
-        selectors: parseSelectors([`join_token:${token.id}`]),
-        dnsNames: [],
-        ttlMs: null,
-        createdAt: r.now,
-      };
-      // Entry first, as the admin API does: without its token it can never match.
-      await r.console.store.createEntry(
-        entry,
-        event(r, "entry.create", entry.id, { spiffeId, selectors: entry.selectors, tokenId: token.id }),
-      );
-      await r.console.store.createJoinToken(
-        {
-          id: token.id,
-          hash: token.hash,
-          spiffeId,
-          expiresAt: token.expiresAt,
-          usedAt: null,
-          createdAt: r.now,
-        },
-        event(r, "join_token.create", token.id, {
-          spiffeId,
-          expiresAt: token.expiresAt.toISOString(),
-          entryId: entry.id,
-        }),
+      await storeJoinToken(r.console.store, token, { dnsNames: [], ttlMs: null, now: r.now }, (...e) =>
+        event(r, ...e),
       );
       return html`<p class="done">Join token ${token.id} for ${spiffeId}, usable once until ${when(token.expiresAt)}:</p>
 <pre class="secret" id="join-token">${token.secret}</pre><p class="note">It is shown only now.</p>`;
