@@ -1,4 +1,4 @@
-import { createHash, createPublicKey, type KeyObject, randomBytes } from "node:crypto";
+import { createHash, type KeyObject, randomBytes } from "node:crypto";
 import { unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { StintError } from "../common/errors";
@@ -6,7 +6,7 @@ import { ensureDir, writeSecretFile } from "../common/files";
 import { KEYS_DIR, keyPem } from "./hierarchy";
 import type { CaKey } from "./key-backend";
 import { CaKeyStore } from "./key-store";
-import { generateKeyPair, loadPrivateKey } from "./keys";
+import { generateKeyPair } from "./keys";
 import { isPkcs11Ref } from "./pkcs11/uri";
 import type { Store } from "./store";
 
@@ -204,19 +204,7 @@ function checkHolds(record: JwtKeyRecord, publicKey: KeyObject): void {
   }
 }
 
-/** The active key file, loaded (and decrypted); ERR_NO_ACTIVE_ISSUER when the ring has none. */
-export async function loadActiveJwtKey(
-  ring: readonly JwtKeyRecord[],
-  dataDir: string,
-  passphrase: string | null,
-): Promise<{ kid: string; key: KeyObject }> {
-  const active = activeOf(ring);
-  const { key } = await loadPrivateKey(join(dataDir, active.keyPath), passphrase);
-  checkHolds(active, createPublicKey(key));
-  return { kid: active.kid, key };
-}
-
-/** The active key as a CaKey, from its file or its token (whichever its ref names). */
+/** The active key as a CaKey, from its file or its token (whichever its ref names); ERR_NO_ACTIVE_ISSUER when the ring has none. */
 export async function openActiveJwtKey(
   ring: readonly JwtKeyRecord[],
   ctx: Pick<JwtKeyContext, "dataDir" | "passphrase" | "keys">,

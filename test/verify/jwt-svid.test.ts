@@ -1,4 +1,4 @@
-import { generateKeyPairSync, sign } from "node:crypto";
+import { generateKeyPairSync, type KeyObject, sign } from "node:crypto";
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import {
@@ -6,7 +6,7 @@ import {
   ensureJwtKeys,
   type JwtKeyRecord,
   jwtBundleKeys,
-  loadActiveJwtKey,
+  openActiveJwtKey,
   pruneJwtKeys,
   readJwtKeys,
 } from "../../ca/jwt-keys";
@@ -60,12 +60,13 @@ describe("verifyJwtSvid", () => {
   let ring: JwtKeyRecord[];
   let token: string;
   let bundle: string;
-  let active: Awaited<ReturnType<typeof loadActiveJwtKey>>;
+  let active: { kid: string; key: KeyObject };
 
   beforeAll(async () => {
     const { ctx, dataDir } = await freshRing();
     ring = await ensureJwtKeys(ctx(T0));
-    active = await loadActiveJwtKey(ring, dataDir, "jwt test passphrase");
+    const opened = await openActiveJwtKey(ring, { dataDir, passphrase: "jwt test passphrase" });
+    active = { kid: opened.kid, key: opened.key.privateKey! };
     token = signJwtSvid(active.key, active.kid, MAX_TTL, { spiffeId: ID, audience: ["a"], now: T0 }).token;
     bundle = bundleText(ring, T0);
   });
