@@ -54,20 +54,6 @@ export function relative(d: Date, now: Date): string {
   return ms >= 0 ? `in ${text}` : `${text} ago`;
 }
 
-/** A form that posts one action, carrying the CSRF token. */
-export function actionForm(
-  user: ConsoleUser,
-  action: string,
-  fields: Record<string, string>,
-  label: string,
-  danger = true,
-): Html {
-  return html`<form method="post" action="/console/actions/${action}" class="action">
-<input type="hidden" name="csrf" value="${user.csrf}">
-${Object.entries(fields).map(([k, v]) => html`<input type="hidden" name="${k}" value="${v}">`)}
-<button type="submit"${danger ? html` class="danger"` : ""}>${label}</button></form>`;
-}
-
 /** A column chart as SVG (attributes, not style: the CSP allows no inline style). */
 export function barChart(
   values: readonly { label: string; value: number }[],
