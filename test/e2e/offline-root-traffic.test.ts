@@ -1,14 +1,11 @@
 import { X509Certificate } from "node:crypto";
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { createServer as createHttpsServer, request as httpsRequest, type Server } from "node:https";
 import { join } from "node:path";
-import type { TLSSocket } from "node:tls";
 import { pemDecodeAll } from "../../formats/pem";
-import { checkSocket, type TlsDir, tlsOptionsFromDir } from "../../verify/node";
-import { openVerifier } from "../../verify/open";
 import { type AgentProcess, currentFiles, fingerprint, startAgent, waitFor } from "../helpers/agent";
 import { type ServerProcess, startServer, stint } from "../helpers/cli";
 import { openssl, tempDir } from "../helpers/openssl";
+import { type ServicePair, startServicePair } from "../helpers/service-pair";
 
 /**
  * Issue 15: a root rotation with the old and the new root both kept offline
@@ -61,11 +58,8 @@ function leafIssuerId(name: string): string {
 describe("root rotation with both roots offline, under traffic", () => {
   let server: ServerProcess;
   const agents: AgentProcess[] = [];
-  let serverDir: TlsDir;
-  let clientDir: TlsDir;
-  let https: Server;
-  let closeVerifiers: () => void;
-  const traffic = { ok: 0, failures: [] as string[], running: true, loop: Promise.resolve() };
+  let services: ServicePair;
+  let traffic: ServicePair["traffic"];
 
   beforeAll(async () => {
     server = await startServer([
@@ -101,63 +95,20 @@ describe("root rotation with both roots offline, under traffic", () => {
     }
     await waitFor("every agent's first certificate", () => AGENTS.every((a) => hasFiles(a)), 60_000);
 
-    const bundle = (name: string) => currentFiles(outDir(name)).bundle.toString();
-    const serverVerifier = await openVerifier({
-      bundle: bundle("web"),
-      usage: "client",
-      allow: { spiffeId: `spiffe://${TD}/svc/api` },
-      feedUrl: server.url,
+    services = await startServicePair({
+      caUrl: server.url,
+      web: { outDir: outDir("web"), spiffeId: `spiffe://${TD}/svc/web` },
+      api: { outDir: outDir("api"), spiffeId: `spiffe://${TD}/svc/api` },
     });
-    const clientVerifier = await openVerifier({
-      bundle: bundle("api"),
-      usage: "server",
-      allow: { spiffeId: `spiffe://${TD}/svc/web` },
-      feedUrl: server.url,
-    });
-    closeVerifiers = () => {
-      serverVerifier.close();
-      clientVerifier.close();
-    };
-    serverDir = await tlsOptionsFromDir(outDir("web"), {
-      usage: "server",
-      verifier: serverVerifier,
-      pollInterval: 200,
-    });
-    clientDir = await tlsOptionsFromDir(outDir("api"), {
-      usage: "client",
-      verifier: clientVerifier,
-      pollInterval: 200,
-    });
-    https = createHttpsServer(serverDir.options, (req, res) => {
-      const result = checkSocket(req.socket as TLSSocket, serverVerifier);
-      res.writeHead(result.ok ? 200 : 403).end(result.ok ? "ok" : `${result.code}: ${result.reason}`);
-    });
-    serverDir.attach(https);
-    await new Promise<void>((r) => https.listen(0, "127.0.0.1", r));
-    const port = (https.address() as { port: number }).port;
-    traffic.loop = (async () => {
-      while (traffic.running) {
-        await call(port, clientDir).then(
-          ({ status, body }) =>
-            status === 200 ? traffic.ok++ : traffic.failures.push(`HTTP ${status} ${body}`),
-          (err: Error) => traffic.failures.push(err.message),
-        );
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    })();
+    traffic = services.traffic;
   }, 120_000);
 
   afterAll(async () => {
-    traffic.running = false;
-    await traffic.loop;
-    https?.close();
-    serverDir?.close();
-    clientDir?.close();
-    closeVerifiers?.();
+    await services?.stop();
     await Promise.all(agents.map((a) => a.stop()));
     await server?.stop();
     console.log(
-      JSON.stringify({ offlineRootRotation: { requests: traffic.ok, failures: traffic.failures } }),
+      JSON.stringify({ offlineRootRotation: { requests: traffic?.ok, failures: traffic?.failures } }),
     );
   });
 
@@ -257,22 +208,3 @@ describe("root rotation with both roots offline, under traffic", () => {
     expect(traffic.ok).toBeGreaterThan(50);
   }, 360_000);
 });
-
-/** One request on a fresh connection (a full mTLS handshake every time); resolves with the HTTP status and body. */
-function call(port: number, client: TlsDir): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(
-      { ...client.options, host: "127.0.0.1", port, path: "/", agent: false, timeout: 10_000 },
-      (res) => {
-        let body = "";
-        res.on("data", (d) => {
-          body += d;
-        });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-      },
-    );
-    req.on("timeout", () => req.destroy(new Error("request timed out")));
-    req.on("error", reject);
-    req.end();
-  });
-}

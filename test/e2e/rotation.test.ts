@@ -1,14 +1,13 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer as createHttpsServer, request as httpsRequest, type Server } from "node:https";
 import { join } from "node:path";
-import type { TLSSocket } from "node:tls";
 import { pemDecodeAll } from "../../formats/pem";
-import { checkSocket, type TlsDir, tlsOptionsFromDir } from "../../verify/node";
+import type { TlsDir } from "../../verify/node";
 import { openVerifier } from "../../verify/open";
 import { type AgentProcess, currentFiles, fingerprint, startAgent, waitFor } from "../helpers/agent";
 import { type ServerProcess, startServer, stint } from "../helpers/cli";
 import { openssl, tempDir } from "../helpers/openssl";
+import { mtlsCall, type ServicePair, startServicePair } from "../helpers/service-pair";
 
 /**
  * Rotation under traffic: a CA, three agents with 20-second certificates, and
@@ -92,13 +91,9 @@ async function untilAccepted(args: string[], timeoutMs: number, refusal: RegExp)
 describe("rotation while services keep talking", () => {
   let ca: ServerProcess;
   const agents: AgentProcess[] = [];
-  let serverDir: TlsDir;
-  let clientDir: TlsDir;
-  let server: Server;
-  let port: number;
-  let closeVerifiers: () => void;
+  let services: ServicePair;
   let probeVerifier: Awaited<ReturnType<typeof openVerifier>>;
-  const traffic = { ok: 0, failures: [] as string[], running: true, loop: Promise.resolve() };
+  let traffic: ServicePair["traffic"];
   const timings: Record<string, number> = {};
 
   beforeAll(async () => {
@@ -164,68 +159,31 @@ describe("rotation while services keep talking", () => {
     );
 
     // The service: "web" serves, "api" calls it, each on its agent's files and a verifier following the feed.
-    const bundle = (name: string) => currentFiles(outDir(name)).bundle.toString();
-    const serverVerifier = await openVerifier({
-      bundle: bundle("web"),
-      usage: "client",
-      allow: { spiffeId: `spiffe://${TD}/svc/api` },
-      feedUrl: ca.url,
+    services = await startServicePair({
+      caUrl: ca.url,
+      web: { outDir: outDir("web"), spiffeId: `spiffe://${TD}/svc/web` },
+      api: { outDir: outDir("api"), spiffeId: `spiffe://${TD}/svc/api` },
     });
-    const clientVerifier = await openVerifier({
-      bundle: bundle("api"),
-      usage: "server",
-      allow: { spiffeId: `spiffe://${TD}/svc/web` },
-      feedUrl: ca.url,
-    });
+    traffic = services.traffic;
     probeVerifier = await openVerifier({
-      bundle: bundle("db"),
+      bundle: currentFiles(outDir("db")).bundle.toString(),
       usage: "client",
       allow: { trustDomain: TD },
       feedUrl: ca.url,
     });
-    closeVerifiers = () => {
-      for (const v of [serverVerifier, clientVerifier, probeVerifier]) v.close();
-    };
-    serverDir = await tlsOptionsFromDir(outDir("web"), {
-      usage: "server",
-      verifier: serverVerifier,
-      pollInterval: 200,
-    });
-    clientDir = await tlsOptionsFromDir(outDir("api"), {
-      usage: "client",
-      verifier: clientVerifier,
-      pollInterval: 200,
-    });
-    server = createHttpsServer(serverDir.options, (req, res) => {
-      const result = checkSocket(req.socket as TLSSocket, serverVerifier);
-      res.writeHead(result.ok ? 200 : 403).end(result.ok ? "ok" : `${result.code}: ${result.reason}`);
-    });
-    serverDir.attach(server);
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    port = (server.address() as { port: number }).port;
-    traffic.loop = (async () => {
-      while (traffic.running) {
-        await call(port, clientDir).then(
-          ({ status, body }) =>
-            status === 200 ? traffic.ok++ : traffic.failures.push(`HTTP ${status} ${body}`),
-          (err: Error) => traffic.failures.push(err.message),
-        );
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    })();
   }, 120_000);
 
   afterAll(async () => {
-    traffic.running = false;
-    await traffic.loop;
-    server?.close();
-    serverDir?.close();
-    clientDir?.close();
-    closeVerifiers?.();
+    await services?.stop();
+    probeVerifier?.close();
     await Promise.all(agents.map((a) => a.stop()));
     await ca?.stop();
     console.log(
-      JSON.stringify({ rotationTimingsMs: timings, requests: traffic.ok, failures: traffic.failures.length }),
+      JSON.stringify({
+        rotationTimingsMs: timings,
+        requests: traffic?.ok,
+        failures: traffic?.failures.length,
+      }),
     );
   });
 
@@ -266,7 +224,7 @@ describe("rotation while services keep talking", () => {
     // The services switch to the new files on their own 200 ms poll, which the synchronous CLI runs below
     // hold up (the test's event loop is theirs): switch them now, so the revocation cannot overtake a
     // switch that is already due.
-    await Promise.all([serverDir.reload(), clientDir.reload()]);
+    await Promise.all([services.server.reload(), services.client.reload()]);
 
     // The probe was never replaced: revoke-issuer refuses without --force and says why.
     expect(run(["ca", "revoke-issuer", tainted])).toMatchObject({
@@ -289,7 +247,7 @@ describe("rotation while services keep talking", () => {
         checkServerIdentity: () => undefined,
       },
     } as unknown as TlsDir;
-    expect(await call(port, probeClient)).toMatchObject({
+    expect(await mtlsCall(services.port, probeClient)).toMatchObject({
       status: 403,
       body: expect.stringMatching(/^revoked: /),
     });
@@ -350,22 +308,3 @@ describe("rotation while services keep talking", () => {
     expect(traffic.ok).toBeGreaterThan(100);
   }, 180_000);
 });
-
-/** One request on a fresh connection (a full mTLS handshake every time); resolves with the HTTP status and body. */
-function call(port: number, client: TlsDir): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(
-      { ...client.options, host: "127.0.0.1", port, path: "/", agent: false, timeout: 10_000 },
-      (res) => {
-        let body = "";
-        res.on("data", (d) => {
-          body += d;
-        });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-      },
-    );
-    req.on("timeout", () => req.destroy(new Error("request timed out")));
-    req.on("error", reject);
-    req.end();
-  });
-}
