@@ -6,10 +6,8 @@ import { ADMIN_PATHS, type AdminJoinToken } from "../../acme/admin";
 import { AcmeClient, AcmeProblem, joinTokenEvidence } from "../../agent/acme-client";
 import { buildCsr } from "../../agent/csr";
 import { AdminClient } from "../../cli/admin-client";
-import { CA_CONFIG } from "../../cli/ca-config";
-import { envName } from "../../common/config";
 import { pemDecodeAll, toPem } from "../../formats/pem";
-import { type ServerProcess, startServer, stint } from "../helpers/cli";
+import { type ServerProcess, startServer, stint, tokenCaEnv } from "../helpers/cli";
 import { openssl, tempDir } from "../helpers/openssl";
 import { type SoftHsmToken, softHsmToken } from "../helpers/softhsm";
 
@@ -30,12 +28,6 @@ const dataDir = join(dir, "ca");
 let hsm: SoftHsmToken;
 let server: ServerProcess;
 
-const setting = (key: string): string => {
-  const decl = CA_CONFIG.find((d) => d.key === key);
-  const name = decl && envName(decl);
-  if (!name) throw new Error(`no environment variable for ${key}`);
-  return name;
-};
 const newKey = () => generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -53,13 +45,7 @@ beforeAll(async () => {
       "--acme-rate-limit-per-account",
       "0",
     ],
-    {
-      ...hsm.env,
-      [setting("keys.backend")]: "pkcs11",
-      [setting("keys.pkcs11.module")]: hsm.module,
-      [setting("keys.pkcs11.tokenLabel")]: hsm.tokenLabel,
-      STINT_PKCS11_PIN: hsm.pin,
-    },
+    tokenCaEnv(hsm),
   );
 }, 120_000);
 

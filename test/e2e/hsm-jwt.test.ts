@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { readJwtKeys } from "../../ca/jwt-keys";
 import { openStore } from "../../ca/store/open";
 import { verifyJwtSvid } from "../../verify/jwt-svid";
-import { type RunResult, type ServerProcess, startServer, stint } from "../helpers/cli";
+import { type RunResult, type ServerProcess, startServer, stint, tokenCaEnv } from "../helpers/cli";
 import { tempDir } from "../helpers/openssl";
 import { type SoftHsmToken, softHsmToken } from "../helpers/softhsm";
 import { keyExposures, NOT_EXTRACTABLE } from "../helpers/token-keys";
@@ -121,13 +121,9 @@ beforeAll(() => {
   token = softHsmToken({ label: "stint-jwt" });
   // No STINT_CA_PASSPHRASE and no --insecure-no-passphrase: with every key in the token, none is needed.
   env = {
-    ...token.env,
+    ...tokenCaEnv(token),
     STINT_DATA_DIR: dataDir,
     STINT_TRUST_DOMAIN: TD,
-    STINT_KEYS_BACKEND: "pkcs11",
-    STINT_KEYS_PKCS11_MODULE: token.module,
-    STINT_KEYS_PKCS11_TOKEN_LABEL: token.tokenLabel,
-    STINT_PKCS11_PIN: token.pin,
   };
 });
 

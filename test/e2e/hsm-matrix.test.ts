@@ -9,7 +9,7 @@ import type { IssuerRecord } from "../../ca/store";
 import { openStore } from "../../ca/store/open";
 import { parseSignedFeed, verifyFeedSignature } from "../../formats/feed";
 import { toPem } from "../../formats/pem";
-import { type ServerProcess, startServer, stint } from "../helpers/cli";
+import { type ServerProcess, startServer, stint, tokenCaEnv } from "../helpers/cli";
 import { openssl, tempDir } from "../helpers/openssl";
 import { type SoftHsmToken, softHsmToken } from "../helpers/softhsm";
 import { keyExposures, NOT_EXTRACTABLE } from "../helpers/token-keys";
@@ -84,13 +84,9 @@ beforeAll(() => {
   dataDir = join(dir, "ca");
   token = softHsmToken({ label: "stint-matrix" });
   env = {
-    ...token.env,
+    ...tokenCaEnv(token),
     STINT_CA_PASSPHRASE: PASSPHRASE,
     STINT_TRUST_DOMAIN: "example.org",
-    STINT_KEYS_BACKEND: "pkcs11",
-    STINT_KEYS_PKCS11_MODULE: token.module,
-    STINT_KEYS_PKCS11_TOKEN_LABEL: token.tokenLabel,
-    STINT_PKCS11_PIN: token.pin,
   };
 });
 

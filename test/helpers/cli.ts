@@ -60,6 +60,11 @@ export function keyBackendEnv(
     token = softHsmToken({ label: `stint-${tokens.size + 1}` });
     tokens.set(dir, token);
   }
+  return tokenCaEnv(token);
+}
+
+/** The environment of a `stint` process whose CA keys are in `token`: keys.backend pkcs11, its module, label and PIN. */
+export function tokenCaEnv(token: SoftHsmToken): Record<string, string> {
   return {
     ...token.env,
     [settingEnv("keys.backend")]: "pkcs11",
