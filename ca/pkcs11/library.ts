@@ -27,10 +27,12 @@ export interface Pkcs11Library {
 
 const loaded = new Map<string, Pkcs11Library>();
 
+const MODULE_FIX =
+  "set keys.pkcs11.module to the token vendor's PKCS#11 library (SoftHSM: /usr/lib/softhsm/libsofthsm2.so)";
+
 function loadError(path: string, err: unknown): StintError {
   const message = err instanceof Error ? err.message : String(err);
-  const fix =
-    "set keys.pkcs11.module to the token vendor's PKCS#11 library (SoftHSM: /usr/lib/softhsm/libsofthsm2.so)";
+  const fix = MODULE_FIX;
   if (/C_GetFunctionList|invalid ELF header|file too short|wrong ELF class/.test(message)) {
     return new StintError("ERR_CONFIG", `${path} is not a PKCS#11 module; ${fix}`);
   }
@@ -63,6 +65,11 @@ export function acquireLibrary(path: string): Pkcs11Library {
     );
   }
   const key = realpathSync(absolute);
+  if (key.endsWith(".node")) {
+    // Loading a Node.js addon with plain dlopen runs its registration without
+    // Node consuming it, and the next addon this process loads then aborts it.
+    throw new StintError("ERR_CONFIG", `${absolute} is a Node.js addon, not a PKCS#11 module; ${MODULE_FIX}`);
+  }
   let lib = loaded.get(key);
   if (!lib) {
     const api = new pkcs11js.PKCS11();

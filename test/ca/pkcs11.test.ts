@@ -1,5 +1,5 @@
 import { verify } from "node:crypto";
-import { existsSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { CaKey, SignatureHash } from "../../ca/key-backend";
 import {
@@ -48,6 +48,16 @@ async function failure(fn: () => Promise<unknown>): Promise<StintError> {
   }
   expect(err.message).not.toContain("\n");
   return err;
+}
+
+/** The path of a shared object this process has mapped, found in /proc/self/maps. */
+function sharedObjectInUse(name: RegExp): string {
+  const path = readFileSync("/proc/self/maps", "utf8")
+    .split("\n")
+    .map((line) => line.slice(line.indexOf("/")))
+    .find((p) => name.test(p));
+  if (!path) throw new Error(`no mapped shared object matches ${name}`);
+  return path;
 }
 
 function verifies(key: CaKey, hash: SignatureHash, data: Buffer, sig: Buffer): boolean {
@@ -261,18 +271,29 @@ describe("pkcs11: opening a token that is not right", () => {
     const text = join(hsm.dir, "not-a-module.so");
     writeFileSync(text, "hello\n");
     const notElf = await failure(() => Pkcs11Token.open({ ...settings, module: text }));
-    // A real shared object that lacks C_GetFunctionList: another native addon of ours.
-    const addon = require.resolve("better-sqlite3/build/Release/better_sqlite3.node");
-    const notPkcs11 = await failure(() => Pkcs11Token.open({ ...settings, module: addon }));
+    // A real shared object that lacks C_GetFunctionList: the C library this process already runs on.
+    const libc = sharedObjectInUse(/\/libc\.so\.6$/);
+    const notPkcs11 = await failure(() => Pkcs11Token.open({ ...settings, module: libc }));
     for (const [err, path] of [
       [notElf, text],
-      [notPkcs11, addon],
+      [notPkcs11, libc],
     ] as const) {
       expect([err.code, err.message]).toEqual([
         "ERR_CONFIG",
         `${path} is not a PKCS#11 module; set keys.pkcs11.module to the token vendor's PKCS#11 library (SoftHSM: /usr/lib/softhsm/libsofthsm2.so)`,
       ]);
     }
+  });
+
+  test("a Node.js addon is refused before it is loaded", async () => {
+    // dlopen of an addon outside Node's loader leaves its registration pending, and the
+    // next native module this process loads aborts it (a CI worker died so): never load one.
+    const addon = require.resolve("better-sqlite3/build/Release/better_sqlite3.node");
+    const err = await failure(() => Pkcs11Token.open({ ...settings, module: addon }));
+    expect([err.code, err.message]).toEqual([
+      "ERR_CONFIG",
+      `${addon} is a Node.js addon, not a PKCS#11 module; set keys.pkcs11.module to the token vendor's PKCS#11 library (SoftHSM: /usr/lib/softhsm/libsofthsm2.so)`,
+    ]);
   });
 
   test("a token already gone at start: one line naming what to check", async () => {
