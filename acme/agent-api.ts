@@ -3,10 +3,10 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { TLSSocket } from "node:tls";
 import type { Authority } from "../ca/authority";
 import { type ParsedCsr, parseCsr } from "../ca/csr";
-import { RESERVED_PATH } from "../ca/entries";
+import { entryHash, RESERVED_PATH } from "../ca/entries";
 import { type JwtSvidService, parseAudience } from "../ca/jwt-svid";
 import { renewalWindow, type WindowFractions } from "../ca/renewal";
-import type { Store } from "../ca/store";
+import type { CertificateBinding, Store } from "../ca/store";
 import type { AcmeStateStore, EntryRecord } from "../ca/store-acme";
 import { isStintError, StintError } from "../common/errors";
 import type { Logger } from "../common/logger";
@@ -201,6 +201,16 @@ export function mountAgentApi(deps: AgentApiDeps): (router: Router) => void {
         throw malformed("each request must be an object {entryId, csr}");
       const entry = ownEntry(entries, entryId, agent);
       const csr = entryCsr(entry, (item as { csr?: unknown }).csr);
+      // Bound to the entry as read above: the store re-checks it in the transaction that records the
+      // certificate, so an entry deleted or moved to another agent meanwhile lends nothing, and
+      // `stint entry delete --revoke` finds what was issued under it.
+      const binding: CertificateBinding = {
+        entryId: entry.id,
+        entryHash: entryHash(entry),
+        attestationId: null,
+        renews: null,
+        requestedBy: agent,
+      };
       const issued = await authority.issue(
         {
           spiffeId: entry.spiffeId,
@@ -212,7 +222,7 @@ export function mountAgentApi(deps: AgentApiDeps): (router: Router) => void {
         },
         agent,
         now,
-        { details: { entryId: entry.id, requestedBy: agent, via: "agent-api" } },
+        { binding, details: { via: "agent-api" } },
       );
       const window = renewalWindow(issued, now, deps.renewalWindow);
       return {

@@ -211,7 +211,14 @@ async function ownEntryGrant(
   dnsNames: readonly string[],
 ): Promise<EntryGrant> {
   const binding = await ctx.store.getCertificateBinding(current.serial);
-  const attestation = binding ? await ctx.store.getAttestation(binding.attestationId) : null;
+  if (binding?.requestedBy) {
+    // Its holder proved itself to the node agent, never to us: the agent renews it.
+    throw new StintError(
+      "ERR_UNAUTHORIZED",
+      `certificate ${current.serial} was obtained by node agent ${binding.requestedBy} for a workload on its host; that agent renews it (SPIFFE Workload API or SDS)`,
+    );
+  }
+  const attestation = binding?.attestationId ? await ctx.store.getAttestation(binding.attestationId) : null;
   if (!binding || !attestation) {
     throw new StintError(
       "ERR_UNAUTHORIZED",

@@ -37,6 +37,7 @@ export async function entryGrant(
     entryHash: entryHash(entry),
     attestationId: attestation.id,
     renews,
+    requestedBy: null,
   };
   return {
     entry,

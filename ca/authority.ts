@@ -366,7 +366,6 @@ export class Authority {
    * `bound`: the entry and attestation it is issued under, recorded with it in
    * one transaction that re-checks the entry (ca/store.ts CertificateBinding),
    * and what its audit record (cert.issue, or cert.renew when it renews) adds.
-   * Without a binding (the agent API), `details` still go into the audit record.
    * `completes`: the ACME order made valid in the same transaction (finalize).
    */
   async issue(
@@ -512,11 +511,11 @@ export class Authority {
           ...(binding && {
             entryId: binding.entryId,
             entryHash: binding.entryHash,
-            attestationId: binding.attestationId,
+            ...(binding.attestationId && { attestationId: binding.attestationId }),
             ...(binding.renews && { renews: binding.renews }),
-            ...bound.details,
+            ...(binding.requestedBy && { requestedBy: binding.requestedBy }),
           }),
-          ...(!binding && bound?.details),
+          ...bound?.details,
         },
       },
       binding,

@@ -58,9 +58,16 @@ export interface CertificateBinding {
    * otherwise. "" only for bindings the schema-4 migration recovered.
    */
   entryHash: string;
-  attestationId: string;
+  /** The attestation its holder passed (finalize; renew-cert keeps it); null when a node agent asked for it. */
+  attestationId: string | null;
   /** The certificate this one renews without a new attestation (renew-cert); null for the first. */
   renews: string | null;
+  /**
+   * The node agent (its SPIFFE ID) that obtained it through the agent API for
+   * a workload on its host, proven to the agent, not to us; null for ACME.
+   * Exactly one of this and attestationId is set.
+   */
+  requestedBy: string | null;
 }
 
 /**

@@ -191,7 +191,7 @@ export async function certificateView(r: PageRequest): Promise<{ title: string; 
 <dt>Not before</dt><dd>${when(cert.notBefore)}</dd>
 <dt>Not after</dt><dd>${when(cert.notAfter)} (${relative(cert.notAfter, r.now)})</dd>
 <dt>Renewal asked from</dt><dd>${renewFrom ? when(renewFrom) : "the usual window (ARI)"}</dd>
-<dt>Entry</dt><dd>${binding ? html`<a href="/console/entries#entry-${binding.entryId}">${binding.entryId}</a>${binding.renews ? html` · renews <a href="/console/certificates/${binding.renews}">${binding.renews}</a>` : ""}` : "—"}</dd>
+<dt>Entry</dt><dd>${binding ? html`<a href="/console/entries#entry-${binding.entryId}">${binding.entryId}</a>${binding.renews ? html` · renews <a href="/console/certificates/${binding.renews}">${binding.renews}</a>` : ""}${binding.requestedBy ? html` · obtained by node agent <a href="/console/fleet${qs({ id: binding.requestedBy })}">${binding.requestedBy}</a>` : ""}` : "—"}</dd>
 <dt>SHA-256</dt><dd class="mono">${createHash("sha256").update(cert.der).digest("hex")}</dd>
 </dl>
 <p><a href="/console/audit${qs({ text: serial })}">Audit records naming this certificate</a></p>

@@ -97,7 +97,7 @@ export const AUTHORIZATION_COLUMNS =
   "id, account_id, identifier, status, expires, challenges, entry_id, selectors, attestation_id";
 export const ATTESTATION_COLUMNS =
   "id, at, account_id, authorization_id, method, spiffe_id, selectors, evidence, entry_id, entry_selectors, entry_hash";
-export const BINDING_COLUMNS = "serial, entry_id, entry_hash, attestation_id, renews";
+export const BINDING_COLUMNS = "serial, entry_id, entry_hash, attestation_id, renews, requested_by";
 export const ENTRY_COLUMNS = "id, spiffe_id, selectors, dns_names, ttl_ms, created_at, parent";
 export const JOIN_TOKEN_COLUMNS = "id, hash, spiffe_id, expires_at, used_at, created_at";
 

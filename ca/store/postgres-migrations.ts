@@ -292,6 +292,18 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX certificates_spiffe_id_not_before ON certificates (spiffe_id, not_before);
     `,
   },
+  {
+    version: 8,
+    description:
+      "certificate bindings: the node agent that obtained a certificate for a workload (agent API), instead of an attestation",
+    sql: `
+      ALTER TABLE certificate_bindings ALTER COLUMN attestation_id DROP NOT NULL;
+      ALTER TABLE certificate_bindings ADD COLUMN requested_by text COLLATE "C";
+      -- Either the holder attested (ACME), or its node agent asked for it: never both, never neither.
+      ALTER TABLE certificate_bindings ADD CONSTRAINT certificate_bindings_source
+        CHECK ((attestation_id IS NULL) <> (requested_by IS NULL));
+    `,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

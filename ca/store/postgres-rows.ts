@@ -91,10 +91,10 @@ export const FLUSH_SQL = `
       not_before bigint, not_after bigint, der text, revoked_at bigint, revocation_reason integer)
   ), bindings AS (
     -- Foreign keys are checked at the end of the statement, when the certificates are in.
-    INSERT INTO certificate_bindings (serial, entry_id, entry_hash, attestation_id, renews)
-    SELECT serial, entry_id, entry_hash, attestation_id, renews
+    INSERT INTO certificate_bindings (serial, entry_id, entry_hash, attestation_id, renews, requested_by)
+    SELECT serial, entry_id, entry_hash, attestation_id, renews, requested_by
     FROM json_to_recordset($3::json) AS b (
-      serial text, entry_id text, entry_hash text, attestation_id text, renews text)
+      serial text, entry_id text, entry_hash text, attestation_id text, renews text, requested_by text)
   )
   INSERT INTO audit_log (${AUDIT_COLUMNS})
   SELECT seq, at, actor, action, subject, details::json, prev_hash, hash
@@ -123,8 +123,9 @@ export interface BindingRow {
   serial: string;
   entry_id: string;
   entry_hash: string;
-  attestation_id: string;
+  attestation_id: string | null;
   renews: string | null;
+  requested_by: string | null;
 }
 
 export function bindingsJson(bindings: readonly { serial: string; binding: CertificateBinding }[]): string {
@@ -135,12 +136,19 @@ export function bindingsJson(bindings: readonly { serial: string; binding: Certi
       entry_hash: b.entryHash,
       attestation_id: b.attestationId,
       renews: b.renews,
+      requested_by: b.requestedBy,
     })),
   );
 }
 
 export function bindingFromRow(r: BindingRow): CertificateBinding {
-  return { entryId: r.entry_id, entryHash: r.entry_hash, attestationId: r.attestation_id, renews: r.renews };
+  return {
+    entryId: r.entry_id,
+    entryHash: r.entry_hash,
+    attestationId: r.attestation_id,
+    renews: r.renews,
+    requestedBy: r.requested_by,
+  };
 }
 
 /** Details travel as a string inside the JSON, so the stored text is exactly the canonical text hashed. */

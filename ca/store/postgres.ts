@@ -20,7 +20,7 @@ import type {
   Store,
 } from "../store";
 import { AcmeCache } from "./acme-cache";
-import { checkBoundEntry, ENTRY_COLUMNS } from "./acme-common";
+import { BINDING_COLUMNS, checkBoundEntry, ENTRY_COLUMNS } from "./acme-common";
 import { AcmeStateDelegate } from "./acme-delegate";
 import {
   auditSearchSql,
@@ -276,7 +276,7 @@ export class PostgresStore extends AcmeStateDelegate implements Store {
 
   async getCertificateBinding(serial: string): Promise<CertificateBinding | null> {
     const rows = await this.run<BindingRow>(
-      "SELECT serial, entry_id, entry_hash, attestation_id, renews FROM certificate_bindings WHERE serial = $1",
+      `SELECT ${BINDING_COLUMNS} FROM certificate_bindings WHERE serial = $1`,
       [serial],
     );
     return rows.length === 0 ? null : bindingFromRow(rows[0]);

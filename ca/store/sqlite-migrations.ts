@@ -280,6 +280,34 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX certificates_spiffe_id_not_before ON certificates (spiffe_id, not_before);
     `,
   },
+  {
+    version: 8,
+    description:
+      "certificate bindings: the node agent that obtained a certificate for a workload (agent API), instead of an attestation",
+    sql: `
+      -- A column's NOT NULL cannot be dropped: the table is rebuilt (as orders in version 5). DROP TABLE
+      -- fires no triggers, so the append-only ones go with the old table and are made again below.
+      CREATE TABLE certificate_bindings_v8 (
+        serial         TEXT PRIMARY KEY REFERENCES certificates (serial),
+        entry_id       TEXT NOT NULL,
+        entry_hash     TEXT NOT NULL,
+        attestation_id TEXT REFERENCES attestations (id),
+        renews         TEXT,
+        requested_by   TEXT,
+        -- Either the holder attested (ACME), or its node agent asked for it: never both, never neither.
+        CHECK ((attestation_id IS NULL) <> (requested_by IS NULL))
+      ) STRICT;
+      INSERT INTO certificate_bindings_v8 (serial, entry_id, entry_hash, attestation_id, renews)
+      SELECT serial, entry_id, entry_hash, attestation_id, renews FROM certificate_bindings;
+      DROP TABLE certificate_bindings;
+      ALTER TABLE certificate_bindings_v8 RENAME TO certificate_bindings;
+      CREATE INDEX certificate_bindings_entry ON certificate_bindings (entry_id, serial);
+      CREATE TRIGGER certificate_bindings_no_update BEFORE UPDATE ON certificate_bindings
+        BEGIN SELECT RAISE(ABORT, 'certificate_bindings is append-only'); END;
+      CREATE TRIGGER certificate_bindings_no_delete BEFORE DELETE ON certificate_bindings
+        BEGIN SELECT RAISE(ABORT, 'certificate_bindings is append-only'); END;
+    `,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

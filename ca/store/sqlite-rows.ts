@@ -42,8 +42,9 @@ export interface BindingRow {
   serial: string;
   entry_id: string;
   entry_hash: string;
-  attestation_id: string;
+  attestation_id: string | null;
   renews: string | null;
+  requested_by: string | null;
 }
 
 export interface AuditRow {
@@ -118,7 +119,13 @@ export function certificateFromRow(r: CertificateRow): CertificateRecord {
 }
 
 export function bindingFromRow(r: BindingRow): CertificateBinding {
-  return { entryId: r.entry_id, entryHash: r.entry_hash, attestationId: r.attestation_id, renews: r.renews };
+  return {
+    entryId: r.entry_id,
+    entryHash: r.entry_hash,
+    attestationId: r.attestation_id,
+    renews: r.renews,
+    requestedBy: r.requested_by,
+  };
 }
 
 export function bindingParams(serial: string, b: CertificateBinding) {
@@ -128,6 +135,7 @@ export function bindingParams(serial: string, b: CertificateBinding) {
     entryHash: b.entryHash,
     attestationId: b.attestationId,
     renews: b.renews,
+    requestedBy: b.requestedBy,
   };
 }
 
@@ -248,7 +256,7 @@ export type BindingStatements = ReturnType<typeof prepareBindingStatements>;
 export function prepareBindingStatements(db: Database.Database) {
   return {
     insertBinding: db.prepare<ReturnType<typeof bindingParams>>(
-      `INSERT INTO certificate_bindings (${BINDING_COLUMNS}) VALUES (@serial, @entryId, @entryHash, @attestationId, @renews)`,
+      `INSERT INTO certificate_bindings (${BINDING_COLUMNS}) VALUES (@serial, @entryId, @entryHash, @attestationId, @renews, @requestedBy)`,
     ),
     getBinding: db.prepare<[string], BindingRow>(
       `SELECT ${BINDING_COLUMNS} FROM certificate_bindings WHERE serial = ?`,

@@ -376,6 +376,35 @@ describe("POST /agent/v1/x509-svids", () => {
     );
   });
 
+  it("binds each SVID to its entry: deleting the entry with --revoke revokes what the agent obtained under it", async () => {
+    const id = createEntry([
+      "--spiffe-id",
+      `spiffe://${TD}/cron`,
+      "--parent",
+      HOST1,
+      "--selector",
+      "unix:uid:1003",
+    ]);
+    const res = await call("POST", "/agent/v1/x509-svids", host1, {
+      requests: [{ entryId: id, csr: csrFor(`spiffe://${TD}/cron`).csr }],
+    });
+    const serial = new X509Certificate(res.json.svids[0].certificateChain).serialNumber.toLowerCase();
+    const audit = await call("GET", "/admin/audit?limit=1000", admin);
+    expect(
+      (audit.json.records as { subject: string; details: Record<string, unknown> }[]).find(
+        (r) => r.subject === serial,
+      )?.details,
+    ).toMatchObject({ entryId: id, requestedBy: HOST1, via: "agent-api" });
+
+    const deleted = json<{ revoked: string[] }>(cli(["entry", "delete", id, "--revoke", "--json"]));
+    expect(deleted.revoked).toEqual([serial]);
+    // The agent can obtain nothing more under it.
+    const after = await call("POST", "/agent/v1/x509-svids", host1, {
+      requests: [{ entryId: id, csr: csrFor(`spiffe://${TD}/cron`).csr }],
+    });
+    expect(after.json.svids[0].error.type).toBe("urn:ietf:params:acme:error:rejectedIdentifier");
+  });
+
   it("refuses a malformed batch as a whole", async () => {
     const empty = await call("POST", "/agent/v1/x509-svids", host1, { requests: [] });
     expect(empty).toMatchObject({ status: 400, type: "application/problem+json" });

@@ -1,5 +1,6 @@
 import { createPrivateKey, generateKeyPairSync, type KeyObject, X509Certificate } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { request } from "node:https";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import {
@@ -302,6 +303,50 @@ describe("a certificate renews only under its own entry", () => {
     expect(await refusal(renew(b, spiffeId))).toMatchObject({ detail: expect.stringContaining("revoked") });
     // Another entry's certificate is untouched.
     await renew(other, id("ttl"));
+  });
+
+  it("refuses to renew over ACME what a node agent obtained: its holder proved itself to the agent, not to us", async () => {
+    const node = id("node/n1");
+    const out = join(dir, "n1");
+    expect(
+      stint(["ca", "issue", "--spiffe-id", node, "--out", out, "--ttl", "1h", "--data-dir", dataDir]),
+    ).toMatchObject({
+      code: 0,
+    });
+    const spiffeId = id("agent-made");
+    createEntry(spiffeId, ["unix:uid:1001"], ["--parent", node]);
+    const entryId = JSON.parse(admin(["entry", "list", "--spiffe-id", spiffeId, "--json"]))[0].id as string;
+    const key = newKey();
+    const body = JSON.stringify({
+      requests: [{ entryId, csr: buildCsr({ key, spiffeId }).toString("base64url") }],
+    });
+    const answer = await new Promise<string>((resolve, reject) => {
+      request(
+        new URL("/agent/v1/x509-svids", server.url),
+        {
+          method: "POST",
+          ca: rootPem,
+          cert: readFileSync(join(out, "cert.pem")),
+          key: readFileSync(join(out, "key.pem")),
+          agent: false,
+          headers: { "content-type": "application/json" },
+        },
+        (res) => {
+          let data = "";
+          res.on("data", (d) => {
+            data += d;
+          });
+          res.on("end", () => resolve(data));
+        },
+      )
+        .on("error", reject)
+        .end(body);
+    });
+    const workload = held(key, JSON.parse(answer).svids[0].certificateChain);
+    expect(await refusal(renew(workload, spiffeId))).toMatchObject({
+      type: `${ACME}unauthorized`,
+      detail: `certificate ${workload.serial} was obtained by node agent ${node} for a workload on its host; that agent renews it (SPIFFE Workload API or SDS)`,
+    });
   });
 });
 

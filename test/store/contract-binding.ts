@@ -141,6 +141,7 @@ export function bindingStoreContract(
         entryHash: entryHash(e),
         attestationId: att.id,
         renews: null,
+        requestedBy: null,
       };
       const [c1, c2, c3, plain] = [1, 2, 3, 4].map((n) => certificate("aa00", n));
       await store.insertCertificate(c1, event("cert.issue", c1.serial), first);
@@ -197,6 +198,55 @@ export function bindingStoreContract(
       expect(await store.getCertificateBinding(c1.serial)).toEqual(first);
     });
 
+    it("binds a certificate a node agent obtained to its entry and that agent, with the same entry check", async () => {
+      const agent = "spiffe://example.org/node/n1";
+      const e = entry("e1", SPIFFE, later(1), { parent: agent });
+      await store.createEntry(e, event("entry.create", e.id));
+      await store.putIssuer(issuer("aa00"), event("issuer.create", "aa00"));
+      const byAgent: CertificateBinding = {
+        entryId: e.id,
+        entryHash: entryHash(e),
+        attestationId: null,
+        renews: null,
+        requestedBy: agent,
+      };
+      const [c1, c2, c3] = [1, 2, 3].map((n) => certificate("aa00", n));
+      await store.insertCertificate(c1, event("cert.issue", c1.serial), byAgent);
+      await reopen();
+      expect(await store.getCertificateBinding(c1.serial)).toEqual(byAgent);
+      // What `stint entry delete --revoke` revokes.
+      expect((await store.listCertificates({ entryId: e.id })).map((c) => c.serial)).toEqual([c1.serial]);
+      // The first issuance under an attestation that no order holds is never one an agent asked for.
+      expect(await store.unclaimedCertificate("null")).toBeNull();
+
+      // Moved to another agent after this one read it: refused, nothing written.
+      await store.deleteEntry(e.id, event("entry.delete", e.id));
+      await store.createEntry({ ...e, parent: "spiffe://example.org/node/n2" }, event("entry.create", e.id));
+      await expect(
+        store.insertCertificate(c2, event("cert.issue", c2.serial), byAgent),
+      ).rejects.toMatchObject({
+        code: "ERR_UNAUTHORIZED",
+        message: "registration entry e1 changed while the certificate was being issued",
+      });
+      expect(await store.getCertificate(c2.serial)).toBeNull();
+
+      // A binding names where its grant came from: an attestation or an agent, never both, never neither.
+      await store.insertCertificate(c3, event("cert.issue", c3.serial));
+      for (const source of [
+        { attestationId: null, requestedBy: null },
+        { attestationId: "att1", requestedBy: agent },
+      ]) {
+        await expect(
+          backend.sql(
+            `INSERT INTO certificate_bindings (serial, entry_id, entry_hash, attestation_id, renews, requested_by)
+             VALUES ('${c3.serial}', 'e1', '', ${source.attestationId ? `'${source.attestationId}'` : "NULL"}, NULL,
+                     ${source.requestedBy ? `'${source.requestedBy}'` : "NULL"})`,
+          ),
+        ).rejects.toThrow(/CHECK constraint failed|violates check constraint "certificate_bindings_source"/);
+      }
+      expect(await store.getCertificateBinding(c3.serial)).toBeNull();
+    });
+
     it("finds orders left processing, and the first issuance under their attestation that no order holds", async () => {
       const { a, e, az } = await enrollment();
       const att = attestation("att1", az, e);
@@ -207,6 +257,7 @@ export function bindingStoreContract(
         entryHash: entryHash(e),
         attestationId: att.id,
         renews: null,
+        requestedBy: null,
       };
       const [c1, renewal] = [1, 2].map((n) => certificate("aa00", n));
       expect(await store.unclaimedCertificate(att.id)).toBeNull();
@@ -318,6 +369,7 @@ export function bindingStoreContract(
         entryHash: entryHash(e),
         attestationId: "att1",
         renews: null,
+        requestedBy: null,
       });
       await expect(backend.sql("UPDATE attestations SET method = 'x509pop'")).rejects.toThrow(
         "attestations is append-only",
@@ -374,7 +426,7 @@ export function bindingStoreContract(
       expect(await store.getAttestation("pre4-az1")).toEqual(recovered);
       expect(await store.getAuthorization(az.id)).toMatchObject({ attestationId: "pre4-az1" });
       expect(await store.getAuthorization(dns.id)).toMatchObject({ attestationId: null });
-      const bound = { entryId: e.id, entryHash: "", attestationId: "pre4-az1" };
+      const bound = { entryId: e.id, entryHash: "", attestationId: "pre4-az1", requestedBy: null };
       expect(await store.getCertificateBinding(c1.serial)).toEqual({ ...bound, renews: null });
       expect(await store.getCertificateBinding(c2.serial)).toEqual({ ...bound, renews: c1.serial });
       expect(await store.getCertificateBinding(c3.serial)).toEqual({ ...bound, renews: c2.serial });

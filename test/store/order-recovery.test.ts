@@ -56,6 +56,7 @@ async function processingOrder(id: string, kind: "spiffe" | "dns", issued?: numb
         entryHash: entryHash(e),
         attestationId: att.id,
         renews: null,
+        requestedBy: null,
       });
     }
   } else {
