@@ -98,6 +98,26 @@ export const AUTHORIZATION_COLUMNS =
 export const ATTESTATION_COLUMNS =
   "id, at, account_id, authorization_id, method, spiffe_id, selectors, evidence, entry_id, entry_selectors, entry_hash";
 export const BINDING_COLUMNS = "serial, entry_id, entry_hash, attestation_id, renews, requested_by";
+
+/** A certificate_bindings row as both backends read it (BINDING_COLUMNS). */
+export interface BindingRow {
+  serial: string;
+  entry_id: string;
+  entry_hash: string;
+  attestation_id: string | null;
+  renews: string | null;
+  requested_by: string | null;
+}
+
+export function bindingFromRow(r: BindingRow): CertificateBinding {
+  return {
+    entryId: r.entry_id,
+    entryHash: r.entry_hash,
+    attestationId: r.attestation_id,
+    renews: r.renews,
+    requestedBy: r.requested_by,
+  };
+}
 export const ENTRY_COLUMNS = "id, spiffe_id, selectors, dns_names, ttl_ms, created_at, parent";
 export const JOIN_TOKEN_COLUMNS = "id, hash, spiffe_id, expires_at, used_at, created_at";
 

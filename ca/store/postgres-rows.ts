@@ -119,15 +119,6 @@ export function certificatesJson(certs: readonly CertificateRecord[]): string {
   );
 }
 
-export interface BindingRow {
-  serial: string;
-  entry_id: string;
-  entry_hash: string;
-  attestation_id: string | null;
-  renews: string | null;
-  requested_by: string | null;
-}
-
 export function bindingsJson(bindings: readonly { serial: string; binding: CertificateBinding }[]): string {
   return JSON.stringify(
     bindings.map(({ serial, binding: b }) => ({
@@ -139,16 +130,6 @@ export function bindingsJson(bindings: readonly { serial: string; binding: Certi
       requested_by: b.requestedBy,
     })),
   );
-}
-
-export function bindingFromRow(r: BindingRow): CertificateBinding {
-  return {
-    entryId: r.entry_id,
-    entryHash: r.entry_hash,
-    attestationId: r.attestation_id,
-    renews: r.renews,
-    requestedBy: r.requested_by,
-  };
 }
 
 /** Details travel as a string inside the JSON, so the stored text is exactly the canonical text hashed. */

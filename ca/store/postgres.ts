@@ -20,7 +20,13 @@ import type {
   Store,
 } from "../store";
 import { AcmeCache } from "./acme-cache";
-import { BINDING_COLUMNS, checkBoundEntry, ENTRY_COLUMNS } from "./acme-common";
+import {
+  BINDING_COLUMNS,
+  type BindingRow,
+  bindingFromRow,
+  checkBoundEntry,
+  ENTRY_COLUMNS,
+} from "./acme-common";
 import { AcmeStateDelegate } from "./acme-delegate";
 import {
   auditSearchSql,
@@ -43,8 +49,6 @@ import {
   AUDIT_COLUMNS,
   type AuditRow,
   auditFromRow,
-  type BindingRow,
-  bindingFromRow,
   CERT_COLUMNS,
   type CertificateRow,
   certificateFromRow,

@@ -2,7 +2,7 @@ import type Database from "better-sqlite3";
 import { type ErrorCode, StintError } from "../../common/errors";
 import { canonicalJson } from "../audit";
 import type { AuditRecord, CertificateBinding, CertificateRecord, IssuerRecord, IssuerState } from "../store";
-import { BINDING_COLUMNS, ENTRY_COLUMNS } from "./acme-common";
+import { BINDING_COLUMNS, type BindingRow, ENTRY_COLUMNS } from "./acme-common";
 import type { EntryRow } from "./sqlite-acme-rows";
 
 /**
@@ -36,15 +36,6 @@ export interface CertificateRow {
   der: Buffer;
   revoked_at: number | null;
   revocation_reason: number | null;
-}
-
-export interface BindingRow {
-  serial: string;
-  entry_id: string;
-  entry_hash: string;
-  attestation_id: string | null;
-  renews: string | null;
-  requested_by: string | null;
 }
 
 export interface AuditRow {
@@ -115,16 +106,6 @@ export function certificateFromRow(r: CertificateRow): CertificateRecord {
     der: r.der,
     revokedAt: r.revoked_at === null ? null : new Date(r.revoked_at),
     revocationReason: r.revocation_reason,
-  };
-}
-
-export function bindingFromRow(r: BindingRow): CertificateBinding {
-  return {
-    entryId: r.entry_id,
-    entryHash: r.entry_hash,
-    attestationId: r.attestation_id,
-    renews: r.renews,
-    requestedBy: r.requested_by,
   };
 }
 

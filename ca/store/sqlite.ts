@@ -23,7 +23,7 @@ import type {
   Store,
 } from "../store";
 import { AcmeCache } from "./acme-cache";
-import { checkBoundEntry } from "./acme-common";
+import { bindingFromRow, checkBoundEntry } from "./acme-common";
 import { AcmeStateDelegate } from "./acme-delegate";
 import {
   auditSearchSql,
@@ -51,7 +51,6 @@ import {
   auditFromRow,
   auditParams,
   type BindingStatements,
-  bindingFromRow,
   bindingParams,
   CERT_COLUMNS,
   type CertificateRow,
