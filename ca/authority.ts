@@ -363,7 +363,7 @@ export class Authority {
 
   /**
    * Issues a workload certificate after checking the request against policy.
-   * `bound`: the entry and attestation it is issued under, recorded with it in
+   * `bound`: the entry and attestation (or node agent) it is issued under, recorded with it in
    * one transaction that re-checks the entry (ca/store.ts CertificateBinding),
    * and what its audit record (cert.issue, or cert.renew when it renews) adds.
    * `completes`: the ACME order made valid in the same transaction (finalize).
@@ -372,7 +372,7 @@ export class Authority {
     req: LeafRequest,
     actor: string,
     now = new Date(),
-    bound?: { binding?: CertificateBinding; details: Record<string, unknown> },
+    bound?: { binding: CertificateBinding; details: Record<string, unknown> },
     completes?: OrderCompletion,
   ): Promise<IssuedCertificate> {
     const leaf = checkLeafRequest(this.opts.policy, req, now);
@@ -469,7 +469,7 @@ export class Authority {
     actor: string,
     profile: string,
     now: Date,
-    bound?: { binding?: CertificateBinding; details: Record<string, unknown> },
+    bound?: { binding: CertificateBinding; details: Record<string, unknown> },
     completes?: OrderCompletion,
   ): Promise<IssuedCertificate> {
     const started = process.hrtime.bigint();
