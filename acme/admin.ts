@@ -233,14 +233,7 @@ export function mountAdmin(deps: AdminDeps): (router: Router, origin: string) =>
             (event) => store.deleteEntry(entry.id, event),
           );
           // Renewals stop with the entry (they need their own entry); ?revoke=true also ends its live certificates.
-          const revoked: string[] = [];
-          let page = revoke ? await store.listCertificates({ entryId: entry.id, unexpiredAt: r.now }) : [];
-          while (page.length > 0) {
-            const live = page.filter((c) => !c.revokedAt).map((c) => c.serial);
-            revoked.push(...(await authority.revokeEach(live, 9 /* privilegeWithdrawn */, r.actor, r.now)));
-            const afterSerial = page[page.length - 1]!.serial;
-            page = await store.listCertificates({ entryId: entry.id, unexpiredAt: r.now, afterSerial });
-          }
+          const revoked = revoke ? await authority.revokeEntryCertificates(entry.id, r.actor, r.now) : [];
           if (revoked.length > 0) await publishRevocations();
           sendJson(r.res, 200, { ...entryJson(entry), ...(revoke ? { revoked } : {}) });
         }),

@@ -18,7 +18,7 @@ import {
   normalizeIp,
   validityWindow,
 } from "./policy";
-import { revocationReasonName } from "./revocation";
+import { REVOCATION_REASONS, revocationReasonName } from "./revocation";
 import { activeIntermediate, ISSUERS_GENERATION, type RotationState, readRotationState } from "./rotation";
 import { SequenceAllocator } from "./sequence";
 import type { KeyAlgorithm } from "./spki";
@@ -443,6 +443,24 @@ export class Authority {
       } catch (err) {
         if (!isStintError(err, "ERR_ALREADY_REVOKED")) throw err;
       }
+    }
+    return revoked;
+  }
+
+  /**
+   * Revokes every unexpired certificate bound to entry `entryId` (issued
+   * under it through ACME or the agent API, and their renewals), page by
+   * page, reason privilegeWithdrawn: what deleting an entry with "revoke"
+   * does on the admin API and in the console. Returns the serials revoked.
+   */
+  async revokeEntryCertificates(entryId: string, actor: string, now = new Date()): Promise<string[]> {
+    const revoked: string[] = [];
+    let page = await this.opts.store.listCertificates({ entryId, unexpiredAt: now });
+    while (page.length > 0) {
+      const live = page.filter((c) => !c.revokedAt).map((c) => c.serial);
+      revoked.push(...(await this.revokeEach(live, REVOCATION_REASONS.privilegeWithdrawn, actor, now)));
+      const afterSerial = page[page.length - 1]!.serial;
+      page = await this.opts.store.listCertificates({ entryId, unexpiredAt: now, afterSerial });
     }
     return revoked;
   }

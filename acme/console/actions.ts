@@ -129,6 +129,14 @@ async function entryFrom(r: ActionRequest): Promise<EntryRecord> {
   return { id: newEntryId(), spiffeId, selectors, dnsNames: [], ttlMs: null, createdAt: r.now, parent };
 }
 
+/** Whether an entry deletion also revokes the entry's certificates ("1"; absent: no). */
+function revokeAsked(r: ActionRequest): boolean {
+  const value = optional(r.input, "revoke");
+  if (value !== undefined && value !== "1")
+    throw new StintError("ERR_MALFORMED", 'revoke must be "1" when given');
+  return value === "1";
+}
+
 const event = (
   r: ActionRequest,
   action: string,
@@ -266,22 +274,36 @@ export const ACTIONS: Record<string, Action> = {
     title: "Delete a registration entry",
     async confirm(r) {
       const e = await existingEntry(r);
-      const live = await r.console.store.listCertificates({ entryId: e.id, unexpiredAt: r.now, limit: 1000 });
+      const revoke = revokeAsked(r);
+      const live = (
+        await r.console.store.listCertificates({ entryId: e.id, unexpiredAt: r.now, limit: 1000 })
+      ).filter((c) => !c.revokedAt);
+      const count = `${live.length}${live.length === 1000 ? "+" : ""} live certificate(s)`;
       return {
         effect: [
           html`Deletes entry <span class="mono">${e.id}</span>, which grants <b>${e.spiffeId}</b> to ${e.selectors.join(" and ")}.`,
-          html`Its ${live.length}${live.length === 1000 ? "+" : ""} live certificate(s) stay valid until they expire and are not renewed.`,
+          revoke
+            ? html`Revokes its ${count} (reason privilegeWithdrawn): verifiers following the revocation feed refuse them within seconds.`
+            : html`Its ${count} stay valid until they expire and are not renewed.`,
         ],
-        fields: { id: e.id },
+        fields: { id: e.id, ...(revoke && { revoke: "1" }) },
       };
     },
     async run(r) {
       const e = await existingEntry(r);
+      const revoke = revokeAsked(r);
       await r.console.store.deleteEntry(
         e.id,
-        event(r, "entry.delete", e.id, { spiffeId: e.spiffeId, selectors: e.selectors }),
+        event(r, "entry.delete", e.id, {
+          spiffeId: e.spiffeId,
+          selectors: e.selectors,
+          ...(revoke ? { revoke: true } : {}),
+        }),
       );
-      return html`<p class="done">Deleted entry ${e.id} for ${e.spiffeId}.</p>`;
+      if (!revoke) return html`<p class="done">Deleted entry ${e.id} for ${e.spiffeId}.</p>`;
+      const revoked = await r.console.authority.revokeEntryCertificates(e.id, r.user.actor, r.now);
+      if (revoked.length > 0) await publish(r.console);
+      return html`<p class="done">Deleted entry ${e.id} for ${e.spiffeId} and revoked ${revoked.length} certificate(s).</p>`;
     },
   },
   "token-create": {

@@ -105,7 +105,7 @@ ${entries.map(
 <td><a href="/console/fleet${qs({ id: e.spiffeId })}">${e.spiffeId}</a></td>
 <td>${e.selectors.map((s) => html`<a class="selector" href="/console/fleet${qs({ selector: s })}">${s}</a> `)}</td>
 <td>${e.parent ?? ""}</td><td>${e.dnsNames.join(", ")}</td><td>${e.ttlMs === null ? "default" : formatDuration(e.ttlMs)}</td>
-<td>${when(e.createdAt)}</td><td><a class="button danger" href="/console/confirm/entry-delete${qs({ id: e.id })}">Delete…</a></td></tr>`,
+<td>${when(e.createdAt)}</td><td><a class="button danger" href="/console/confirm/entry-delete${qs({ id: e.id })}">Delete…</a> <a class="button danger" href="/console/confirm/entry-delete${qs({ id: e.id, revoke: "1" })}">Delete and revoke…</a></td></tr>`,
 )}</tbody></table></section>
 <section><h2>Join tokens</h2>
 <p class="note">Outstanding tokens first. Only a token's id is kept in the clear; its secret is never stored, so never shown again.</p>

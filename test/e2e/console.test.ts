@@ -382,4 +382,37 @@ describe("security console", () => {
       expect(html).not.toContain(secret.trim());
     await shot("entries");
   });
+
+  it("deletes an entry and revokes its certificates through the confirmation, audited as the console user", async () => {
+    const db = `spiffe://${TD}/svc/db`;
+    const [entry] = JSON.parse(runOk(["entry", "list", "--spiffe-id", db, "--json"])) as { id: string }[];
+    const live = (JSON.parse(runOk(["cert", "list", "--spiffe-id", db, "--json"])) as CertRow[]).filter(
+      (c) => c.revokedAt === null && Date.parse(c.notAfter) > Date.now(),
+    );
+    expect(live.length).toBeGreaterThan(0);
+    await page.goto(`${ca.url}/console/entries`);
+    await page.click(`#entry-${entry!.id} >> text=Delete and revoke…`);
+    expect(await page.locator(".effect").innerText()).toMatch(
+      new RegExp(
+        `Deletes entry ${entry!.id}[\\s\\S]*Revokes its ${live.length} live certificate\\(s\\) \\(reason privilegeWithdrawn\\)`,
+      ),
+    );
+    await page.click("#confirm");
+    expect(await page.locator(".done, .problem").innerText()).toContain(
+      `Deleted entry ${entry!.id} for ${db} and revoked`,
+    );
+
+    const after = JSON.parse(runOk(["cert", "list", "--spiffe-id", db, "--json"])) as CertRow[];
+    for (const c of live) expect(after.find((a) => a.serial === c.serial)?.revokedAt).not.toBeNull();
+    expect(JSON.parse(runOk(["entry", "list", "--spiffe-id", db, "--json"]))).toEqual([]);
+    const audit = await call("GET", `/console/audit?actor=console:alice`, { client: adminCredential() });
+    expect(audit.body).toContain("entry.delete");
+    expect(audit.body).toContain(live[0]!.serial);
+  });
 });
+
+interface CertRow {
+  serial: string;
+  notAfter: string;
+  revokedAt: string | null;
+}
