@@ -201,6 +201,23 @@ export interface CertificateCounts {
   revoked: number;
 }
 
+/**
+ * A console login code or session (acme/console/sessions.ts), kept in the
+ * store so that every replica knows it, by the SHA-256 of its secret so that
+ * the store alone replays nothing.
+ */
+export interface ConsoleGrant {
+  /** Hex SHA-256 of the secret: the code in a login URL, or a session cookie. */
+  hash: string;
+  kind: "code" | "session";
+  /** Who logged in, as `stint console login` named them. */
+  user: string;
+  expiresAt: Date;
+}
+
+/** At most this many console codes and sessions are kept; the soonest to expire go first. */
+export const MAX_CONSOLE_GRANTS = 1000;
+
 export interface Store {
   readonly backend: string;
 
@@ -213,6 +230,17 @@ export interface Store {
    * never get the same number (CRL numbers). ERR_STORE_CORRUPT if the value is not a counter.
    */
   incrementMeta(key: string): Promise<number>;
+  /** Sets `key` to `value` unless it has a value already; returns the value kept (the first writer's, across replicas). */
+  initMeta(key: string, value: string): Promise<string>;
+
+  /** Records a console code or session, first dropping expired ones and the soonest to expire beyond MAX_CONSOLE_GRANTS. */
+  putConsoleGrant(grant: ConsoleGrant, now: Date): Promise<void>;
+  /** Spends a login code: deleted by the one call (on any replica) that gets it back; null if unknown, spent or expired. */
+  takeConsoleCode(hash: string, now: Date): Promise<ConsoleGrant | null>;
+  /** The session with this hash while it is unexpired, else null. */
+  findConsoleSession(hash: string, now: Date): Promise<ConsoleGrant | null>;
+  /** Ends a session (logout); nothing if there is none. */
+  deleteConsoleSession(hash: string): Promise<void>;
 
   /** Inserts an issuer and its audit record in one transaction. */
   putIssuer(issuer: IssuerRecord, audit: AuditEvent): Promise<void>;

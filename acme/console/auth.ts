@@ -1,4 +1,4 @@
-import { createHash, createHmac, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { TLSSocket } from "node:tls";
 import { StintError } from "../../common/errors";
@@ -27,11 +27,9 @@ export function consoleAuthenticator(
   deps: AdminAuthDeps & { sessions: ConsoleSessions },
 ): (req: IncomingMessage, now: Date) => Promise<ConsoleUser> {
   const admin = adminAuthenticator(deps);
-  // Certificate users have no session to hold a CSRF token: derive one from their certificate.
-  const csrfKey = randomBytes(32);
   return async (req, now) => {
     const token = cookie(req, SESSION_COOKIE);
-    const session = token === undefined ? null : deps.sessions.find(token, now);
+    const session = token === undefined ? null : await deps.sessions.find(token, now);
     if (session) return { actor: `console:${session.user}`, label: session.user, csrf: session.csrf };
     const peer = (req.socket as TLSSocket).getPeerX509Certificate?.();
     if (!peer) {
@@ -48,7 +46,8 @@ export function consoleAuthenticator(
     return {
       actor: `console:admin-certificate sha256:${fingerprint.slice(0, 16)}`,
       label: `admin certificate ${fingerprint.slice(0, 16)}…`,
-      csrf: createHmac("sha256", csrfKey).update(fingerprint).digest("base64url"),
+      // Certificate users have no session to hold a CSRF token: one is derived from their certificate.
+      csrf: await deps.sessions.csrf("certificate", fingerprint),
     };
   };
 }

@@ -41,7 +41,7 @@ export interface ConsoleLogin {
 export function mountConsole(deps: ConsoleDeps): (router: Router, origin: string) => void {
   const state: ConsoleState = {
     ...deps,
-    sessions: new ConsoleSessions(),
+    sessions: new ConsoleSessions(deps.store),
     progress: new ProgressHistory(deps.store, deps.log),
   };
   state.progress.start(PROGRESS_SAMPLE_MS);
@@ -118,10 +118,10 @@ ${c.extra ?? ""}</div>`,
           sendError(res, err, deps.log);
         }
       })
-      .on("GET", `${CONSOLE_PREFIX}/login`, (_req, res, url) => {
+      .on("GET", `${CONSOLE_PREFIX}/login`, async (_req, res, url) => {
         try {
           const code = url.searchParams.get("code") ?? "";
-          const redeemed = state.sessions.redeem(code, new Date());
+          const redeemed = await state.sessions.redeem(code, new Date());
           if (!redeemed) {
             throw new StintError(
               "ERR_UNAUTHORIZED",
@@ -141,7 +141,7 @@ ${c.extra ?? ""}</div>`,
           const user = await authenticate(req, new Date());
           checkSameSite(req, origin, await readForm(req), user.csrf);
           const token = cookie(req, SESSION_COOKIE);
-          if (token) state.sessions.end(token);
+          if (token) await state.sessions.end(token);
           sendHtml(
             res,
             200,
@@ -158,7 +158,7 @@ ${c.extra ?? ""}</div>`,
           const now = new Date();
           const actor = await adminOnly(req, now);
           const user = await loginUser(req);
-          const { code, expiresAt } = state.sessions.issueCode(user, now);
+          const { code, expiresAt } = await state.sessions.issueCode(user, now);
           await deps.store.appendAudit({
             at: now,
             actor,

@@ -1,21 +1,21 @@
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import type { Store } from "../../ca/store";
 
 /**
- * Console sessions, held in this server's memory. `stint console login` asks
- * the admin API (with the admin certificate) for a one-time login code; the
- * browser trades it at /console/login for a session cookie. Only SHA-256
- * hashes of codes and session tokens are kept, so a heap dump replays nothing.
- *
- * Memory, not the store: a session lives minutes, and a restart ending it only
- * asks for another login. With several replicas behind one name (PostgreSQL),
- * a code is redeemable, and its session valid, only on the replica that made
- * it: point `stint console login --server` at one replica's own address.
+ * Console sessions, kept in the store so that every replica knows them.
+ * `stint console login` asks the admin API (with the admin certificate) for a
+ * one-time login code; the browser trades it at /console/login for a session
+ * cookie. Only SHA-256 hashes of codes and session tokens are stored, so the
+ * database alone replays nothing, and a code is spent by one DELETE … RETURNING,
+ * so two replicas never both redeem it. Forms carry a CSRF token derived with
+ * HMAC from the session token (or the admin certificate's fingerprint) under a
+ * key kept in store metadata: a page one replica rendered posts to any other.
  */
 
 export const LOGIN_CODE_TTL_MS = 2 * 60_000;
 export const SESSION_TTL_MS = 15 * 60_000;
-/** Bounds memory against a runaway script with the admin credential. */
-const MAX_ENTRIES = 1000;
+/** Store metadata holding the CSRF key (random, made by the first server that needs it). */
+export const CSRF_KEY_META = "console_csrf_key";
 
 export interface ConsoleSession {
   /** Who logged in, as `stint console login` named them; the audit actor names it. */
@@ -25,61 +25,65 @@ export interface ConsoleSession {
   expiresAt: Date;
 }
 
-interface PendingCode {
-  user: string;
-  expiresAt: Date;
-}
+export type SessionStore = Pick<
+  Store,
+  "initMeta" | "putConsoleGrant" | "takeConsoleCode" | "findConsoleSession" | "deleteConsoleSession"
+>;
 
 const digest = (secret: string) => createHash("sha256").update(secret).digest("hex");
 const secret = () => randomBytes(32).toString("base64url");
 
 export class ConsoleSessions {
-  private readonly codes = new Map<string, PendingCode>();
-  private readonly sessions = new Map<string, ConsoleSession>();
+  private csrfKey: Promise<Buffer> | null = null;
 
-  /** A one-time code for `user`, redeemable once within LOGIN_CODE_TTL_MS. */
-  issueCode(user: string, now: Date): { code: string; expiresAt: Date } {
-    prune(this.codes, now);
+  constructor(private readonly store: SessionStore) {}
+
+  /** A one-time code for `user`, redeemable once within LOGIN_CODE_TTL_MS, on any replica. */
+  async issueCode(user: string, now: Date): Promise<{ code: string; expiresAt: Date }> {
     const code = secret();
     const expiresAt = new Date(now.getTime() + LOGIN_CODE_TTL_MS);
-    this.codes.set(digest(code), { user, expiresAt });
+    await this.store.putConsoleGrant({ hash: digest(code), kind: "code", user, expiresAt }, now);
     return { code, expiresAt };
   }
 
   /** Spends a code: a session and its cookie value, or null for an unknown, used or expired code. */
-  redeem(code: string, now: Date): { token: string; session: ConsoleSession } | null {
-    const key = digest(code);
-    const pending = this.codes.get(key);
-    this.codes.delete(key);
-    if (!pending || pending.expiresAt <= now) return null;
-    prune(this.sessions, now);
+  async redeem(code: string, now: Date): Promise<{ token: string; session: ConsoleSession } | null> {
+    const grant = await this.store.takeConsoleCode(digest(code), now);
+    if (!grant) return null;
     const token = secret();
-    const session = {
-      user: pending.user,
-      csrf: secret(),
-      expiresAt: new Date(now.getTime() + SESSION_TTL_MS),
-    };
-    this.sessions.set(digest(token), session);
-    return { token, session };
+    const expiresAt = new Date(now.getTime() + SESSION_TTL_MS);
+    await this.store.putConsoleGrant({ hash: digest(token), kind: "session", user: grant.user, expiresAt }, now);
+    return { token, session: { user: grant.user, csrf: await this.csrf("session", token), expiresAt } };
   }
 
-  find(token: string, now: Date): ConsoleSession | null {
-    const session = this.sessions.get(digest(token));
-    if (!session || session.expiresAt <= now) return null;
-    return session;
+  async find(token: string, now: Date): Promise<ConsoleSession | null> {
+    const grant = await this.store.findConsoleSession(digest(token), now);
+    if (!grant) return null;
+    return { user: grant.user, csrf: await this.csrf("session", token), expiresAt: grant.expiresAt };
   }
 
-  end(token: string): void {
-    this.sessions.delete(digest(token));
+  async end(token: string): Promise<void> {
+    await this.store.deleteConsoleSession(digest(token));
   }
-}
 
-/** Drops expired entries, then the oldest ones beyond the cap (Maps iterate in insertion order). */
-function prune<T extends { expiresAt: Date }>(map: Map<string, T>, now: Date): void {
-  for (const [k, v] of map) if (v.expiresAt <= now) map.delete(k);
-  for (const k of map.keys()) {
-    if (map.size < MAX_ENTRIES) break;
-    map.delete(k);
+  /** The CSRF token of a session (by its token) or of an admin certificate (by its fingerprint). */
+  async csrf(kind: "session" | "certificate", subject: string): Promise<string> {
+    return createHmac("sha256", await this.key())
+      .update(`${kind}\0${subject}`)
+      .digest("base64url");
+  }
+
+  private key(): Promise<Buffer> {
+    if (!this.csrfKey) {
+      this.csrfKey = this.store
+        .initMeta(CSRF_KEY_META, randomBytes(32).toString("base64url"))
+        .then((value) => Buffer.from(value, "base64url"));
+      // A failed read is not kept: the next request asks the store again.
+      this.csrfKey.catch(() => {
+        this.csrfKey = null;
+      });
+    }
+    return this.csrfKey;
   }
 }
 

@@ -1,4 +1,4 @@
-import type { AuditQuery, JoinTokenSummary, LateRenewals } from "../store";
+import type { AuditQuery, ConsoleGrant, JoinTokenSummary, LateRenewals } from "../store";
 
 /**
  * The security console's queries (Store.expiryTimeline, expiredUnrenewed,
@@ -145,4 +145,44 @@ export function sqliteNamed(sql: string, params: unknown[]): { sql: string; name
     named[`p${i + 1}`] = v;
   });
   return { sql: sql.replace(/\$(\d+)/g, "@p$1"), named };
+}
+
+/** Store.initMeta: the first writer's value stays (both backends). */
+export const INIT_META_SQL = "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING";
+
+/** Console login codes and sessions (Store.putConsoleGrant and the rest), for both backends. */
+const GRANT_COLUMNS = "hash, kind, user_name, expires_at";
+
+export const CONSOLE_GRANT_SQL = {
+  insert: `INSERT INTO console_grants (${GRANT_COLUMNS}) VALUES ($1, $2, $3, $4)`,
+  dropExpired: "DELETE FROM console_grants WHERE expires_at <= $1",
+  /** Leaves at most $1 rows: the soonest to expire go first. */
+  dropOverflow: `
+    DELETE FROM console_grants WHERE hash IN (
+      SELECT hash FROM console_grants ORDER BY expires_at, hash
+      LIMIT (SELECT CASE WHEN count(*) > $1 THEN count(*) - $1 ELSE 0 END FROM console_grants))`,
+  /** Deleted and returned in one statement, so of two replicas redeeming one code only one gets it. */
+  take: `DELETE FROM console_grants WHERE hash = $1 AND kind = $2 RETURNING ${GRANT_COLUMNS}`,
+  find: `SELECT ${GRANT_COLUMNS} FROM console_grants WHERE hash = $1 AND kind = $2`,
+  delete: "DELETE FROM console_grants WHERE hash = $1 AND kind = $2",
+};
+
+export interface ConsoleGrantRow {
+  hash: string;
+  kind: string;
+  user_name: string;
+  /** A string from PostgreSQL's bigint. */
+  expires_at: number | string;
+}
+
+export function consoleGrantParams(g: ConsoleGrant): unknown[] {
+  return [g.hash, g.kind, g.user, g.expiresAt.getTime()];
+}
+
+/** The grant in `row` while unexpired at `now`, else null. */
+export function liveConsoleGrant(row: ConsoleGrantRow | undefined, now: Date): ConsoleGrant | null {
+  if (!row) return null;
+  const expiresAt = new Date(Number(row.expires_at));
+  if (expiresAt <= now) return null;
+  return { hash: row.hash, kind: row.kind as ConsoleGrant["kind"], user: row.user_name, expiresAt };
 }

@@ -304,6 +304,20 @@ export const MIGRATIONS: readonly Migration[] = [
         CHECK ((attestation_id IS NULL) <> (requested_by IS NULL));
     `,
   },
+  {
+    version: 9,
+    description: "console login codes and sessions, by the SHA-256 of their secret, shared by every replica",
+    sql: `
+      CREATE TABLE console_grants (
+        hash       text COLLATE "C" NOT NULL,
+        kind       text NOT NULL CHECK (kind IN ('code', 'session')),
+        user_name  text NOT NULL,
+        expires_at bigint NOT NULL,
+        CONSTRAINT console_grants_pkey PRIMARY KEY (hash)
+      );
+      CREATE INDEX console_grants_expires ON console_grants (expires_at);
+    `,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

@@ -8,6 +8,7 @@ import type {
   CertificateCounts,
   CertificateFilter,
   CertificateRecord,
+  ConsoleGrant,
   ExpiryBucket,
   IssuerProgress,
   IssuerRecord,
@@ -19,6 +20,7 @@ import type {
   RevokedCertificate,
   Store,
 } from "../store";
+import { MAX_CONSOLE_GRANTS } from "../store";
 import { AcmeCache } from "./acme-cache";
 import {
   BINDING_COLUMNS,
@@ -30,14 +32,19 @@ import {
 import { AcmeStateDelegate } from "./acme-delegate";
 import {
   auditSearchSql,
+  CONSOLE_GRANT_SQL,
+  type ConsoleGrantRow,
+  consoleGrantParams,
   EXPIRY_TIMELINE_SQL,
   expiredUnrenewedSql,
+  INIT_META_SQL,
   JOIN_TOKENS_SQL,
   type JoinTokenRow,
   joinTokenFromRow,
   LATE_RENEWALS_SQL,
   type LateRenewalRow,
   lateRenewalsFromRow,
+  liveConsoleGrant,
 } from "./console-rows";
 import { ISSUER_PROGRESS_SQL, type ProgressRow, progressFrom, windowsFrom } from "./feed-rows";
 import { PostgresAcmeState } from "./postgres-acme";
@@ -146,6 +153,37 @@ export class PostgresStore extends AcmeStateDelegate implements Store {
       "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
       [key, value],
     );
+  }
+
+  async initMeta(key: string, value: string): Promise<string> {
+    if (key === STORE_FORMAT_KEY) throw new RangeError(`meta key ${key} is reserved`);
+    // A concurrent insert of the same key waits for the other to commit, then does nothing.
+    await this.run(INIT_META_SQL, [key, value]);
+    return (await this.getMeta(key))!;
+  }
+
+  async putConsoleGrant(grant: ConsoleGrant, now: Date): Promise<void> {
+    await this.run(CONSOLE_GRANT_SQL.dropExpired, [now.getTime()]);
+    await this.run(CONSOLE_GRANT_SQL.dropOverflow, [MAX_CONSOLE_GRANTS - 1]);
+    await this.run(CONSOLE_GRANT_SQL.insert, consoleGrantParams(grant));
+  }
+
+  async takeConsoleCode(hash: string, now: Date): Promise<ConsoleGrant | null> {
+    return liveConsoleGrant(
+      (await this.run<ConsoleGrantRow>(CONSOLE_GRANT_SQL.take, [hash, "code"]))[0],
+      now,
+    );
+  }
+
+  async findConsoleSession(hash: string, now: Date): Promise<ConsoleGrant | null> {
+    return liveConsoleGrant(
+      (await this.run<ConsoleGrantRow>(CONSOLE_GRANT_SQL.find, [hash, "session"]))[0],
+      now,
+    );
+  }
+
+  async deleteConsoleSession(hash: string): Promise<void> {
+    await this.run(CONSOLE_GRANT_SQL.delete, [hash, "session"]);
   }
 
   /** One autocommitted upsert: the row lock orders concurrent increments from every replica. */

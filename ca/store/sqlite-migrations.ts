@@ -308,6 +308,19 @@ export const MIGRATIONS: readonly Migration[] = [
         BEGIN SELECT RAISE(ABORT, 'certificate_bindings is append-only'); END;
     `,
   },
+  {
+    version: 9,
+    description: "console login codes and sessions, by the SHA-256 of their secret, shared by every replica",
+    sql: `
+      CREATE TABLE console_grants (
+        hash       TEXT PRIMARY KEY,
+        kind       TEXT NOT NULL CHECK (kind IN ('code', 'session')),
+        user_name  TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX console_grants_expires ON console_grants (expires_at);
+    `,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

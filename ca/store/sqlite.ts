@@ -11,6 +11,7 @@ import type {
   CertificateCounts,
   CertificateFilter,
   CertificateRecord,
+  ConsoleGrant,
   ExpiryBucket,
   IssuerProgress,
   IssuerRecord,
@@ -22,19 +23,25 @@ import type {
   RevokedCertificate,
   Store,
 } from "../store";
+import { MAX_CONSOLE_GRANTS } from "../store";
 import { AcmeCache } from "./acme-cache";
 import { bindingFromRow, checkBoundEntry } from "./acme-common";
 import { AcmeStateDelegate } from "./acme-delegate";
 import {
   auditSearchSql,
+  CONSOLE_GRANT_SQL,
+  type ConsoleGrantRow,
+  consoleGrantParams,
   EXPIRY_TIMELINE_SQL,
   expiredUnrenewedSql,
+  INIT_META_SQL,
   JOIN_TOKENS_SQL,
   type JoinTokenRow,
   joinTokenFromRow,
   LATE_RENEWALS_SQL,
   type LateRenewalRow,
   lateRenewalsFromRow,
+  liveConsoleGrant,
   sqliteNamed,
 } from "./console-rows";
 import { ISSUER_PROGRESS_SQL, type ProgressRow, progressFrom, windowsFrom } from "./feed-rows";
@@ -183,6 +190,14 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
   }
 
   /** Read and write in one IMMEDIATE transaction, so another process's increment cannot interleave. */
+  initMeta(key: string, value: string): Promise<string> {
+    if (key === STORE_FORMAT_KEY) return Promise.reject(new RangeError(`meta key ${key} is reserved`));
+    return this.write(() => {
+      this.consoleRun(INIT_META_SQL, [key, value]);
+      return this.st.getMeta.get(key)!.value;
+    });
+  }
+
   incrementMeta(key: string): Promise<number> {
     if (key === STORE_FORMAT_KEY) return Promise.reject(new RangeError(`meta key ${key} is reserved`));
     return this.write(() => {
@@ -454,7 +469,7 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
   }
 
   /** The console's shared SQL (console-rows.ts), prepared once per shape. */
-  private consoleQuery<R>(text: string, params: unknown[]): R[] {
+  private consoleStatement(text: string, params: unknown[]) {
     this.assertOpen();
     const { sql, named } = sqliteNamed(text, params);
     let stmt = this.consoleStatements.get(sql);
@@ -462,7 +477,42 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
       stmt = this.db.prepare<Record<string, unknown>, unknown>(sql);
       this.consoleStatements.set(sql, stmt);
     }
+    return { stmt, named };
+  }
+
+  private consoleQuery<R>(text: string, params: unknown[]): R[] {
+    const { stmt, named } = this.consoleStatement(text, params);
     return stmt.all(named) as R[];
+  }
+
+  private consoleRun(text: string, params: unknown[]): void {
+    const { stmt, named } = this.consoleStatement(text, params);
+    stmt.run(named);
+  }
+
+  putConsoleGrant(grant: ConsoleGrant, now: Date): Promise<void> {
+    return this.write(() => {
+      this.consoleRun(CONSOLE_GRANT_SQL.dropExpired, [now.getTime()]);
+      this.consoleRun(CONSOLE_GRANT_SQL.dropOverflow, [MAX_CONSOLE_GRANTS - 1]);
+      this.consoleRun(CONSOLE_GRANT_SQL.insert, consoleGrantParams(grant));
+    });
+  }
+
+  takeConsoleCode(hash: string, now: Date): Promise<ConsoleGrant | null> {
+    return this.write(() =>
+      liveConsoleGrant(this.consoleQuery<ConsoleGrantRow>(CONSOLE_GRANT_SQL.take, [hash, "code"])[0], now),
+    );
+  }
+
+  async findConsoleSession(hash: string, now: Date): Promise<ConsoleGrant | null> {
+    return liveConsoleGrant(
+      this.consoleQuery<ConsoleGrantRow>(CONSOLE_GRANT_SQL.find, [hash, "session"])[0],
+      now,
+    );
+  }
+
+  deleteConsoleSession(hash: string): Promise<void> {
+    return this.write(() => this.consoleRun(CONSOLE_GRANT_SQL.delete, [hash, "session"]));
   }
 
   async listAudit(afterSeq: number, limit: number): Promise<AuditRecord[]> {

@@ -1,3 +1,4 @@
+import { type ConsoleGrant, MAX_CONSOLE_GRANTS } from "../../ca/store";
 import type { CaStore } from "../../ca/store/open";
 import { certificate, event, issuer, joinToken, later, MINUTE, T0 } from "./fixtures";
 
@@ -7,7 +8,12 @@ import { certificate, event, issuer, joinToken, later, MINUTE, T0 } from "./fixt
  * certificates nobody renewed, join tokens without their hashes, and the
  * audit search.
  */
-export function consoleStoreContract(name: string, openFresh: () => Promise<CaStore>): void {
+export function consoleStoreContract(
+  name: string,
+  openFresh: () => Promise<CaStore>,
+  /** Another handle on the store `openFresh` made last, as a second replica (or process) holds one. */
+  replica: () => Promise<CaStore>,
+): void {
   let store: CaStore;
 
   describe(`console queries: ${name}`, () => {
@@ -209,6 +215,77 @@ export function consoleStoreContract(name: string, openFresh: () => Promise<CaSt
       expect(await seqs({ from: at(2), to: at(3), limit: 10 })).toEqual(["e1"]);
       const first = await store.searchAudit({ limit: 2 });
       expect(await seqs({ beforeSeq: first[1]!.seq, limit: 2 })).toEqual(["0a0b", "aa"]);
+    });
+  });
+
+  describe(`console codes and sessions: ${name}`, () => {
+    let other: CaStore;
+    beforeEach(async () => {
+      store = await openFresh();
+      other = await replica();
+    });
+    afterEach(async () => {
+      await other.close();
+      await store.close();
+    });
+    const grant = (hash: string, kind: "code" | "session", expiresAt: Date): ConsoleGrant => ({
+      hash,
+      kind,
+      user: `user-${hash}`,
+      expiresAt,
+    });
+
+    it("spends a code once, on whichever replica redeems it first, and never after it expires", async () => {
+      await store.putConsoleGrant(grant("c1", "code", later(2 * MINUTE)), T0);
+      await store.putConsoleGrant(grant("c2", "code", later(MINUTE)), T0);
+      const [a, b] = await Promise.all([other.takeConsoleCode("c1", T0), store.takeConsoleCode("c1", T0)]);
+      expect([a, b].filter((g) => g !== null)).toEqual([grant("c1", "code", later(2 * MINUTE))]);
+      expect(await store.takeConsoleCode("c1", T0)).toBeNull();
+      expect(await other.takeConsoleCode("c2", later(MINUTE))).toBeNull();
+      expect(await store.takeConsoleCode("c2", T0)).toBeNull(); // the expired try spent it too
+      // A session's hash is no code.
+      await store.putConsoleGrant(grant("s1", "session", later(MINUTE)), T0);
+      expect(await other.takeConsoleCode("s1", T0)).toBeNull();
+      expect(await other.findConsoleSession("s1", T0)).toEqual(grant("s1", "session", later(MINUTE)));
+    });
+
+    it("finds a session on every replica until it expires or one of them ends it", async () => {
+      await store.putConsoleGrant(grant("s1", "session", later(MINUTE)), T0);
+      await store.putConsoleGrant(grant("s2", "session", later(MINUTE)), T0);
+      expect(await other.findConsoleSession("s1", T0)).toMatchObject({ user: "user-s1" });
+      expect(await other.findConsoleSession("s1", later(MINUTE))).toBeNull();
+      await other.deleteConsoleSession("s2");
+      expect(await store.findConsoleSession("s2", T0)).toBeNull();
+      expect(await store.findConsoleSession("nope", T0)).toBeNull();
+      await store.deleteConsoleSession("nope");
+    });
+
+    it("keeps at most MAX_CONSOLE_GRANTS, dropping expired ones first, then the soonest to expire", async () => {
+      const at = later(2 * MINUTE);
+      await store.putConsoleGrant(grant("old", "session", later(MINUTE)), T0);
+      // One at a time: concurrent puts may each find room before the other's insert.
+      for (let i = 0; i < MAX_CONSOLE_GRANTS - 1; i++)
+        await other.putConsoleGrant(
+          grant(`g${String(i).padStart(4, "0")}`, "session", later(10 * MINUTE + i)),
+          T0,
+        );
+      expect(await store.findConsoleSession("old", T0)).not.toBeNull();
+      // Full: the expired one makes room.
+      await store.putConsoleGrant(grant("new", "session", later(20 * MINUTE)), at);
+      expect(await store.findConsoleSession("g0000", at)).not.toBeNull();
+      expect(await store.findConsoleSession("new", at)).not.toBeNull();
+      // Full of live ones: the soonest to expire makes room.
+      await other.putConsoleGrant(grant("newer", "session", later(20 * MINUTE)), at);
+      expect(await store.findConsoleSession("g0000", at)).toBeNull();
+      expect(await store.findConsoleSession("g0001", at)).not.toBeNull();
+      expect(await store.findConsoleSession("newer", at)).not.toBeNull();
+    });
+
+    it("keeps the first value initMeta wrote, whichever replica wrote it", async () => {
+      const [a, b] = await Promise.all([store.initMeta("k", "one"), other.initMeta("k", "two")]);
+      expect(a).toBe(b);
+      expect(await other.initMeta("k", "three")).toBe(a);
+      expect(await store.getMeta("k")).toBe(a);
     });
   });
 }

@@ -51,6 +51,7 @@ bindingStoreContract(
       await db.query(statement);
     },
     toSchema3: [
+      "DROP TABLE console_grants",
       "DROP INDEX certificates_not_before",
       "DROP INDEX certificates_spiffe_id_not_before",
       "DROP INDEX entries_parent",
@@ -385,6 +386,8 @@ describe("PostgresStore never shows the password", () => {
   });
 });
 
-consoleStoreContract("postgres", async () =>
-  PostgresStore.open((await freshDatabase()).url, { create: true }),
+consoleStoreContract(
+  "postgres",
+  async () => PostgresStore.open((await freshDatabase()).url, { create: true }),
+  () => PostgresStore.open(db.url),
 );

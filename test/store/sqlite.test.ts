@@ -59,6 +59,7 @@ bindingStoreContract("sqlite", () => SqliteStore.open(freshPath(), { create: tru
     }
   },
   toSchema3: [
+    "DROP TABLE console_grants",
     "DROP INDEX certificates_not_before",
     "DROP INDEX certificates_spiffe_id_not_before",
     "DROP INDEX entries_parent",
@@ -105,4 +106,8 @@ describe("SqliteStore", () => {
   });
 });
 
-consoleStoreContract("sqlite", () => SqliteStore.open(freshPath(), { create: true }));
+consoleStoreContract(
+  "sqlite",
+  () => SqliteStore.open(freshPath(), { create: true }),
+  () => SqliteStore.open(path),
+);

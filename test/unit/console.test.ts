@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { html } from "../../acme/console/html";
 import { ConsoleSessions, LOGIN_CODE_TTL_MS, SESSION_TTL_MS } from "../../acme/console/sessions";
 import { joinTokenTable } from "../../acme/console/views-audit";
@@ -26,25 +27,62 @@ describe("console html", () => {
 describe("console sessions", () => {
   const t0 = new Date("2030-01-01T00:00:00Z");
   const at = (ms: number) => new Date(t0.getTime() + ms);
+  let dir: string;
+  let cleanup: () => void;
+  let stores: SqliteStore[];
+  beforeEach(() => {
+    ({ dir, cleanup } = tempDir());
+    stores = [];
+  });
+  afterEach(async () => {
+    for (const s of stores) await s.close();
+    cleanup();
+  });
+  /** A server's sessions on the store at `dir`: each call is another replica of one CA. */
+  async function replica(): Promise<ConsoleSessions> {
+    const store = await SqliteStore.open(join(dir, "stint.db"), { create: true });
+    stores.push(store);
+    return new ConsoleSessions(store);
+  }
 
-  it("redeems a login code once, for a session that ends after its TTL", () => {
-    const sessions = new ConsoleSessions();
-    const { code } = sessions.issueCode("alice", t0);
-    const first = sessions.redeem(code, at(1000));
+  it("redeems a login code once, for a session that ends after its TTL, on any replica", async () => {
+    const [a, b] = [await replica(), await replica()];
+    const { code } = await a.issueCode("alice", t0);
+    const first = await b.redeem(code, at(1000));
     expect(first?.session.user).toBe("alice");
-    expect(sessions.redeem(code, at(2000))).toBeNull();
-    expect(sessions.find(first!.token, at(SESSION_TTL_MS))).not.toBeNull();
-    expect(sessions.find(first!.token, at(1000 + SESSION_TTL_MS))).toBeNull();
-    expect(sessions.find("not-a-token", at(1000))).toBeNull();
+    expect(await a.redeem(code, at(2000))).toBeNull();
+    expect(await b.redeem(code, at(2000))).toBeNull();
+    const found = await a.find(first!.token, at(SESSION_TTL_MS));
+    expect(found).toMatchObject({ user: "alice", csrf: first!.session.csrf });
+    expect(await b.find(first!.token, at(1000 + SESSION_TTL_MS))).toBeNull();
+    expect(await a.find("not-a-token", at(1000))).toBeNull();
   });
 
-  it("refuses an expired code, and forgets a session at logout", () => {
-    const sessions = new ConsoleSessions();
-    expect(sessions.redeem(sessions.issueCode("bob", t0).code, at(LOGIN_CODE_TTL_MS))).toBeNull();
-    const s = sessions.redeem(sessions.issueCode("bob", t0).code, t0)!;
+  it("refuses an expired code, and forgets a session at logout on every replica", async () => {
+    const [a, b] = [await replica(), await replica()];
+    expect(await a.redeem((await a.issueCode("bob", t0)).code, at(LOGIN_CODE_TTL_MS))).toBeNull();
+    const s = (await a.redeem((await a.issueCode("bob", t0)).code, t0))!;
     expect(s.session.csrf).not.toBe(s.token);
-    sessions.end(s.token);
-    expect(sessions.find(s.token, t0)).toBeNull();
+    await b.end(s.token);
+    expect(await a.find(s.token, t0)).toBeNull();
+  });
+
+  it("keeps only hashes in the store, and derives CSRF tokens every replica agrees on", async () => {
+    const [a, b] = [await replica(), await replica()];
+    const { code } = await a.issueCode("carol", t0);
+    const s = (await b.redeem((await a.issueCode("carol", t0)).code, t0))!;
+    const raw = new Database(join(dir, "stint.db"), { readonly: true });
+    try {
+      const dump = JSON.stringify(raw.prepare("SELECT * FROM console_grants").all());
+      for (const secret of [code, s.token, s.session.csrf]) expect(dump).not.toContain(secret);
+    } finally {
+      raw.close();
+    }
+    expect(await a.csrf("certificate", "ab12")).toBe(await b.csrf("certificate", "ab12"));
+    expect(await a.csrf("certificate", "ab12")).not.toBe(await a.csrf("session", "ab12"));
+    // A restarted server (a new ConsoleSessions) keeps the sessions and the key.
+    const restarted = await replica();
+    expect(await restarted.find(s.token, t0)).toMatchObject({ user: "carol", csrf: s.session.csrf });
   });
 });
 
