@@ -52,7 +52,10 @@ export class ConsoleSessions {
     if (!grant) return null;
     const token = secret();
     const expiresAt = new Date(now.getTime() + SESSION_TTL_MS);
-    await this.store.putConsoleGrant({ hash: digest(token), kind: "session", user: grant.user, expiresAt }, now);
+    await this.store.putConsoleGrant(
+      { hash: digest(token), kind: "session", user: grant.user, expiresAt },
+      now,
+    );
     return { token, session: { user: grant.user, csrf: await this.csrf("session", token), expiresAt } };
   }
 
