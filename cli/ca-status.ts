@@ -1,5 +1,7 @@
 import { verifyAuditChain } from "../ca/audit";
+import { CaKeyStore } from "../ca/key-store";
 import { fingerprintSha256 } from "../ca/keys";
+import { isPkcs11Ref } from "../ca/pkcs11/uri";
 import { readRotationState } from "../ca/rotation";
 import type { Store } from "../ca/store";
 import { openStore } from "../ca/store/open";
@@ -31,6 +33,15 @@ export async function checkAuditLog(
   }
 }
 
+/**
+ * Whether this host can sign with the issuer's key: a token key by its
+ * `pkcs11:` URI, or a key file that is still in the data directory (an
+ * operator may have carried the root's away to keep it offline).
+ */
+async function keyOnHost(dataDir: string, ref: string | null): Promise<boolean> {
+  return ref !== null && (isPkcs11Ref(ref) || (await CaKeyStore.files(dataDir, null).has(ref)));
+}
+
 export const caStatus: Command = {
   name: "ca status",
   summary: "show issuers, certificate counts and whether the audit chain is intact",
@@ -51,21 +62,23 @@ export const caStatus: Command = {
       const now = new Date();
       const records = await store.listIssuers();
       const rotation = await readRotationState(store, records);
-      const issuers = records.map((i) => ({
-        id: i.id,
-        kind: i.kind,
-        state: i.state,
-        parentId: i.parentId,
-        subject: i.subject,
-        notBefore: i.notBefore.toISOString(),
-        notAfter: i.notAfter.toISOString(),
-        fingerprint: fingerprintSha256(i.certDer),
-        keyOnHost: i.keyPath !== null,
-        taintedAt: rotation.taints.get(i.id)?.at.toISOString() ?? null,
-        revokeAt: rotation.taints.get(i.id)?.deadline?.toISOString() ?? null,
-        revokedAt: rotation.revoked.get(i.id)?.toISOString() ?? null,
-        crossSignedBy: rotation.cross.get(i.id)?.by ?? null,
-      }));
+      const issuers = await Promise.all(
+        records.map(async (i) => ({
+          id: i.id,
+          kind: i.kind,
+          state: i.state,
+          parentId: i.parentId,
+          subject: i.subject,
+          notBefore: i.notBefore.toISOString(),
+          notAfter: i.notAfter.toISOString(),
+          fingerprint: fingerprintSha256(i.certDer),
+          keyOnHost: await keyOnHost(cfg.dataDir, i.keyPath),
+          taintedAt: rotation.taints.get(i.id)?.at.toISOString() ?? null,
+          revokeAt: rotation.taints.get(i.id)?.deadline?.toISOString() ?? null,
+          revokedAt: rotation.revoked.get(i.id)?.toISOString() ?? null,
+          crossSignedBy: rotation.cross.get(i.id)?.by ?? null,
+        })),
+      );
       const counts = await store.counts(now);
       const audit = await checkAuditLog(store);
       const report = {

@@ -1,6 +1,15 @@
 import "reflect-metadata";
 import { createPublicKey } from "node:crypto";
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import * as x509 from "@peculiar/x509";
 import Database from "better-sqlite3";
@@ -314,6 +323,22 @@ describe("failures that must change nothing", () => {
         /^stint ca issue: .*\.key\.pem is encrypted and no passphrase was given; set STINT_CA_PASSPHRASE or use --passphrase-file$/,
       ),
     ]);
+  });
+
+  fileKeys("ca status says which keys are on this host: a root key moved away (offline) is not", () => {
+    const ca = newCa("key-on-host");
+    const onHost = () =>
+      Object.fromEntries(
+        (
+          JSON.parse(stint(["ca", "status", "--json"], ca.env).stdout).issuers as {
+            kind: string;
+            keyOnHost: boolean;
+          }[]
+        ).map((i) => [i.kind, i.keyOnHost]),
+      );
+    expect(onHost()).toEqual({ root: true, intermediate: true });
+    renameSync(join(ca.dir, "keys", "root.key.pem"), join(root, "root.key.pem.offline"));
+    expect(onHost()).toEqual({ root: false, intermediate: true });
   });
 
   fileKeys("a corrupt key file gives one line", () => {
