@@ -328,14 +328,14 @@ export const caRevokeIssuer = command({
       revokeIssuer(ctx, positionals[0]!, { force: values.force === true }),
     );
     const { live, unreplaced } = result.progress;
+    // Under an offline root the revocation is not published until its CRL comes back: say how, in JSON too.
+    const nextStep = result.rootCrlSigned ? null : offlineCrlNextStep(result.issuer.parentId!);
     return report(
       values,
-      { revoked: result.issuer.id, live, unreplaced, rootCrlSigned: result.rootCrlSigned },
+      { revoked: result.issuer.id, live, unreplaced, rootCrlSigned: result.rootCrlSigned, nextStep },
       [
         `intermediate ${result.issuer.id} is revoked (${live} live certificates, ${unreplaced} not replaced)`,
-        result.rootCrlSigned
-          ? `root ${result.issuer.parentId}'s CRL lists it`
-          : offlineCrlNextStep(result.issuer.parentId!),
+        nextStep ?? `root ${result.issuer.parentId}'s CRL lists it`,
         TAKEN_UP,
       ],
     );

@@ -427,14 +427,17 @@ describe("revoking an intermediate under the offline root", () => {
     server = await startServer([], caEnv());
   });
 
-  it("revoke-issuer says exactly the next step, and crl-request asks for the CRL listing it", () => {
-    const out = ok(["ca", "revoke-issuer", int1Id, "--force"]);
-    expect(out).toContain(
-      `root ${newId}'s key is not on this host, so its CRL does not list this yet. Next: ` +
+  it("revoke-issuer says exactly the next step (in --json too), and crl-request asks for the CRL listing it", () => {
+    const out = JSON.parse(ok(["ca", "revoke-issuer", int1Id, "--force", "--json"]));
+    expect(out).toMatchObject({
+      revoked: int1Id,
+      rootCrlSigned: false,
+      nextStep:
+        `root ${newId}'s key is not on this host, so its CRL does not list this yet. Next: ` +
         `stint ca root crl-request ${newId} --out crl-request-${newId}.json; on the offline host, ` +
         `stint root sign-crl --root-cert <root ${newId}'s certificate> --root-key <its key> --request crl-request-${newId}.json --out root-${newId}.crl; ` +
         `back here, stint ca import-crl root-${newId}.crl`,
-    );
+    });
     ok(["ca", "root", "crl-request", newId, "--out", request]);
     expect(JSON.parse(readFileSync(request, "utf8"))).toMatchObject({
       root: newId,
