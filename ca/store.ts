@@ -215,7 +215,7 @@ export interface ConsoleGrant {
   expiresAt: Date;
 }
 
-/** At most this many console codes and sessions are kept; the soonest to expire go first. */
+/** At most this many console codes, and as many sessions, are kept; the soonest to expire go first. */
 export const MAX_CONSOLE_GRANTS = 1000;
 
 export interface Store {
@@ -233,7 +233,7 @@ export interface Store {
   /** Sets `key` to `value` unless it has a value already; returns the value kept (the first writer's, across replicas). */
   initMeta(key: string, value: string): Promise<string>;
 
-  /** Records a console code or session, first dropping expired ones and the soonest to expire beyond MAX_CONSOLE_GRANTS. */
+  /** Records a console code or session, first dropping expired ones and the soonest of its kind to expire beyond MAX_CONSOLE_GRANTS. */
   putConsoleGrant(grant: ConsoleGrant, now: Date): Promise<void>;
   /** Spends a login code: deleted by the one call (on any replica) that gets it back; null if unknown, spent or expired. */
   takeConsoleCode(hash: string, now: Date): Promise<ConsoleGrant | null>;

@@ -34,9 +34,10 @@ export async function checkAuditLog(
 }
 
 /**
- * Whether this host can sign with the issuer's key: a token key by its
- * `pkcs11:` URI, or a key file that is still in the data directory (an
- * operator may have carried the root's away to keep it offline).
+ * Whether the issuer's key is held on this host: in a PKCS#11 token (its
+ * `pkcs11:` URI; whether the token answers shows when a command opens it),
+ * or as a key file still in the data directory (an operator may have carried
+ * the root's away to keep it offline).
  */
 async function keyOnHost(dataDir: string, ref: string | null): Promise<boolean> {
   return ref !== null && (isPkcs11Ref(ref) || (await CaKeyStore.files(dataDir, null).has(ref)));

@@ -275,10 +275,9 @@ export const ACTIONS: Record<string, Action> = {
     async confirm(r) {
       const e = await existingEntry(r);
       const revoke = revokeAsked(r);
-      const live = (
-        await r.console.store.listCertificates({ entryId: e.id, unexpiredAt: r.now, limit: 1000 })
-      ).filter((c) => !c.revokedAt);
-      const count = `${live.length}${live.length === 1000 ? "+" : ""} live certificate(s)`;
+      const page = await r.console.store.listCertificates({ entryId: e.id, unexpiredAt: r.now, limit: 1000 });
+      const live = page.filter((c) => !c.revokedAt);
+      const count = `${live.length}${page.length === 1000 ? "+" : ""} live certificate(s)`;
       return {
         effect: [
           html`Deletes entry <span class="mono">${e.id}</span>, which grants <b>${e.spiffeId}</b> to ${e.selectors.join(" and ")}.`,

@@ -156,11 +156,11 @@ const GRANT_COLUMNS = "hash, kind, user_name, expires_at";
 export const CONSOLE_GRANT_SQL = {
   insert: `INSERT INTO console_grants (${GRANT_COLUMNS}) VALUES ($1, $2, $3, $4)`,
   dropExpired: "DELETE FROM console_grants WHERE expires_at <= $1",
-  /** Leaves at most $1 rows: the soonest to expire go first. */
+  /** Leaves at most $1 rows of kind $2 (codes cannot crowd out sessions): the soonest to expire go first. */
   dropOverflow: `
     DELETE FROM console_grants WHERE hash IN (
-      SELECT hash FROM console_grants ORDER BY expires_at, hash
-      LIMIT (SELECT CASE WHEN count(*) > $1 THEN count(*) - $1 ELSE 0 END FROM console_grants))`,
+      SELECT hash FROM console_grants WHERE kind = $2 ORDER BY expires_at, hash
+      LIMIT (SELECT CASE WHEN count(*) > $1 THEN count(*) - $1 ELSE 0 END FROM console_grants WHERE kind = $2))`,
   /** Deleted and returned in one statement, so of two replicas redeeming one code only one gets it. */
   take: `DELETE FROM console_grants WHERE hash = $1 AND kind = $2 RETURNING ${GRANT_COLUMNS}`,
   find: `SELECT ${GRANT_COLUMNS} FROM console_grants WHERE hash = $1 AND kind = $2`,

@@ -164,7 +164,7 @@ export class PostgresStore extends AcmeStateDelegate implements Store {
 
   async putConsoleGrant(grant: ConsoleGrant, now: Date): Promise<void> {
     await this.run(CONSOLE_GRANT_SQL.dropExpired, [now.getTime()]);
-    await this.run(CONSOLE_GRANT_SQL.dropOverflow, [MAX_CONSOLE_GRANTS - 1]);
+    await this.run(CONSOLE_GRANT_SQL.dropOverflow, [MAX_CONSOLE_GRANTS - 1, grant.kind]);
     await this.run(CONSOLE_GRANT_SQL.insert, consoleGrantParams(grant));
   }
 

@@ -189,7 +189,7 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
     });
   }
 
-  /** Read and write in one IMMEDIATE transaction, so another process's increment cannot interleave. */
+  /** Insert-if-absent and the read back in one IMMEDIATE transaction: another process's insert is before or after both. */
   initMeta(key: string, value: string): Promise<string> {
     if (key === STORE_FORMAT_KEY) return Promise.reject(new RangeError(`meta key ${key} is reserved`));
     return this.write(() => {
@@ -198,6 +198,7 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
     });
   }
 
+  /** Read and write in one IMMEDIATE transaction, so another process's increment cannot interleave. */
   incrementMeta(key: string): Promise<number> {
     if (key === STORE_FORMAT_KEY) return Promise.reject(new RangeError(`meta key ${key} is reserved`));
     return this.write(() => {
@@ -493,7 +494,7 @@ export class SqliteStore extends AcmeStateDelegate implements Store {
   putConsoleGrant(grant: ConsoleGrant, now: Date): Promise<void> {
     return this.write(() => {
       this.consoleRun(CONSOLE_GRANT_SQL.dropExpired, [now.getTime()]);
-      this.consoleRun(CONSOLE_GRANT_SQL.dropOverflow, [MAX_CONSOLE_GRANTS - 1]);
+      this.consoleRun(CONSOLE_GRANT_SQL.dropOverflow, [MAX_CONSOLE_GRANTS - 1, grant.kind]);
       this.consoleRun(CONSOLE_GRANT_SQL.insert, consoleGrantParams(grant));
     });
   }

@@ -216,8 +216,6 @@ export function bindingStoreContract(
       expect(await store.getCertificateBinding(c1.serial)).toEqual(byAgent);
       // What `stint entry delete --revoke` revokes.
       expect((await store.listCertificates({ entryId: e.id })).map((c) => c.serial)).toEqual([c1.serial]);
-      // The first issuance under an attestation that no order holds is never one an agent asked for.
-      expect(await store.unclaimedCertificate("null")).toBeNull();
 
       // Moved to another agent after this one read it: refused, nothing written.
       await store.deleteEntry(e.id, event("entry.delete", e.id));
@@ -245,6 +243,27 @@ export function bindingStoreContract(
         ).rejects.toThrow(/CHECK constraint failed|violates check constraint "certificate_bindings_source"/);
       }
       expect(await store.getCertificateBinding(c3.serial)).toBeNull();
+    });
+
+    it("never hands order recovery a certificate a node agent asked for under the same entry", async () => {
+      const { e, az } = await enrollment();
+      const att = attestation("att1", az, e);
+      await store.recordAttestation(att, "pending", validated(az), event("attest.ok", SPIFFE));
+      await store.putIssuer(issuer("aa00"), event("issuer.create", "aa00"));
+      const [byAgent, attested] = [1, 2].map((n) => certificate("aa00", n));
+      const under = { entryId: e.id, entryHash: entryHash(e), renews: null };
+      await store.insertCertificate(byAgent, event("cert.issue", byAgent.serial), {
+        ...under,
+        attestationId: null,
+        requestedBy: "spiffe://example.org/node/n1",
+      });
+      expect(await store.unclaimedCertificate(att.id)).toBeNull();
+      await store.insertCertificate(attested, event("cert.issue", attested.serial), {
+        ...under,
+        attestationId: att.id,
+        requestedBy: null,
+      });
+      expect(await store.unclaimedCertificate(att.id)).toBe(attested.serial);
     });
 
     it("finds orders left processing, and the first issuance under their attestation that no order holds", async () => {

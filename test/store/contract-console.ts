@@ -260,7 +260,7 @@ export function consoleStoreContract(
       await store.deleteConsoleSession("nope");
     });
 
-    it("keeps at most MAX_CONSOLE_GRANTS, dropping expired ones first, then the soonest to expire", async () => {
+    it("keeps at most MAX_CONSOLE_GRANTS of each kind, dropping expired ones first, then the soonest to expire", async () => {
       const at = later(2 * MINUTE);
       await store.putConsoleGrant(grant("old", "session", later(MINUTE)), T0);
       // One at a time: concurrent puts may each find room before the other's insert.
@@ -279,6 +279,9 @@ export function consoleStoreContract(
       expect(await store.findConsoleSession("g0000", at)).toBeNull();
       expect(await store.findConsoleSession("g0001", at)).not.toBeNull();
       expect(await store.findConsoleSession("newer", at)).not.toBeNull();
+      // Codes are counted apart: a code made now drops no session.
+      await store.putConsoleGrant(grant("code1", "code", later(21 * MINUTE)), at);
+      expect(await store.findConsoleSession("g0001", at)).not.toBeNull();
     });
 
     it("keeps the first value initMeta wrote, whichever replica wrote it", async () => {
