@@ -225,15 +225,18 @@ export function mountAdmin(deps: AdminDeps): (router: Router, origin: string) =>
           const { revoke } = query(r.url, ["revoke"]);
           if (revoke !== undefined && revoke !== "true") throw malformed('revoke must be "true" when given');
           const entry = await existingEntry(store, r.params.id!);
-          await audited(
-            r,
-            "entry.delete",
-            entry.id,
-            { spiffeId: entry.spiffeId, selectors: entry.selectors, ...(revoke ? { revoke: true } : {}) },
-            (event) => store.deleteEntry(entry.id, event),
-          );
+          const remove = () =>
+            audited(
+              r,
+              "entry.delete",
+              entry.id,
+              { spiffeId: entry.spiffeId, selectors: entry.selectors, ...(revoke ? { revoke: true } : {}) },
+              (event) => store.deleteEntry(entry.id, event),
+            );
           // Renewals stop with the entry (they need their own entry); ?revoke=true also ends its live certificates.
-          const revoked = revoke ? await authority.revokeEntryCertificates(entry.id, r.actor, r.now) : [];
+          let revoked: string[] = [];
+          if (revoke) revoked = await authority.removeEntryRevoking(entry.id, r.actor, r.now, remove);
+          else await remove();
           if (revoked.length > 0) await publishRevocations();
           sendJson(r.res, 200, { ...entryJson(entry), ...(revoke ? { revoked } : {}) });
         }),

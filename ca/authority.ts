@@ -466,6 +466,24 @@ export class Authority {
   }
 
   /**
+   * Deletes an entry (`remove`) and revokes its certificates: first those
+   * issued so far, then `remove`, then any issued in between. A failure
+   * before the deletion leaves the entry in place, so the same request run
+   * again finishes the job; the second pass has at most a few to do.
+   */
+  async removeEntryRevoking(
+    entryId: string,
+    actor: string,
+    now: Date,
+    remove: () => Promise<void>,
+  ): Promise<string[]> {
+    const revoked = await this.revokeEntryCertificates(entryId, actor, now);
+    await remove();
+    revoked.push(...(await this.revokeEntryCertificates(entryId, actor, now)));
+    return revoked;
+  }
+
+  /**
    * Re-signs the revoked certificate's issuer's CRL, so it lists the serial
    * once revoke() returns. A failure is logged and retried by the publisher's
    * timer; it does not fail the revocation, which is already durable.

@@ -291,16 +291,20 @@ export const ACTIONS: Record<string, Action> = {
     async run(r) {
       const e = await existingEntry(r);
       const revoke = revokeAsked(r);
-      await r.console.store.deleteEntry(
-        e.id,
-        event(r, "entry.delete", e.id, {
-          spiffeId: e.spiffeId,
-          selectors: e.selectors,
-          ...(revoke ? { revoke: true } : {}),
-        }),
-      );
-      if (!revoke) return html`<p class="done">Deleted entry ${e.id} for ${e.spiffeId}.</p>`;
-      const revoked = await r.console.authority.revokeEntryCertificates(e.id, r.user.actor, r.now);
+      const remove = () =>
+        r.console.store.deleteEntry(
+          e.id,
+          event(r, "entry.delete", e.id, {
+            spiffeId: e.spiffeId,
+            selectors: e.selectors,
+            ...(revoke ? { revoke: true } : {}),
+          }),
+        );
+      if (!revoke) {
+        await remove();
+        return html`<p class="done">Deleted entry ${e.id} for ${e.spiffeId}.</p>`;
+      }
+      const revoked = await r.console.authority.removeEntryRevoking(e.id, r.user.actor, r.now, remove);
       if (revoked.length > 0) await publish(r.console);
       return html`<p class="done">Deleted entry ${e.id} for ${e.spiffeId} and revoked ${revoked.length} certificate(s).</p>`;
     },

@@ -305,6 +305,46 @@ describe("a certificate renews only under its own entry", () => {
     await renew(other, id("ttl"));
   });
 
+  it("leaves the entry when a revocation fails, so deleting it with --revoke again finishes the job", async () => {
+    const spiffeId = id("retry");
+    const own = createEntry(spiffeId, ["k8s:ns:prod", "k8s:sa:api"]);
+    const held = [await enroll(spiffeId, "k8s_sat", k8s), await enroll(spiffeId, "k8s_sat", k8s)];
+    const serials = held.map((h) => h.serial).sort();
+    // The store refuses to revoke the second one, as a full disk would.
+    const db = new Database(join(dataDir, "stint.db"));
+    try {
+      db.exec(`CREATE TRIGGER refuse_revoke BEFORE UPDATE OF revoked_at ON certificates
+               WHEN NEW.serial = '${serials[1]}' BEGIN SELECT RAISE(ABORT, 'disk full'); END`);
+      const failed = stint([
+        "entry",
+        "delete",
+        own,
+        "--revoke",
+        "--data-dir",
+        dataDir,
+        "--server",
+        server.url,
+      ]);
+      expect(failed.code).not.toBe(0);
+      const entries = JSON.parse(admin(["entry", "list", "--spiffe-id", spiffeId, "--json"])) as {
+        id: string;
+      }[];
+      expect(entries.map((e) => e.id)).toEqual([own]);
+    } finally {
+      db.exec("DROP TRIGGER IF EXISTS refuse_revoke");
+      db.close();
+    }
+    const out = deleteEntry(own, ["--revoke"]);
+    expect(out.revoked).toEqual([serials[1]]);
+    const certs = JSON.parse(admin(["cert", "list", "--spiffe-id", spiffeId, "--json"])) as {
+      serial: string;
+      revokedAt: string | null;
+    }[];
+    expect(certs.map((c) => [c.serial, typeof c.revokedAt]).sort()).toEqual(
+      serials.map((serial) => [serial, "string"]),
+    );
+  });
+
   it("refuses to renew over ACME what a node agent obtained: its holder proved itself to the agent, not to us", async () => {
     const node = id("node/n1");
     const out = join(dir, "n1");
