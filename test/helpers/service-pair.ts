@@ -64,7 +64,14 @@ export async function startServicePair(opts: ServicePairOptions): Promise<Servic
   const traffic = { ok: 0, failures: [] as string[] };
   let running = true;
   const loop = (async () => {
+    let last = Date.now();
     while (running) {
+      // A test's synchronous CLI call (spawnSync) can hold this event loop for seconds, and then the
+      // first handshake after it would run before the 200 ms poll caught up with files an agent wrote
+      // meanwhile; with 20 s certificates, the one held may have expired. A service's own loop is not
+      // held so: look at the files first, as its poll would have.
+      if (Date.now() - last > 200) await Promise.all([server.reload(), client.reload()]);
+      last = Date.now();
       await mtlsCall(port, client).then(
         ({ status, body }) =>
           status === 200 ? traffic.ok++ : traffic.failures.push(`HTTP ${status} ${body}`),
