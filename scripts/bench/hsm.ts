@@ -4,16 +4,14 @@ import { generateKeyPairSync, X509Certificate } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import { Authority } from "../../ca/authority";
 import { LeafEngine } from "../../ca/engine";
-import { initHierarchy } from "../../ca/hierarchy";
 import { type CaKey, fileKey } from "../../ca/key-backend";
 import { CaKeyStore } from "../../ca/key-store";
 import { generateKeyPair } from "../../ca/keys";
 import { Pkcs11Token } from "../../ca/pkcs11";
-import { KEY_ALGORITHMS, type KeyAlgorithm } from "../../ca/spki";
-import { openStore } from "../../ca/store/open";
+import type { KeyAlgorithm } from "../../ca/spki";
 import { createRootCertificate, randomSerial } from "../../ca/x509";
+import { withDurableAuthority } from "./durable-authority";
 
 /**
  * Leaf issuance with the issuer's key in a PKCS#11 token (Debian's SoftHSM)
@@ -127,51 +125,16 @@ async function engineRun(algorithm: KeyAlgorithm, key: CaKey, sessions: number |
 }
 
 /** The whole issue path with a durable SQLite commit, the hierarchy's keys made where `keys` says. */
-async function authorityRun(keys: (dataDir: string) => CaKeyStore, sessions: number | null): Promise<Result> {
-  const dataDir = mkdtempSync(join(tmpdir(), "stint-bench-hsm-"));
-  try {
-    const store = await openStore(dataDir, { create: true });
-    const keyStore = keys(dataDir);
-    await initHierarchy({
-      dataDir,
-      store,
-      trustDomain: "bench.example",
-      keyAlgorithm: "ec-p256",
-      passphrase: null,
-      now: new Date(),
-      keys: keyStore,
-    });
-    const policy = {
-      trustDomain: "bench.example",
-      defaultTtlMs: 3_600_000,
-      minTtlMs: 60_000,
-      maxTtlMs: 86_400_000,
-      backdateMs: 30_000,
-      dnsSuffixes: ["svc.example"],
-      keyTypes: KEY_ALGORITHMS,
-    };
-    const authority = await Authority.open({ dataDir, store, policy, passphrase: null, keys: keyStore });
-    let i = 0;
-    const result = await measure(
-      { level: "authority", algorithm: "ec-p256", key: keyStore.backend, sessions },
-      () =>
-        authority.issue(
-          {
-            spiffeId: "spiffe://bench.example/ns/default/sa/bench",
-            dnsNames: ["bench.svc.example"],
-            spki: spkis[i++ & 255],
-            keyAlgorithm: "ec-p256",
-            keyDescription: "EC P-256 key",
-          },
-          "bench",
-        ),
-    );
-    await store.close();
-    return result;
-  } finally {
-    rmSync(dataDir, { recursive: true, force: true });
-  }
+function authorityRun(keys: (dataDir: string) => CaKeyStore, sessions: number | null): Promise<Result> {
+  return withDurableAuthority(spkis, keys, (issueOne) =>
+    measure(
+      { level: "authority", algorithm: "ec-p256", key: keys === fileKeys ? "file" : "pkcs11", sessions },
+      issueOne,
+    ),
+  );
 }
+
+const fileKeys = (dataDir: string) => CaKeyStore.files(dataDir, null);
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "stint-bench-softhsm-"));
@@ -189,7 +152,7 @@ async function main(): Promise<void> {
         await token.close();
       }
     }
-    results.push(await authorityRun((dataDir) => CaKeyStore.files(dataDir, null), null));
+    results.push(await authorityRun(fileKeys, null));
     for (const sessions of [1, 4]) {
       const token = await openToken(sessions);
       results.push(

@@ -1,16 +1,11 @@
 import "reflect-metadata";
 import { generateKeyPairSync, sign } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
-import { join } from "node:path";
+import { cpus } from "node:os";
 import * as x509 from "@peculiar/x509";
-import { Authority } from "../../ca/authority";
 import { LeafEngine } from "../../ca/engine";
-import { initHierarchy } from "../../ca/hierarchy";
 import { generateKeyPair } from "../../ca/keys";
-import { KEY_ALGORITHMS } from "../../ca/spki";
-import { openStore } from "../../ca/store/open";
 import { createRootCertificate, randomSerial } from "../../ca/x509";
+import { withDurableAuthority } from "./durable-authority";
 
 /**
  * Issue-engine throughput in one process on one thread: Stint's DER-template
@@ -158,47 +153,10 @@ async function main(): Promise<void> {
  * signature, and the certificate plus its audit record durably committed to
  * SQLite (WAL, synchronous=FULL), with 256 requests in flight.
  */
-async function measureAuthority(spkis: Buffer[]): Promise<Result> {
-  const dataDir = mkdtempSync(join(tmpdir(), "stint-bench-"));
-  try {
-    const store = await openStore(dataDir, { create: true });
-    await initHierarchy({
-      dataDir,
-      store,
-      trustDomain: "bench.example",
-      keyAlgorithm: "ec-p256",
-      passphrase: null,
-      now: new Date(),
-    });
-    const policy = {
-      trustDomain: "bench.example",
-      defaultTtlMs: 3_600_000,
-      minTtlMs: 60_000,
-      maxTtlMs: 86_400_000,
-      backdateMs: 30_000,
-      dnsSuffixes: ["svc.example"],
-      keyTypes: KEY_ALGORITHMS,
-    };
-    const authority = await Authority.open({ dataDir, store, policy, passphrase: null });
-    const inFlight = 256;
-    let i = 0;
-    const result = await measureConcurrent("stint-authority-sqlite-durable", inFlight, () =>
-      authority.issue(
-        {
-          spiffeId: "spiffe://bench.example/ns/default/sa/bench",
-          dnsNames: ["bench.svc.example"],
-          spki: spkis[i++ & 255],
-          keyAlgorithm: "ec-p256",
-          keyDescription: "EC P-256 key",
-        },
-        "bench",
-      ),
-    );
-    await store.close();
-    return result;
-  } finally {
-    rmSync(dataDir, { recursive: true, force: true });
-  }
+function measureAuthority(spkis: Buffer[]): Promise<Result> {
+  return withDurableAuthority(spkis, undefined, (issueOne) =>
+    measureConcurrent("stint-authority-sqlite-durable", 256, issueOne),
+  );
 }
 
 /** Like measure(), with `inFlight` operations outstanding at all times. */
