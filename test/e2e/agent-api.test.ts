@@ -1,11 +1,11 @@
 import { generateKeyPairSync, X509Certificate } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
-import { request } from "node:https";
 import { join } from "node:path";
 import { buildCsr } from "../../agent/csr";
 import { findAuthorizingEntry, type RegistrationEntry } from "../../ca/entries";
 import { verifyJwtSvid } from "../../verify/jwt-svid";
 import { type RunResult, type ServerProcess, startServer, stint } from "../helpers/cli";
+import { httpsCall } from "../helpers/https";
 import { openssl, tempDir } from "../helpers/openssl";
 
 /**
@@ -41,41 +41,15 @@ const json = <T>(r: RunResult): T => {
   return JSON.parse(r.stdout) as T;
 };
 
-function call(
+async function call(
   method: string,
   path: string,
   client: Credential | null,
   body?: unknown,
   // biome-ignore lint/suspicious/noExplicitAny: response bodies are read freely in assertions
 ): Promise<{ status: number; type: string; json: Record<string, any> }> {
-  const text = body === undefined ? undefined : JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const req = request(
-      new URL(path, server.url),
-      {
-        method,
-        ca: rootPem,
-        agent: false,
-        ...(client ?? {}),
-        headers: text === undefined ? {} : { "content-type": "application/json" },
-      },
-      (res) => {
-        let data = "";
-        res.on("data", (d) => {
-          data += d;
-        });
-        res.on("end", () =>
-          resolve({
-            status: res.statusCode ?? 0,
-            type: String(res.headers["content-type"]),
-            json: JSON.parse(data),
-          }),
-        );
-      },
-    );
-    req.on("error", reject);
-    req.end(text);
-  });
+  const res = await httpsCall(new URL(path, server.url), { method, ca: rootPem, client, json: body });
+  return { status: res.status, type: String(res.headers["content-type"]), json: JSON.parse(res.text) };
 }
 
 /** An agent's credential the way a join-token enrollment leaves it: key and chain from this CA. */
@@ -102,18 +76,8 @@ function createEntry(args: string[]): string {
   return json<{ id: string }>(cli(["entry", "create", ...args, "--json"])).id;
 }
 
-function bundleJson(): Promise<string> {
-  return new Promise<string>((resolve, reject) => {
-    request(new URL("/bundle.json", server.url), { ca: rootPem, agent: false }, (r) => {
-      let data = "";
-      r.on("data", (d) => {
-        data += d;
-      });
-      r.on("end", () => resolve(data));
-    })
-      .on("error", reject)
-      .end();
-  });
+async function bundleJson(): Promise<string> {
+  return (await httpsCall(new URL("/bundle.json", server.url), { ca: rootPem })).text;
 }
 
 /** The kid in a JWT's header. */

@@ -1,6 +1,5 @@
 import { createPrivateKey, generateKeyPairSync, type KeyObject, X509Certificate } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
-import { request } from "node:https";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import {
@@ -14,6 +13,7 @@ import { buildCsr } from "../../agent/csr";
 import { b64u, signJws } from "../../formats/jose";
 import { pemDecodeAll } from "../../formats/pem";
 import { type ServerProcess, startServer, stint } from "../helpers/cli";
+import { httpsCall } from "../helpers/https";
 import { bootstrapPki, tempDir } from "../helpers/openssl";
 
 /**
@@ -357,31 +357,14 @@ describe("a certificate renews only under its own entry", () => {
     createEntry(spiffeId, ["unix:uid:1001"], ["--parent", node]);
     const entryId = JSON.parse(admin(["entry", "list", "--spiffe-id", spiffeId, "--json"]))[0].id as string;
     const key = newKey();
-    const body = JSON.stringify({
-      requests: [{ entryId, csr: buildCsr({ key, spiffeId }).toString("base64url") }],
-    });
-    const answer = await new Promise<string>((resolve, reject) => {
-      request(
-        new URL("/agent/v1/x509-svids", server.url),
-        {
-          method: "POST",
-          ca: rootPem,
-          cert: readFileSync(join(out, "cert.pem")),
-          key: readFileSync(join(out, "key.pem")),
-          agent: false,
-          headers: { "content-type": "application/json" },
-        },
-        (res) => {
-          let data = "";
-          res.on("data", (d) => {
-            data += d;
-          });
-          res.on("end", () => resolve(data));
-        },
-      )
-        .on("error", reject)
-        .end(body);
-    });
+    const answer = (
+      await httpsCall(new URL("/agent/v1/x509-svids", server.url), {
+        method: "POST",
+        ca: rootPem,
+        client: { cert: readFileSync(join(out, "cert.pem")), key: readFileSync(join(out, "key.pem")) },
+        json: { requests: [{ entryId, csr: buildCsr({ key, spiffeId }).toString("base64url") }] },
+      })
+    ).text;
     const workload = held(key, JSON.parse(answer).svids[0].certificateChain);
     expect(await refusal(renew(workload, spiffeId))).toMatchObject({
       type: `${ACME}unauthorized`,

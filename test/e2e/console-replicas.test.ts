@@ -1,7 +1,7 @@
 import { readFileSync, rmSync } from "node:fs";
-import { request } from "node:https";
 import { join } from "node:path";
 import { type ServerProcess, startServer, stint } from "../helpers/cli";
+import { httpsCall } from "../helpers/https";
 import { tempDir } from "../helpers/openssl";
 import { createTestDatabase, type TestDatabase } from "../helpers/postgres";
 
@@ -25,39 +25,23 @@ interface Answer {
   setCookie: string[];
 }
 
-function call(
+async function call(
   base: string,
   method: string,
   path: string,
   opts: { cookie?: string; form?: Record<string, string> } = {},
 ): Promise<Answer> {
-  const body = opts.form ? new URLSearchParams(opts.form).toString() : undefined;
-  return new Promise((resolve, reject) => {
-    const req = request(
-      new URL(path, base),
-      {
-        method,
-        ca: rootPem,
-        agent: false,
-        headers: {
-          ...(opts.cookie ? { cookie: opts.cookie } : {}),
-          // What a browser sends with a form posted from this origin.
-          ...(body ? { "content-type": "application/x-www-form-urlencoded", origin: base } : {}),
-        },
-      },
-      (res) => {
-        let data = "";
-        res.on("data", (d) => {
-          data += d;
-        });
-        res.on("end", () =>
-          resolve({ status: res.statusCode ?? 0, body: data, setCookie: res.headers["set-cookie"] ?? [] }),
-        );
-      },
-    );
-    req.on("error", reject);
-    req.end(body);
+  const res = await httpsCall(new URL(path, base), {
+    method,
+    ca: rootPem,
+    ...(opts.form && { body: new URLSearchParams(opts.form).toString() }),
+    headers: {
+      ...(opts.cookie ? { cookie: opts.cookie } : {}),
+      // What a browser sends with a form posted from this origin.
+      ...(opts.form ? { "content-type": "application/x-www-form-urlencoded", origin: base } : {}),
+    },
   });
+  return { status: res.status, body: res.text, setCookie: res.headers["set-cookie"] ?? [] };
 }
 
 const csrfOf = (page: string): string => {

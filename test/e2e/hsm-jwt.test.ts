@@ -1,10 +1,10 @@
 import { readdirSync, readFileSync, rmSync, statSync } from "node:fs";
-import { request } from "node:https";
 import { join } from "node:path";
 import { readJwtKeys } from "../../ca/jwt-keys";
 import { openStore } from "../../ca/store/open";
 import { verifyJwtSvid } from "../../verify/jwt-svid";
 import { type RunResult, type ServerProcess, startServer, stint, tokenCaEnv } from "../helpers/cli";
+import { httpsCall } from "../helpers/https";
 import { tempDir } from "../helpers/openssl";
 import { type SoftHsmToken, softHsmToken } from "../helpers/softhsm";
 import { keyExposures, NOT_EXTRACTABLE } from "../helpers/token-keys";
@@ -34,34 +34,19 @@ const ok = (r: RunResult): string => {
   return r.stdout;
 };
 
-function https(
+async function https(
   method: string,
   path: string,
   client: { cert: string; key: string } | null,
   body?: unknown,
 ): Promise<{ status: number; text: string }> {
-  const text = body === undefined ? undefined : JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const req = request(
-      new URL(path, server!.url),
-      {
-        method,
-        ca: rootPem,
-        agent: false,
-        ...(client ?? {}),
-        headers: text === undefined ? {} : { "content-type": "application/json" },
-      },
-      (res) => {
-        let data = "";
-        res.on("data", (d) => {
-          data += d;
-        });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, text: data }));
-      },
-    );
-    req.on("error", reject);
-    req.end(text);
+  const { status, text } = await httpsCall(new URL(path, server!.url), {
+    method,
+    ca: rootPem,
+    client,
+    json: body,
   });
+  return { status, text };
 }
 
 async function jwtSvid(): Promise<string> {
