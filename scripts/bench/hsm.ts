@@ -11,6 +11,7 @@ import { generateKeyPair } from "../../ca/keys";
 import { Pkcs11Token } from "../../ca/pkcs11";
 import type { KeyAlgorithm } from "../../ca/spki";
 import { createRootCertificate, randomSerial } from "../../ca/x509";
+import { runConcurrently } from "./concurrent";
 import { withDurableAuthority } from "./durable-authority";
 
 /**
@@ -71,17 +72,7 @@ async function measure(
   for (let i = 0; i < 100; i++) await once(); // warm-up
   const label = `${what.level} ${what.algorithm} ${what.key}${what.sessions ? ` ×${what.sessions}` : ""}`;
   process.stderr.write(`bench: ${label} (${IN_FLIGHT} in flight) for ${SECONDS}s…\n`);
-  const start = process.hrtime.bigint();
-  const deadline = start + BigInt(SECONDS * 1e9);
-  let n = 0;
-  const worker = async () => {
-    while (process.hrtime.bigint() < deadline) {
-      await once();
-      n++;
-    }
-  };
-  await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
-  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  const { operations: n, seconds } = await runConcurrently(SECONDS, IN_FLIGHT, once);
   return {
     ...what,
     certificates: n,

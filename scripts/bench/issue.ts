@@ -5,6 +5,7 @@ import * as x509 from "@peculiar/x509";
 import { LeafEngine } from "../../ca/engine";
 import { generateKeyPair } from "../../ca/keys";
 import { createRootCertificate, randomSerial } from "../../ca/x509";
+import { runConcurrently } from "./concurrent";
 import { withDurableAuthority } from "./durable-authority";
 
 /**
@@ -166,17 +167,7 @@ async function measureConcurrent(
   once: () => Promise<unknown>,
 ): Promise<Result> {
   process.stderr.write(`bench: ${name} (${inFlight} in flight) for ${SECONDS}s…\n`);
-  const start = process.hrtime.bigint();
-  const deadline = start + BigInt(SECONDS * 1e9);
-  let n = 0;
-  const worker = async () => {
-    while (process.hrtime.bigint() < deadline) {
-      await once();
-      n++;
-    }
-  };
-  await Promise.all(Array.from({ length: inFlight }, worker));
-  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  const { operations: n, seconds } = await runConcurrently(SECONDS, inFlight, once);
   return {
     name,
     certificates: n,
